@@ -1,0 +1,111 @@
+"""Taichi runtime: one idempotent `init`, paired with torch's device.
+
+Nothing here runs at import time. Every public op calls `ensure_initialized()`, so users who never
+call `init` get the "auto" choice; users who want a given backend call `init(arch=...)` first.
+The environment variable ``TAICHI_SDF_ARCH`` (cpu | cuda | vulkan | metal | auto) overrides "auto".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import torch
+
+ENV_ARCH = "TAICHI_SDF_ARCH"
+_KNOWN_ARCHS = ("auto", "cpu", "cuda", "vulkan", "metal", "opengl")
+# Taichi backends that read torch CUDA tensors without a copy; the others read torch CPU tensors.
+_ZERO_COPY_CUDA_ARCHS = ("cuda",)
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What `init` settled on: Taichi's arch name and the torch device whose tensors it reads zero-copy."""
+
+    arch: str
+    device: torch.device
+
+
+_lock = threading.Lock()
+_info: RuntimeInfo | None = None
+
+
+def _resolve_arch(arch: str) -> str:
+    if not isinstance(arch, str) or arch.lower() not in _KNOWN_ARCHS:
+        raise ValueError(f"arch: expected one of {_KNOWN_ARCHS}, got {arch!r}")
+    arch = arch.lower()
+    if arch == "auto":
+        env = os.environ.get(ENV_ARCH, "auto").lower()
+        if env not in _KNOWN_ARCHS:
+            raise ValueError(f"{ENV_ARCH}: expected one of {_KNOWN_ARCHS}, got {env!r}")
+        arch = env
+    if arch == "auto":
+        arch = "cuda" if torch.cuda.is_available() else "cpu"
+    return arch
+
+
+def init(arch: str = "auto", *, debug: bool = False, offline_cache: bool = True, **ti_kwargs) -> RuntimeInfo:
+    """Initialise Taichi once for this process and return the chosen arch and torch device.
+
+    Args:
+        arch: "auto" pairs Taichi with torch (CUDA when torch sees a GPU, else CPU); the env var
+            TAICHI_SDF_ARCH overrides "auto". Any other value is used as given.
+        debug: Taichi's debug mode (bounds checks); slow, for tests of kernels under development.
+        offline_cache: keep Taichi's on-disk kernel cache, which makes second runs start fast.
+
+    Calling `init` again with the same (resolved) arch is a no-op; asking for a different arch after
+    kernels ran raises `RuntimeError`, because Taichi would silently invalidate every compiled kernel.
+    """
+    global _info
+    resolved = _resolve_arch(arch)
+    with _lock:
+        if _info is not None:
+            if arch != "auto" and resolved != _info.arch:
+                raise RuntimeError(
+                    f"taichi_sdf is already initialised with arch={_info.arch!r}; cannot switch to "
+                    f"{resolved!r} in the same process (call init before running any op)"
+                )
+            return _info
+        import taichi as ti
+
+        ti_arch = getattr(ti, resolved)
+        ti.init(
+            arch=ti_arch,
+            default_fp=ti.f32,
+            default_ip=ti.i32,
+            debug=debug,
+            offline_cache=offline_cache,
+            log_level=ti_kwargs.pop("log_level", ti.WARN),
+            **ti_kwargs,
+        )
+        # Taichi falls back to CPU silently when the requested backend is missing: report the truth.
+        actual = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
+        if actual == "x64" or actual == "arm64":
+            actual = "cpu"
+        device = torch.device("cuda") if actual in _ZERO_COPY_CUDA_ARCHS else torch.device("cpu")
+        _info = RuntimeInfo(arch=actual, device=device)
+        return _info
+
+
+def ensure_initialized() -> RuntimeInfo:
+    """Return the runtime, initialising with arch="auto" on first use."""
+    return _info if _info is not None else init("auto")
+
+
+def is_initialized() -> bool:
+    return _info is not None
+
+
+def device() -> torch.device:
+    """The torch device whose tensors the kernels read and write without copies."""
+    return ensure_initialized().device
+
+
+def sync() -> None:
+    """Wait for queued Taichi and torch work (for timing)."""
+    import taichi as ti
+
+    ti.sync()
+    if device().type == "cuda":
+        torch.cuda.synchronize()

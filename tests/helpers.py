@@ -1,0 +1,36 @@
+"""Shared test helpers: compare an op with its torch twin on values and vector-Jacobian products."""
+
+from __future__ import annotations
+
+import torch
+
+
+def assert_matches_twin(op, twin, inputs, *, atol, rtol=0.0, seed=0):
+    """Check op(*inputs) == twin(*inputs) and their VJPs with random cotangents agree.
+
+    Args:
+        op, twin: callables returning a tensor or a tuple of tensors.
+        inputs: tensors; the floating ones that require grad get gradients compared.
+    """
+    leaves = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
+    leaves_twin = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
+    out = op(*leaves)
+    out_twin = twin(*leaves_twin)
+    out = out if isinstance(out, tuple) else (out,)
+    out_twin = out_twin if isinstance(out_twin, tuple) else (out_twin,)
+    assert len(out) == len(out_twin)
+    gen = torch.Generator().manual_seed(seed)
+    loss, loss_twin = 0.0, 0.0
+    for a, b in zip(out, out_twin):
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+        if a.is_floating_point() and a.requires_grad:
+            cot = torch.randn(a.shape, generator=gen, dtype=a.dtype).to(a.device)
+            loss = loss + (a * cot).sum()
+            loss_twin = loss_twin + (b * cot).sum()
+    grad_leaves = [x for x in leaves if x.requires_grad]
+    if not grad_leaves:
+        return
+    grads = torch.autograd.grad(loss, grad_leaves)
+    grads_twin = torch.autograd.grad(loss_twin, [x for x in leaves_twin if x.requires_grad])
+    for g, gt in zip(grads, grads_twin):
+        torch.testing.assert_close(g, gt, atol=atol * 10, rtol=rtol)
