@@ -104,3 +104,15 @@ def grid_sample_kernels(dtype: str):
                 grad_points[n, a] += dp[a]
 
     return forward, backward
+
+
+@functools.cache
+def grid_sdf(lo: tuple, hi: tuple):
+    """`@ti.func sdf(p, grid)`: trilinear SDF of a grid spanning the box [lo, hi] (one func per box,
+    so tracer kernels compile once per box)."""
+
+    @ti.func
+    def sdf(p, grid: ti.template()):
+        return trilinear(grid, p, ti.Vector([lo[0], lo[1], lo[2]]), ti.Vector([hi[0], hi[1], hi[2]]))
+
+    return sdf
