@@ -1,0 +1,1 @@
+"""Runnable apps: `python -m apps.<name> --help`."""

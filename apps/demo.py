@@ -1,0 +1,127 @@
+"""Render a built-in scene with the fused sphere tracer, mesh it and score the mesh.
+
+    python -m apps.demo [--scene csg] [--views 8] [--size 256] [--out outputs/demo] [--headless]
+
+Writes `views/NNN_{normal,depth,lambert}.png`, `turntable.gif`, `mesh.ply`, `metrics.json` and
+`config.yaml` to `--out`. Needs no data: the scenes are analytic SDFs from `taichi_sdf.scenes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import taichi_sdf
+from taichi_sdf import cameras, shading
+from taichi_sdf.config import config_to_dict, save_config
+from taichi_sdf.imageio_utils import to_uint8, write_image
+from taichi_sdf.meshing import extract_mesh, save_mesh
+from taichi_sdf.scenes import SCENES, make_scene
+from taichi_sdf.sphere_trace import sphere_trace
+
+
+@dataclass
+class DemoConfig:
+    scene: str = "csg"
+    views: int = 8  # turntable frames
+    size: int = 256  # image width = height
+    elevation_deg: float = 25.0
+    camera_distance: float = 2.75
+    mesh_resolution: int = 128
+    arch: str = "auto"
+    out: str = "outputs/demo"
+
+
+class Example:
+    """Renders `cfg.scene` from a turntable of cameras (Warp-style example: construct, step, render)."""
+
+    def __init__(self, cfg: DemoConfig) -> None:
+        self.cfg = cfg
+        self.info = taichi_sdf.init(cfg.arch)
+        self.field = make_scene(cfg.scene)
+        self.cams = cameras.orbit_cameras(
+            cfg.views, cfg.camera_distance, cfg.elevation_deg, cfg.size, cfg.size
+        ).to(self.info.device, torch.float32)
+        self.frames: list[np.ndarray] = []
+        self.rays_traced = 0
+        self.trace_seconds = 0.0
+
+    def render(self, i: int) -> dict[str, torch.Tensor]:
+        cam = self.cams[i]
+        o, d = cam.image_rays()
+        H = W = self.cfg.size
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            r = sphere_trace(self.field, o.reshape(-1, 3), d.reshape(-1, 3))
+        taichi_sdf.sync()
+        self.trace_seconds += time.perf_counter() - t0
+        self.rays_traced += H * W
+        r = r.reshape(H, W)
+        z = r.t * (d[0] * cam.T_cam_world[0, 2, :3]).sum(-1)
+        return {
+            "normal": shading.normal_map(r.normals, r.hit),
+            "depth": shading.depth_map(z, r.hit),
+            "lambert": shading.phong(r.normals, d[0], r.hit, albedo=(0.85, 0.55, 0.3)),
+        }
+
+    def run(self) -> dict:
+        out = Path(self.cfg.out)
+        (out / "views").mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, out / "config.yaml")
+        for i in range(len(self.cams)):
+            images = self.render(i)
+            for kind, img in images.items():
+                write_image(out / "views" / f"{i:03d}_{kind}.png", img)
+            self.frames.append(to_uint8(images["lambert"]))
+        import imageio.v3 as iio
+
+        iio.imwrite(out / "turntable.gif", np.stack(self.frames), duration=120, loop=0)
+        mesh = extract_mesh(lambda x: self.field.values(x.to(self.field.params.dtype).contiguous()),
+                            resolution=self.cfg.mesh_resolution, device=self.info.device)  # fmt: skip
+        save_mesh(mesh, out / "mesh.ply")
+        # Score the mesh against the scene itself: the mesh's vertices should lie on the zero set.
+        v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.info.device)
+        residual = self.field.values(v.contiguous()).abs()
+        metrics = {
+            "scene": self.cfg.scene,
+            "arch": self.info.arch,
+            "rays_per_second": self.rays_traced / max(self.trace_seconds, 1e-9),
+            "mesh_vertices": int(len(mesh.vertices)),
+            "mesh_faces": int(len(mesh.faces)),
+            "mesh_watertight": bool(mesh.is_watertight),
+            "mesh_sdf_residual_mean": float(residual.mean()),
+            "mesh_sdf_residual_max": float(residual.max()),
+            "config": config_to_dict(self.cfg),
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scene", default=DemoConfig.scene, choices=sorted(SCENES))
+    p.add_argument("--views", type=int, default=DemoConfig.views)
+    p.add_argument("--size", type=int, default=DemoConfig.size)
+    p.add_argument("--mesh-resolution", type=int, default=DemoConfig.mesh_resolution)
+    p.add_argument("--arch", default=DemoConfig.arch)
+    p.add_argument("--out", default=DemoConfig.out)
+    p.add_argument("--headless", action="store_true", help="no window (the demo never opens one)")
+    a = p.parse_args(argv)
+    if a.views < 1 or a.size < 1:
+        p.error("--views and --size must be >= 1")
+    cfg = DemoConfig(scene=a.scene, views=a.views, size=a.size, mesh_resolution=a.mesh_resolution, arch=a.arch, out=a.out)
+    metrics = Example(cfg).run()
+    print(f"wrote {cfg.out}: {cfg.views} views of '{cfg.scene}' at {cfg.size}x{cfg.size}, "
+          f"{metrics['rays_per_second'] / 1e6:.2f} Mrays/s on {metrics['arch']}, mesh with "
+          f"{metrics['mesh_faces']} faces (mean |SDF| at vertices {metrics['mesh_sdf_residual_mean']:.1e})")  # fmt: skip
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

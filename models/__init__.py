@@ -1,0 +1,1 @@
+"""torch nn.Modules: SDF networks and their building blocks. Never imports kernels/."""
