@@ -200,8 +200,30 @@ def _normals_field(field: TaichiField, points: torch.Tensor) -> torch.Tensor:
     return exact + (fd - fd.detach())
 
 
+def newton_polish(values_fn, gradients_fn, o, d, t, steps: int, max_step: float = 0.05):
+    """Refine hit distances `t [M]` of rays `o, d [M, 3]` by Newton steps on f(o + t d) = 0 (no
+    grad). A step is kept only where it lowers |f| (so it never jumps to another surface), and is
+    clamped to `max_step`. The implicit-function gradient is exact only at a root: tracers that
+    accept points inside the surface (IDR's `f <= eps` after its line search) need this."""
+    evals = 0
+    with torch.no_grad():
+        for _ in range(steps):
+            if len(t) == 0:
+                break
+            x = o + t[:, None] * d
+            f = values_fn(x)
+            cos = (gradients_fn(x) * d).sum(-1)
+            cos = torch.where(cos.abs() < MIN_COS, torch.full_like(cos, -MIN_COS), cos)
+            t_new = t - (f / cos).clamp(-max_step, max_step)
+            f_new = values_fn(o + t_new[:, None] * d)
+            t = torch.where(f_new.abs() < f.abs(), t_new, t)
+            evals += 3 * len(t)
+    return t, evals
+
+
 def implicit_surface(
-    values_fn, gradients_fn, origins, directions, hit, t0, t_min, gradient_cost: int = 1, normals_fn=None
+    values_fn, gradients_fn, origins, directions, hit, t0, t_min, gradient_cost: int = 1, normals_fn=None,
+    polish_steps: int = 0,
 ) -> TraceResult:
     """Differentiable outputs from the (non-differentiable) marching result.
 
@@ -212,6 +234,7 @@ def implicit_surface(
         gradient_cost: field evaluations one gradient costs, for `num_evals`.
         normals_fn: `points [M, 3] -> [M, 3]` differentiable gradients for the normals output
             (default `gradients_fn`).
+        polish_steps: guarded Newton steps on the hit distances before the differentiable step.
     """
     n = origins.shape[0]
     t0 = t0.detach()
@@ -220,6 +243,10 @@ def implicit_surface(
     evals = 0
     if len(idx) > 0:
         o_h, d_h = origins[idx], directions[idx]
+        if polish_steps > 0:
+            t_pol, n_pol = newton_polish(values_fn, gradients_fn, o_h.detach(), d_h.detach(), t0[idx], polish_steps)
+            t0 = t0.index_put((idx,), t_pol)
+            evals += n_pol
         x0 = o_h + t0[idx, None] * d_h
         f = values_fn(x0)
         with torch.no_grad():

@@ -268,6 +268,7 @@ def sphere_trace_mlp(
     image_shape: tuple[int, int, int] | None = None,
     chunk_size: int = 65536,
     create_graph: bool = True,
+    polish_steps: int = 1,
 ) -> TraceResult:
     """Sphere-trace a torch callable with the wavefront tracer and make differentiable outputs.
 
@@ -279,6 +280,9 @@ def sphere_trace_mlp(
             coarse-to-fine over its pixel pyramid.
         chunk_size: most points per call of `fn` (bounds memory).
         create_graph: keep the graph of the normals (needed for normal/eikonal losses on them).
+        polish_steps: guarded Newton steps on the hits before the differentiable step (IDR accepts
+            points with f <= eps, including points inside after its line search; the implicit
+            gradient is exact only on the surface).
 
     Returns:
         `TraceResult` (`[N]`, `[N, 3]`); `num_evals` counts every point `fn` was evaluated at.
@@ -307,7 +311,7 @@ def sphere_trace_mlp(
         hit, t0, t_min = _trace_dist(k, ev, o, d, tracer, image_shape)
     marching = ev.count
     values_fn, gradients_fn = differentiable_field(ev.sdf, create_graph)
-    result = implicit_surface(values_fn, gradients_fn, origins, directions, hit, t0, t_min)
+    result = implicit_surface(values_fn, gradients_fn, origins, directions, hit, t0, t_min, polish_steps=polish_steps)
     result.num_evals = marching + result.num_evals
     result.marching_evals = marching
     return result

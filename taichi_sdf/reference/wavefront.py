@@ -165,6 +165,7 @@ def sphere_trace_mlp(
     image_shape: tuple[int, int, int] | None = None,
     chunk_size: int = 65536,
     create_graph: bool = True,
+    polish_steps: int = 1,
 ) -> TraceResult:
     """Twin of `taichi_sdf.wavefront.sphere_trace_mlp` (same arguments and outputs)."""
     ev = FieldEvaluator(fn, chunk_size, origins.dtype)
@@ -175,7 +176,7 @@ def sphere_trace_mlp(
         hit, t0, t_min = _trace_dist(ev, o, d, tracer, image_shape)
     marching = ev.count
     values_fn, gradients_fn = differentiable_field(ev.sdf, create_graph)
-    result = implicit_surface(values_fn, gradients_fn, origins, directions, hit, t0, t_min)
+    result = implicit_surface(values_fn, gradients_fn, origins, directions, hit, t0, t_min, polish_steps=polish_steps)
     result.num_evals += marching
     result.marching_evals = marching
     return result
