@@ -1,11 +1,23 @@
 """taichi-sdf: differentiable sphere tracing, ray marching and soft rasterization in Taichi,
 bridged zero-copy to PyTorch.
 
-Importing this package has no side effects: Taichi is initialised on the first op, or explicitly
-with `taichi_sdf.init(arch=...)`.
+Importing this package has no side effects (Taichi is imported but not initialised): call
+`taichi_sdf.init(arch=...)` first, or let the first op initialise with arch="auto".
 """
 
+from .cameras import Camera, fibonacci_cameras, look_at, orbit_cameras
+from .fields import TaichiField, grid_field
 from .runtime import device, init, is_initialized, sync
+from .scenes import make_scene
+from .sphere_trace import TraceResult, field_gradients, field_values, sphere_trace
+from .wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
 
 __version__ = "0.1.0"
-__all__ = ["init", "is_initialized", "device", "sync", "__version__"]
+__all__ = [
+    "init", "is_initialized", "device", "sync",
+    "Camera", "look_at", "orbit_cameras", "fibonacci_cameras",
+    "TaichiField", "grid_field", "make_scene",
+    "sphere_trace", "field_values", "field_gradients", "TraceResult",
+    "sphere_trace_mlp", "IDRTracer", "DISTTracer",
+    "__version__",
+]  # fmt: skip
