@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name>`; each prints one table measured in one run."""

@@ -1,0 +1,60 @@
+"""Timing helpers shared by the benchmarks (they time, they never assert)."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def sync() -> None:
+    """Wait for Taichi and torch work queued on any device."""
+    try:
+        import taichi as ti
+
+        ti.sync()
+    except Exception:  # Taichi not initialised: nothing queued
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timeit(fn: Callable[[], object], warmup: int = 1, repeat: int = 5, min_time: float = 0.0) -> float:
+    """Median wall time in seconds of `fn()` over `repeat` runs after `warmup` runs (compiles)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start) < min_time:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine() -> str:
+    import os
+
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {dev}"
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    """Markdown table, so it pastes into notes as is."""
+    def fmt(x):
+        if isinstance(x, float):
+            return f"{x:.4g}"
+        return str(x)
+
+    cells = [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    print(f"\n{title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
