@@ -13,6 +13,10 @@ import taichi as ti
 
 from .dtypes import ti_float
 
+_BIG = 1e30  # "no value yet" for the running minimum of |f|
+# Rays per packet in the CPU kernel: 16 float32 lanes fill an AVX-512 register.
+PACKET_LANES = 16
+
 
 @functools.cache
 def fused_trace_kernel(sdf, dtype: str, params_ndim: int):
@@ -50,7 +54,7 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int):
                 sq = ti.sqrt(disc)
                 t = ti.max(-b - sq, 0.0)
                 t_far = -b + sq
-                best_f = sdf(o + t * d, params)
+                best_f = ti.cast(_BIG, f)
                 best_t = t
                 while n < max_steps:
                     fv = sdf(o + t * d, params)
@@ -116,3 +120,118 @@ def field_gradient_kernel(sdf, dtype: str, params_ndim: int):
                 out[n, a] = (sdf(p + e, params) - sdf(p - e, params)) / (2.0 * h)
 
     return gradients
+
+
+@functools.cache
+def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = PACKET_LANES):
+    """Same contract and results as `fused_trace_kernel`, for a lane-generic coordinate-form field
+    `sdf_xyz(x, y, z, params)`: each loop iteration traces a packet of `lanes` rays as `ti.Vector`s, so
+    LLVM turns the SDF arithmetic into SIMD instructions (Taichi's CPU backend does not vectorise
+    across loop iterations by itself). A packet stops when all its rays are done."""
+    f = ti_float(dtype)
+    vec = ti.types.ndarray(dtype=f, ndim=2)
+    scalar = ti.types.ndarray(dtype=f, ndim=1)
+    flag = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    V = ti.types.vector(lanes, f)
+    I = ti.types.vector(lanes, ti.i32)
+
+    @ti.kernel
+    def trace(
+        origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
+        t_out: scalar, hit: flag, t_min: scalar, f_min: scalar, steps: flag,
+        radius: f, eps: f, max_steps: ti.i32, step_scale: f,
+    ):  # fmt: skip
+        n_rays = origins.shape[0]
+        for pk in range((n_rays + lanes - 1) // lanes):
+            ox, oy, oz, dx, dy, dz = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
+            for l in ti.static(range(lanes)):
+                r = ti.min(pk * lanes + l, n_rays - 1)  # the last packet repeats the last ray
+                ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
+                dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
+            b = ox * dx + oy * dy + oz * dz
+            disc = b * b - (ox * ox + oy * oy + oz * oz - radius * radius)
+            sq = ti.sqrt(ti.max(disc, 0.0))
+            t_close = ti.max(-b, 0.0)
+            inside = (disc > 0.0) & (-b + sq > 0.0)
+            t = ti.select(inside, ti.max(-b - sq, 0.0), t_close)
+            t_far = ti.select(inside, -b + sq, t_close)
+            active = I(0) + ti.select(inside, 1, 0)
+            best_t = t
+            best_f = V(0.0) + ti.cast(_BIG, f)
+            if active.min() == 0:  # rays that miss the bound: the SDF at their closest point
+                f0 = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
+                best_f = ti.select(inside, best_f, f0)
+            is_hit = I(0)
+            n = I(0)
+            for _ in range(max_steps):
+                if active.max() == 0:
+                    break
+                fv = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
+                on = active > 0
+                n += active
+                better = on & (ti.abs(fv) < ti.abs(best_f))
+                best_f = ti.select(better, fv, best_f)
+                best_t = ti.select(better, t, best_t)
+                conv = on & (ti.abs(fv) < eps)
+                is_hit = ti.select(conv, 1, is_hit)
+                active = ti.select(conv, 0, active)
+                t = ti.select(active > 0, t + step_scale * fv, t)
+                active = ti.select((t > t_far) | (t < 0.0), 0, active)
+            t_res = ti.select(is_hit > 0, t, best_t)
+            for l in ti.static(range(lanes)):
+                r = pk * lanes + l
+                if r < n_rays:
+                    t_out[r] = t_res[l]
+                    hit[r] = is_hit[l]
+                    t_min[r] = best_t[l]
+                    f_min[r] = best_f[l]
+                    steps[r] = n[l]
+
+    return trace
+
+
+@functools.cache
+def surface_kernel(sdf, dtype: str, params_ndim: int):
+    """kernel(origins, directions, params, hit, t [N] (in/out), points [N,3], normals [N,3], h, min_cos).
+
+    The no-gradient finish of a trace in one pass: one Newton step on the hits' t (the depth error
+    becomes second order in the marching eps), points `o + t d`, and unit normals by central
+    differences with step h. Misses keep their minimum-SDF t.
+    """
+    f = ti_float(dtype)
+    vec = ti.types.ndarray(dtype=f, ndim=2)
+
+    @ti.func
+    def grad(p, params: ti.template(), h):
+        g = ti.Vector([0.0, 0.0, 0.0], dt=f)
+        for a in ti.static(range(3)):
+            e = ti.Vector([0.0, 0.0, 0.0], dt=f)
+            e[a] = h
+            g[a] = sdf(p + e, params) - sdf(p - e, params)
+        return g / (2.0 * h)
+
+    @ti.kernel
+    def finish(
+        origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
+        hit: ti.types.ndarray(dtype=ti.i32, ndim=1), t: ti.types.ndarray(dtype=f, ndim=1),
+        points: vec, normals: vec, h: f, min_cos: f,
+    ):  # fmt: skip
+        for r in range(origins.shape[0]):
+            o = ti.Vector([origins[r, 0], origins[r, 1], origins[r, 2]])
+            d = ti.Vector([directions[r, 0], directions[r, 1], directions[r, 2]])
+            tr = t[r]
+            if hit[r] != 0:
+                x = o + tr * d
+                cos = grad(x, params, h).dot(d)
+                if ti.abs(cos) < min_cos:
+                    cos = -min_cos
+                tr -= sdf(x, params) / cos
+                t[r] = tr
+            x = o + tr * d
+            g = grad(x, params, h)
+            g /= ti.max(g.norm(), 1e-12)
+            for c in ti.static(range(3)):
+                points[r, c] = x[c]
+                normals[r, c] = g[c]
+
+    return finish

@@ -34,6 +34,8 @@ class TaichiField:
         bound_radius: the object lies inside the sphere of this radius around the origin.
         twin: optional torch function `(points [N, 3], params) -> [N]` computing the same SDF.
         name: shown in errors and benchmarks.
+        sdf_xyz: optional lane-generic coordinate form `@ti.func sdf_xyz(x, y, z, params)` of the same
+            SDF (see `kernels.sdf_lanes`); when given, CPU tracing runs packets of rays in SIMD.
     """
 
     sdf: Callable
@@ -41,6 +43,7 @@ class TaichiField:
     bound_radius: float = 1.0
     twin: Callable | None = None
     name: str = "field"
+    sdf_xyz: Callable | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.params, torch.Tensor):
@@ -51,7 +54,7 @@ class TaichiField:
             raise ValueError(f"bound_radius: expected > 0, got {self.bound_radius!r}")
 
     def with_params(self, params: torch.Tensor) -> TaichiField:
-        return TaichiField(self.sdf, params, self.bound_radius, self.twin, self.name)
+        return TaichiField(self.sdf, params, self.bound_radius, self.twin, self.name, self.sdf_xyz)
 
     def values(self, points: torch.Tensor) -> torch.Tensor:
         """Differentiable SDF values `[N]` at `points [N, 3]` (Taichi kernel)."""

@@ -29,4 +29,4 @@ def make_scene(name: str, params=None, dtype: torch.dtype = torch.float32, devic
     p = torch.tensor(default if params is None else params, dtype=dtype, device=device)
     if p.shape != (len(default),):
         raise ValueError(f"params: scene {name!r} expects {len(default)} parameters, got shape {list(p.shape)}")
-    return TaichiField(getattr(ti_scenes, name), p, radius, getattr(twins, name), name)
+    return TaichiField(getattr(ti_scenes, name), p, radius, getattr(twins, name), name, getattr(ti_scenes, name + "_xyz"))

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.sphere_trace import field_gradient_kernel, field_value_kernel, fused_trace_kernel
+from kernels.sphere_trace import (
+    field_gradient_kernel,
+    field_value_kernel,
+    fused_trace_kernel,
+    fused_trace_packet_kernel,
+    surface_kernel,
+)
 
 from .bridge import KernelOp
 from .fields import TaichiField
@@ -104,6 +110,7 @@ def _check_field(field: TaichiField) -> None:
     if not isinstance(field, TaichiField):
         raise TypeError(f"field: expected a TaichiField, got {type(field).__name__}")
     check_tensor("field.params", field.params, dtype=FLOAT_DTYPES)
+    check_finite("field.params", field.params)
 
 
 def field_values(field: TaichiField, points: torch.Tensor) -> torch.Tensor:
@@ -131,6 +138,7 @@ def sphere_trace(
     max_steps: int = 128,
     eps: float | None = None,
     step_scale: float = 1.0,
+    packets: bool | None = None,
 ) -> TraceResult:
     """Sphere-trace a Taichi field with one fused kernel; differentiable outputs by implicit
     differentiation.
@@ -144,6 +152,8 @@ def sphere_trace(
             Newton step makes the depth error second order in eps).
         step_scale: relaxation of each step (1.0 = plain sphere tracing; DIST uses 1.5, which
             overshoots and walks back).
+        packets: trace SIMD packets of rays (needs `field.sdf_xyz`); default: on for CPU backends,
+            off on GPUs (one ray per thread).
 
     Returns:
         `TraceResult` with `[N]`/`[N, 3]` tensors; `t`, `points`, `normals` and `min_sdf` carry
@@ -166,12 +176,26 @@ def sphere_trace(
     hit = torch.empty(n, dtype=torch.int32, device=origins.device)
     t_min, f_min = origins.new_empty(n), origins.new_empty(n)
     steps = torch.empty(n, dtype=torch.int32, device=origins.device)
+    if packets is None:
+        packets = field.sdf_xyz is not None and origins.device.type == "cpu"
+    if packets and field.sdf_xyz is None:
+        raise ValueError(f"packets: field {field.name!r} has no lane-generic sdf_xyz")
     if n > 0:
-        kernel = fused_trace_kernel(field.sdf, dname, ndim)
+        kernel = (fused_trace_packet_kernel(field.sdf_xyz, dname, ndim) if packets
+                  else fused_trace_kernel(field.sdf, dname, ndim))  # fmt: skip
         kernel(origins.detach(), directions.detach(), field.params.detach(), t0, hit, t_min, f_min, steps,
                float(field.bound_radius), float(eps), int(max_steps), float(step_scale))  # fmt: skip
     if not torch.isfinite(f_min).all():
         raise ValueError(f"field {field.name!r}: the SDF returned non-finite values along {int((~torch.isfinite(f_min)).sum())} rays")
+    needs_grad = torch.is_grad_enabled() and (
+        field.params.requires_grad or origins.requires_grad or directions.requires_grad
+    )
+    if not needs_grad:  # nothing to differentiate: finish in one kernel, min-SDF values from the march
+        points, normals = torch.empty_like(origins), torch.empty_like(origins)
+        if n > 0:
+            h = 1e-4 if dtype == torch.float32 else 1e-6
+            surface_kernel(field.sdf, dname, ndim)(origins, directions, field.params.detach(), hit, t0, points, normals, h, MIN_COS)
+        return TraceResult(hit.bool(), t0, points, normals, t_min, f_min, steps, int(steps.sum()) + 7 * n)
     result = implicit_surface(
         lambda x: field_values(field, x), lambda x: _exact_gradients(field, x), origins, directions,
         hit.bool(), t0, t_min, gradient_cost=7, normals_fn=lambda x: _normals_field(field, x),
