@@ -235,3 +235,82 @@ def surface_kernel(sdf, dtype: str, params_ndim: int):
                 normals[r, c] = g[c]
 
     return finish
+
+
+@functools.cache
+def basic_trace_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = 1):
+    """kernel(origins [N,3], directions [N,3], params, t [N], n_steps): the textbook loop, `t += f`
+    exactly n_steps times from t = 0, no bound, no early exit. The readable starting point for new
+    tracers, and the fixed workload benchmarks compare with other systems. `lanes` > 1 traces SIMD
+    packets (for lane-generic `sdf_xyz`)."""
+    f = ti_float(dtype)
+    vec = ti.types.ndarray(dtype=f, ndim=2)
+    V = ti.types.vector(lanes, f)
+
+    @ti.kernel
+    def trace(origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
+              t_out: ti.types.ndarray(dtype=f, ndim=1), n_steps: ti.i32):  # fmt: skip
+        n_rays = origins.shape[0]
+        for pk in range((n_rays + lanes - 1) // lanes):
+            ox, oy, oz, dx, dy, dz = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
+            for l in ti.static(range(lanes)):
+                r = ti.min(pk * lanes + l, n_rays - 1)
+                ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
+                dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
+            t = V(0.0)
+            for _ in range(n_steps):
+                t += sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
+            for l in ti.static(range(lanes)):
+                if pk * lanes + l < n_rays:
+                    t_out[pk * lanes + l] = t[l]
+
+    return trace
+
+
+@functools.cache
+def surface_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = PACKET_LANES):
+    """`surface_kernel` for lane-generic fields, in SIMD packets of rays (same results)."""
+    f = ti_float(dtype)
+    vec = ti.types.ndarray(dtype=f, ndim=2)
+    V = ti.types.vector(lanes, f)
+
+    @ti.func
+    def grad(x, y, z, params: ti.template(), h):
+        gx = sdf_xyz(x + h, y, z, params) - sdf_xyz(x - h, y, z, params)
+        gy = sdf_xyz(x, y + h, z, params) - sdf_xyz(x, y - h, z, params)
+        gz = sdf_xyz(x, y, z + h, params) - sdf_xyz(x, y, z - h, params)
+        return gx / (2.0 * h), gy / (2.0 * h), gz / (2.0 * h)
+
+    @ti.kernel
+    def finish(
+        origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
+        hit: ti.types.ndarray(dtype=ti.i32, ndim=1), t: ti.types.ndarray(dtype=f, ndim=1),
+        points: vec, normals: vec, h: f, min_cos: f,
+    ):  # fmt: skip
+        n_rays = origins.shape[0]
+        for pk in range((n_rays + lanes - 1) // lanes):
+            ox, oy, oz, dx, dy, dz, tv = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
+            hv = ti.Vector([0] * lanes)
+            for l in ti.static(range(lanes)):
+                r = ti.min(pk * lanes + l, n_rays - 1)
+                ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
+                dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
+                tv[l] = t[r]
+                hv[l] = hit[r]
+            if hv.max() > 0:  # one Newton step on the hits
+                x, y, z = ox + tv * dx, oy + tv * dy, oz + tv * dz
+                gx, gy, gz = grad(x, y, z, params, h)
+                cos = gx * dx + gy * dy + gz * dz
+                cos = ti.select(ti.abs(cos) < min_cos, -min_cos, cos)
+                tv = ti.select(hv > 0, tv - sdf_xyz(x, y, z, params) / cos, tv)
+            x, y, z = ox + tv * dx, oy + tv * dy, oz + tv * dz
+            gx, gy, gz = grad(x, y, z, params, h)
+            inv = 1.0 / ti.max(ti.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
+            for l in ti.static(range(lanes)):
+                r = pk * lanes + l
+                if r < n_rays:
+                    t[r] = tv[l]
+                    points[r, 0], points[r, 1], points[r, 2] = x[l], y[l], z[l]
+                    normals[r, 0], normals[r, 1], normals[r, 2] = gx[l] * inv[l], gy[l] * inv[l], gz[l] * inv[l]
+
+    return finish

@@ -27,6 +27,7 @@ from kernels.sphere_trace import (
     fused_trace_kernel,
     fused_trace_packet_kernel,
     surface_kernel,
+    surface_packet_kernel,
 )
 
 from .bridge import KernelOp
@@ -194,7 +195,8 @@ def sphere_trace(
         points, normals = torch.empty_like(origins), torch.empty_like(origins)
         if n > 0:
             h = 1e-4 if dtype == torch.float32 else 1e-6
-            surface_kernel(field.sdf, dname, ndim)(origins, directions, field.params.detach(), hit, t0, points, normals, h, MIN_COS)
+            finish = surface_packet_kernel(field.sdf_xyz, dname, ndim) if packets else surface_kernel(field.sdf, dname, ndim)
+            finish(origins, directions, field.params.detach(), hit, t0, points, normals, h, MIN_COS)
         return TraceResult(hit.bool(), t0, points, normals, t_min, f_min, steps, int(steps.sum()) + 7 * n)
     result = implicit_surface(
         lambda x: field_values(field, x), lambda x: _exact_gradients(field, x), origins, directions,
