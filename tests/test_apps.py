@@ -22,3 +22,19 @@ def test_demo_writes_images_mesh_and_metrics(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["mesh_sdf_residual_max"] < 0.01 and saved == json.loads(json.dumps(metrics))
     assert (tmp_path / "turntable.gif").exists() and (tmp_path / "config.yaml").exists()
+
+
+def test_check_cameras_tool(tmp_path):
+    import torch
+
+    from apps import check_cameras
+    from taichi_sdf.datasets import save_idr, sphere_dataset
+
+    save_idr(sphere_dataset(n_views=4, width=24, height=24, radius=0.5), tmp_path / "scan")
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(2000, 3, generator=g, dtype=torch.float64)
+    np.save(tmp_path / "surface.npy", (0.5 * pts / pts.norm(dim=-1, keepdim=True)).numpy())
+    res = check_cameras.main([str(tmp_path / "scan"), "--points", str(tmp_path / "surface.npy")])
+    assert res["fraction_inside"] == 1.0
+    np.save(tmp_path / "shifted.npy", (0.5 * pts / pts.norm(dim=-1, keepdim=True) + torch.tensor([0.4, 0.0, 0.0], dtype=torch.float64)).numpy())
+    assert check_cameras.main([str(tmp_path / "scan"), "--points", str(tmp_path / "shifted.npy")])["fraction_inside"] < 0.9
