@@ -12,7 +12,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)          ## render the built-in scene (until the IDR app is the main job)
-	$(PY) -m apps.demo --out outputs/demo
+	$(PY) -m apps.demo --config configs/demo/default.yaml
 
 test: $(STAMP)          ## the whole suite on Taichi's CPU backend
 	TAICHI_SDF_ARCH=cpu $(PY) -m pytest -q

@@ -1,6 +1,7 @@
 """Render a built-in scene with the fused sphere tracer, mesh it and score the mesh.
 
-    python -m apps.demo [--scene csg] [--views 8] [--size 256] [--out outputs/demo] [--headless]
+    python -m apps.demo [--config configs/demo/default.yaml] [key=value ...] [--headless]
+    e.g. python -m apps.demo scene=blobs views=24 size=512 out=outputs/blobs
 
 Writes `views/NNN_{normal,depth,lambert}.png`, `turntable.gif`, `mesh.ply`, `metrics.json` and
 `config.yaml` to `--out`. Needs no data: the scenes are analytic SDFs from `taichi_sdf.scenes`.
@@ -19,7 +20,7 @@ import torch
 
 import taichi_sdf
 from taichi_sdf import cameras, shading
-from taichi_sdf.config import config_to_dict, save_config
+from taichi_sdf.config import config_to_dict, parse_config, save_config
 from taichi_sdf.imageio_utils import to_uint8, write_image
 from taichi_sdf.meshing import extract_mesh, save_mesh
 from taichi_sdf.scenes import SCENES, make_scene
@@ -105,17 +106,12 @@ class Example:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--scene", default=DemoConfig.scene, choices=sorted(SCENES))
-    p.add_argument("--views", type=int, default=DemoConfig.views)
-    p.add_argument("--size", type=int, default=DemoConfig.size)
-    p.add_argument("--mesh-resolution", type=int, default=DemoConfig.mesh_resolution)
-    p.add_argument("--arch", default=DemoConfig.arch)
-    p.add_argument("--out", default=DemoConfig.out)
     p.add_argument("--headless", action="store_true", help="no window (the demo never opens one)")
-    a = p.parse_args(argv)
-    if a.views < 1 or a.size < 1:
-        p.error("--views and --size must be >= 1")
-    cfg = DemoConfig(scene=a.scene, views=a.views, size=a.size, mesh_resolution=a.mesh_resolution, arch=a.arch, out=a.out)
+    cfg, _ = parse_config(DemoConfig, argv, p)
+    if cfg.scene not in SCENES:
+        p.error(f"scene: expected one of {sorted(SCENES)}, got {cfg.scene!r}")
+    if cfg.views < 1 or cfg.size < 1 or cfg.mesh_resolution < 2:
+        p.error("views and size must be >= 1, mesh_resolution >= 2")
     metrics = Example(cfg).run()
     print(f"wrote {cfg.out}: {cfg.views} views of '{cfg.scene}' at {cfg.size}x{cfg.size}, "
           f"{metrics['rays_per_second'] / 1e6:.2f} Mrays/s on {metrics['arch']}, mesh with "

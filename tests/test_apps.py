@@ -10,8 +10,8 @@ from apps import demo
 
 
 def test_demo_writes_images_mesh_and_metrics(tmp_path):
-    metrics = demo.main(["--scene", "sphere", "--views", "2", "--size", "32", "--mesh-resolution", "32",
-                         "--out", str(tmp_path), "--headless"])  # fmt: skip
+    metrics = demo.main(["--config", "configs/demo/default.yaml", "scene=sphere", "views=2", "size=32",
+                         "mesh_resolution=32", f"out={tmp_path}", "--headless"])  # fmt: skip
     img = iio.imread(tmp_path / "views" / "000_normal.png")
     assert img.shape[:2] == (32, 32)
     # The sphere (radius 0.5 seen from 2.75 with a 40 degree fov) covers the centre, not the corners.
