@@ -49,66 +49,81 @@ def wavefront_kernels(dtype: str):
             if flags[r] != 0:
                 out_idx[ti.atomic_add(count[0], 1)] = r
 
-    @ti.kernel
-    def gather_points(o: vec, d: vec, t: arr, idx: iarr, points: vec, offset: ti.i32):
-        """points[offset + k] = o + t d of ray idx[k]."""
-        for k in range(idx.shape[0]):
-            r = idx[k]
-            for c in ti.static(range(3)):
-                points[offset + k, c] = o[r, c] + t[r] * d[r, c]
+    # -- IDR: two-sided sphere tracing ---------------------------------------------------------------
+    # Per-ray state is packed as [2, N] arrays (row 0: the start side marching forward, row 1: the end
+    # side marching backward) so that one launch updates both sides and gathers their next points
+    # into one batch: Python-side launch overhead, not arithmetic, is what these kernels cost.
+    side2 = ti.types.ndarray(dtype=f, ndim=2)
+    iside2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
+
+    @ti.func
+    def _emit(o: ti.template(), d: ti.template(), t, r, side, points: ti.template(), slots: ti.template(), count: ti.template()):
+        k = ti.atomic_add(count[0], 1)
+        slots[k] = r * 2 + side
+        for c in ti.static(range(3)):
+            points[k, c] = o[r, c] + t * d[r, c]
 
     @ti.kernel
-    def scatter_track(vals: arr, offset: ti.i32, idx: iarr, t: arr, f_dst: arr, best_f: arr, best_t: arr):
-        """f_dst[idx[k]] = vals[offset + k]; keep the smallest value seen per ray and its t."""
-        for k in range(idx.shape[0]):
-            r = idx[k]
-            v = vals[offset + k]
-            f_dst[r] = v
-            if v < best_f[r]:
-                best_f[r] = v
-                best_t[r] = t[r]
-
-    # -- IDR: two-sided sphere tracing -------------------------------------------------------------
+    def idr_gather_all(o: vec, d: vec, t2: side2, unf2: iside2, points: vec, slots: iarr, count: iarr):
+        """Points of every unfinished side (the first evaluation)."""
+        count[0] = 0
+        for r in range(o.shape[0]):
+            for side in ti.static(range(2)):
+                if unf2[side, r] != 0:
+                    _emit(o, d, t2[side, r], r, side, points, slots, count)
 
     @ti.kernel
-    def idr_converge(fv: arr, unfinished: iarr, eps: f) -> ti.i32:
-        """A side converges when f <= eps (then f = 0 so the next step does not move it)."""
-        n = 0
-        for r in range(fv.shape[0]):
-            if unfinished[r] != 0:
-                if fv[r] <= eps:
-                    fv[r] = 0.0
-                    unfinished[r] = 0
-                else:
-                    n += 1
-        return n
+    def idr_advance_gather(o: vec, d: vec, t2: side2, f2: side2, fp2: side2, unf2: iside2, points: vec,
+                           slots: iarr, count: iarr, eps: f, advance: ti.i32):  # fmt: skip
+        """End of the previous iteration (sides that met stop), convergence test (f <= eps; then
+        f = 0), and, when `advance`, the sphere-tracing step of the unfinished sides (start: t += f,
+        end: t -= f) with their new points gathered. count[0] = number of sides still unfinished.
+        One thread handles both sides of a ray (they read each other's t)."""
+        count[0] = 0
+        for r in range(o.shape[0]):
+            met = t2[0, r] >= t2[1, r]
+            for side in ti.static(range(2)):
+                if unf2[side, r] != 0:
+                    if met:
+                        unf2[side, r] = 0
+                    elif f2[side, r] <= eps:
+                        f2[side, r] = 0.0
+                        unf2[side, r] = 0
+                    elif advance != 0:
+                        fp2[side, r] = f2[side, r]
+                        t2[side, r] += (1.0 - 2.0 * side) * f2[side, r]
+                        _emit(o, d, t2[side, r], r, side, points, slots, count)
+                    else:
+                        ti.atomic_add(count[0], 1)
 
     @ti.kernel
-    def idr_advance(t: arr, fv: arr, f_prev: arr, unfinished: iarr, sign: f):
-        """Start side: t += f; end side (sign -1): t -= f."""
-        for r in range(t.shape[0]):
-            if unfinished[r] != 0:
-                f_prev[r] = fv[r]
-                t[r] += sign * fv[r]
+    def idr_backoff_gather(o: vec, d: vec, t2: side2, f2: side2, fp2: side2, unf2: iside2, points: vec,
+                           slots: iarr, count: iarr, factor: f):  # fmt: skip
+        """Sides that stepped through the surface (f < 0) move back by factor * f_prev."""
+        count[0] = 0
+        for r in range(o.shape[0]):
+            for side in ti.static(range(2)):
+                if unf2[side, r] != 0 and f2[side, r] < 0.0:
+                    t2[side, r] -= (1.0 - 2.0 * side) * factor * fp2[side, r]
+                    _emit(o, d, t2[side, r], r, side, points, slots, count)
 
     @ti.kernel
-    def idr_backoff(t: arr, fv: arr, f_prev: arr, unfinished: iarr, flags: iarr, factor: f, sign: f) -> ti.i32:
-        """Rays that stepped through the surface (f < 0) move back by factor * f_prev."""
-        n = 0
-        for r in range(t.shape[0]):
-            flags[r] = 0
-            if unfinished[r] != 0 and fv[r] < 0.0:
-                t[r] -= sign * factor * f_prev[r]
-                flags[r] = 1
-                n += 1
-        return n
+    def idr_scatter(vals: arr, slots: iarr, t2: side2, f2: side2, best_f: arr, best_t: arr):
+        """Values back to their (ray, side); keep each ray's smallest value and its t."""
+        for k in range(vals.shape[0]):
+            r = slots[k] // 2
+            side = slots[k] % 2
+            v = vals[k]
+            f2[side, r] = v
+            ti.atomic_min(best_f[r], v)
 
     @ti.kernel
-    def idr_meet(t_s: arr, t_e: arr, unf_s: iarr, unf_e: iarr):
-        for r in range(t_s.shape[0]):
-            if t_s[r] >= t_e[r]:
-                unf_s[r] = 0
-                unf_e[r] = 0
+    def idr_scatter_t(vals: arr, slots: iarr, t2: side2, best_f: arr, best_t: arr):
+        """Second pass of `idr_scatter`: the t of the minimum (atomic_min cannot carry it)."""
+        for k in range(vals.shape[0]):
+            r = slots[k] // 2
+            if vals[k] == best_f[r]:
+                best_t[r] = t2[slots[k] % 2, r]
 
     # -- sampler + secant for rays that did not converge ---------------------------------------------
 
@@ -166,7 +181,9 @@ def wavefront_kernels(dtype: str):
                 points[k, c] = o[r, c] + z * d[r, c]
 
     @ti.kernel
-    def secant_update(vals: arr, z_low: arr, z_high: arr, f_low: arr, f_high: arr, z_pred: arr):
+    def secant_update_points(o: vec, d: vec, idx: iarr, vals: arr, z_low: arr, z_high: arr, f_low: arr,
+                             f_high: arr, z_pred: arr, points: vec):  # fmt: skip
+        """Replace the bracket end with the same sign as f(z_pred), then the next prediction's points."""
         for k in range(vals.shape[0]):
             v = vals[k]
             if v > 0.0:
@@ -175,15 +192,37 @@ def wavefront_kernels(dtype: str):
             if v < 0.0:
                 z_high[k] = z_pred[k]
                 f_high[k] = v
+            r = idx[k]
+            denom = f_high[k] - f_low[k]
+            z = z_high[k]
+            if denom != 0.0:
+                z = z_low[k] - f_low[k] * (z_high[k] - z_low[k]) / denom
+            z_pred[k] = z
+            for c in ti.static(range(3)):
+                points[k, c] = o[r, c] + z * d[r, c]
 
     # -- DIST: aggressive marching with a pixel pyramid ------------------------------------------------
 
     @ti.kernel
-    def dist_step(vals: arr, idx: iarr, t: arr, t_far: arr, active: iarr, best_f: arr, best_t: arr,
-                  converged: iarr, alpha: f, clamp: f, eps: f):  # fmt: skip
-        """t += alpha * clamp(f, -clamp, clamp); a ray stops on |f| < eps or past its far bound."""
-        for k in range(idx.shape[0]):
-            r = idx[k]
+    def dist_gather(o: vec, d: vec, t: arr, active: iarr, points: vec, slots: iarr, count: iarr):
+        """Points of the active rays (the first evaluation of a level)."""
+        count[0] = 0
+        for r in range(o.shape[0]):
+            if active[r] != 0:
+                k = ti.atomic_add(count[0], 1)
+                slots[k] = r
+                for c in ti.static(range(3)):
+                    points[k, c] = o[r, c] + t[r] * d[r, c]
+
+    @ti.kernel
+    def dist_step_gather(vals: arr, slots: iarr, o: vec, d: vec, t: arr, t_far: arr, active: iarr,
+                         best_f: arr, best_t: arr, converged: iarr, next_points: vec, next_slots: iarr,
+                         count: iarr, alpha: f, clamp: f, eps: f, gather: ti.i32):  # fmt: skip
+        """t += alpha * clamp(f, -clamp, clamp); a ray stops on |f| < eps or past its far bound; the
+        rays still active (when `gather`) write their next points."""
+        count[0] = 0
+        for k in range(vals.shape[0]):
+            r = slots[k]
             v = vals[k]
             if ti.abs(v) < ti.abs(best_f[r]):
                 best_f[r] = v
@@ -195,6 +234,11 @@ def wavefront_kernels(dtype: str):
                 t[r] += alpha * ti.min(ti.max(v, -clamp), clamp)
                 if t[r] > t_far[r]:
                     active[r] = 0
+                elif gather != 0:
+                    j = ti.atomic_add(count[0], 1)
+                    next_slots[j] = r
+                    for c in ti.static(range(3)):
+                        next_points[j, c] = o[r, c] + t[r] * d[r, c]
 
     @ti.kernel
     def upsample_nearest(coarse: ti.types.ndarray(dtype=f, ndim=3), fine: ti.types.ndarray(dtype=f, ndim=3)):
@@ -203,8 +247,10 @@ def wavefront_kernels(dtype: str):
             fine[b, i, j] = coarse[b, ti.min(i // 2, coarse.shape[1] - 1), ti.min(j // 2, coarse.shape[2] - 1)]
 
     return SimpleNamespace(
-        sphere_bounds=sphere_bounds, compact=compact, gather_points=gather_points, scatter_track=scatter_track,
-        idr_converge=idr_converge, idr_advance=idr_advance, idr_backoff=idr_backoff, idr_meet=idr_meet,
+        sphere_bounds=sphere_bounds, compact=compact,
+        idr_gather_all=idr_gather_all, idr_advance_gather=idr_advance_gather, idr_backoff_gather=idr_backoff_gather,
+        idr_scatter=idr_scatter, idr_scatter_t=idr_scatter_t,
         sample_points=sample_points, sample_select=sample_select, secant_points=secant_points,
-        secant_update=secant_update, dist_step=dist_step, upsample_nearest=upsample_nearest,
+        secant_update_points=secant_update_points, dist_gather=dist_gather, dist_step_gather=dist_step_gather,
+        upsample_nearest=upsample_nearest,
     )

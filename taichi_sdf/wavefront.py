@@ -106,62 +106,46 @@ class _Rays:
         return self._idx[:m].clone()
 
 
-def _evaluate(rays: _Rays, ev: FieldEvaluator, groups):
-    """Evaluate the field at `o + t d` for each (t, idx, f_dst, best_f, best_t) group in one batch."""
-    k = rays.k
-    total = sum(len(g[1]) for g in groups)
-    if total == 0:
-        return
-    pts = rays.o.new_empty(total, 3)
-    off = 0
-    for t, idx, *_ in groups:
-        if len(idx):
-            k.gather_points(rays.o, rays.d, t, idx, pts, off)
-        off += len(idx)
-    vals = ev(pts)
-    off = 0
-    for t, idx, f_dst, best_f, best_t in groups:
-        if len(idx):
-            k.scatter_track(vals, off, idx, t, f_dst, best_f, best_t)
-        off += len(idx)
-
-
 def _trace_idr(k, ev: FieldEvaluator, o, d, cfg: IDRTracer):
     rays = _Rays(k, o, d)
     n = rays.n
     t_near, t_far, t_close = (o.new_empty(n) for _ in range(3))
     active = torch.empty(n, dtype=torch.int32, device=o.device)
     k.sphere_bounds(o, d, t_near, t_far, t_close, active, float(cfg.bound_radius))
-    t_s, t_e = t_near.clone(), t_far.clone()
-    f_s, f_e, fp_s, fp_e = (o.new_zeros(n) for _ in range(4))
-    unf_s, unf_e = active.clone(), active.clone()
-    flag_s, flag_e = torch.zeros_like(active), torch.zeros_like(active)
+    # [2, N] state: row 0 the start side (marching forward), row 1 the end side (marching back).
+    t2 = torch.stack([t_near, t_far]).contiguous()
+    f2, fp2 = o.new_zeros(2, n), o.new_zeros(2, n)
+    unf2 = torch.stack([active, active]).contiguous()
     best_f = torch.full((n,), float("inf"), dtype=o.dtype, device=o.device)
     best_t = t_close.clone()
+    points = o.new_empty(2 * n, 3)
+    slots = torch.empty(2 * n, dtype=torch.int32, device=o.device)
+    count = torch.zeros(1, dtype=torch.int32, device=o.device)
 
-    def eval_sides(sel_s, sel_e):
-        _evaluate(rays, ev, [(t_s, rays.active(sel_s), f_s, best_f, best_t),
-                             (t_e, rays.active(sel_e), f_e, best_f, best_t)])  # fmt: skip
+    def evaluate_gathered() -> int:
+        m = int(count[0])
+        if m:
+            vals = ev(points[:m])
+            k.idr_scatter(vals, slots[:m], t2, f2, best_f, best_t)
+            k.idr_scatter_t(vals, slots[:m], t2, best_f, best_t)
+        return m
 
-    eval_sides(unf_s, unf_e)
+    k.idr_gather_all(o, d, t2, unf2, points, slots, count)
+    evaluate_gathered()
     it = 0
     while True:
-        n_s = k.idr_converge(f_s, unf_s, float(cfg.eps))
-        n_e = k.idr_converge(f_e, unf_e, float(cfg.eps))
-        if (n_s == 0 and n_e == 0) or it == cfg.sphere_tracing_iters:
+        advance = int(it < cfg.sphere_tracing_iters)
+        k.idr_advance_gather(o, d, t2, f2, fp2, unf2, points, slots, count, float(cfg.eps), advance)
+        if not advance or evaluate_gathered() == 0:
             break
         it += 1
-        k.idr_advance(t_s, f_s, fp_s, unf_s, 1.0)
-        k.idr_advance(t_e, f_e, fp_e, unf_e, -1.0)
-        eval_sides(unf_s, unf_e)
         for j in range(cfg.line_step_iters):
-            factor = (1.0 - cfg.line_search_step) / 2**j
-            b_s = k.idr_backoff(t_s, f_s, fp_s, unf_s, flag_s, factor, 1.0)
-            b_e = k.idr_backoff(t_e, f_e, fp_e, unf_e, flag_e, factor, -1.0)
-            if b_s + b_e == 0:
+            k.idr_backoff_gather(o, d, t2, f2, fp2, unf2, points, slots, count, (1.0 - cfg.line_search_step) / 2**j)
+            if evaluate_gathered() == 0:
                 break
-            eval_sides(flag_s, flag_e)
-        k.idr_meet(t_s, t_e, unf_s, unf_e)
+    # The last advance call applied the final "sides met" and convergence tests without stepping.
+    t_s, t_e = t2[0].contiguous(), t2[1].contiguous()
+    unf_s = unf2[0].contiguous()
 
     # Converged from the front (and the chord not used up): a hit at t_s.
     hit = (active != 0) & (unf_s == 0) & (t_s < t_e)
@@ -181,10 +165,9 @@ def _trace_idr(k, ev: FieldEvaluator, o, d, cfg: IDRTracer):
             idx_f = idx[sel].contiguous()
             z_low, z_high, f_low, f_high = (x[sel].contiguous() for x in (z_low, z_high, f_low, f_high))
             z_pred, p = o.new_empty(len(idx_f)), o.new_empty(len(idx_f), 3)
-            for _ in range(cfg.n_secant_steps):
-                k.secant_points(o, d, idx_f, z_low, z_high, f_low, f_high, z_pred, p)
-                k.secant_update(ev(p), z_low, z_high, f_low, f_high, z_pred)
             k.secant_points(o, d, idx_f, z_low, z_high, f_low, f_high, z_pred, p)
+            for _ in range(cfg.n_secant_steps):
+                k.secant_update_points(o, d, idx_f, ev(p), z_low, z_high, f_low, f_high, z_pred, p)
             li = idx_f.long()
             hit[li] = True
             t_hit[li] = z_pred
@@ -241,18 +224,22 @@ def _trace_dist(k, ev: FieldEvaluator, o, d, cfg: DISTTracer, image_shape):
         best_f = torch.full((n,), float("inf"), dtype=o.dtype, device=o.device)
         best_t = t_close.clone()
         converged = torch.zeros_like(active)
-        f_tmp = oo.new_empty(n)
         n_steps = budget if n_steps < 0 else min(n_steps, budget)
-        for _ in range(n_steps):
-            idx = rays.active(active)
-            if len(idx) == 0:
+        # Ping-pong point buffers: each launch applies one step's values and gathers the next points.
+        pts = [oo.new_empty(n, 3), oo.new_empty(n, 3)]
+        slots = [torch.empty(n, dtype=torch.int32, device=o.device) for _ in range(2)]
+        count = torch.zeros(1, dtype=torch.int32, device=o.device)
+        k.dist_gather(oo, dd, t, active, pts[0], slots[0], count)
+        m = int(count[0])
+        for step in range(n_steps):
+            if m == 0:
                 break
-            pts = oo.new_empty(len(idx), 3)
-            k.gather_points(oo, dd, t, idx, pts, 0)
-            vals = ev(pts)
-            k.dist_step(vals, idx, t, t_far, active, best_f, best_t, converged, float(cfg.alpha), float(cfg.clamp), float(cfg.eps))
+            a, b = step % 2, 1 - step % 2
+            vals = ev(pts[a][:m])
+            k.dist_step_gather(vals, slots[a][:m], oo, dd, t, t_far, active, best_f, best_t, converged, pts[b], slots[b],
+                               count, float(cfg.alpha), float(cfg.clamp), float(cfg.eps), int(step + 1 < n_steps))  # fmt: skip
+            m = int(count[0])
             budget -= 1
-        del f_tmp
         t_prev, shape_prev = t, shape
     hit = (converged != 0) & (best_t < t_far)
     best_t = torch.where(torch.isfinite(best_f), best_t, t_close)
