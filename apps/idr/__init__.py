@@ -1,0 +1,1 @@
+"""IDR (Yariv et al., NeurIPS 2020): multi-view surface reconstruction from images, masks and cameras."""
