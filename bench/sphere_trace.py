@@ -28,7 +28,7 @@ from taichi_sdf.reference import sphere_trace as fused_twin
 from taichi_sdf.reference import wavefront as wavefront_twin
 from taichi_sdf.scenes import make_scene
 from taichi_sdf.sphere_trace import sphere_trace
-from taichi_sdf.wavefront import DISTTracer, IDRTracer, FieldEvaluator, sphere_trace_mlp
+from taichi_sdf.wavefront import DISTTracer, FieldEvaluator, IDRTracer, sphere_trace_mlp
 
 
 def camera_rays(size, eye, device, fov=40.0):
@@ -153,7 +153,7 @@ def bench_wavefront(size: int, device, quick: bool):
         for impl, fn in [("taichi", sphere_trace_mlp), ("twin", wavefront_twin.sphere_trace_mlp)]:
             timed = TimedField(net.sdf)
 
-            def march(fn=fn, timed=timed):
+            def march(fn=fn, timed=timed, name=name, tracer=tracer, img=img):
                 with torch.no_grad():
                     ev = FieldEvaluator(timed, 65536, torch.float32)
                     if fn is sphere_trace_mlp:
@@ -179,7 +179,7 @@ def bench_wavefront(size: int, device, quick: bool):
         agree = float((hw == ht).float().mean())
         rows.append([f"(b) {name} wavefront, 8x256 MLP, {size}^2 (marching)", tw * 1e3, ew, f"twin {tt * 1e3:.0f} ms, {et:.1f} evals/px -> {tt / tw:.2f}x, {et / ew:.2f}x fewer evals", f"hit masks agree {agree * 100:.2f}%"])
         rows.append([f"(c) {name} share of marching time outside the MLP", (tw - mw) * 1e3, "", f"{(tw - mw) / tw * 100:.1f}% (twin {(tt - mt) / tt * 100:.1f}%)", ""])
-        full = timeit(lambda: sphere_trace_mlp(net.sdf, o, d, tracer=tracer, image_shape=img), warmup=1, repeat=1 if quick else 2)
+        full = timeit(lambda tracer=tracer, img=img: sphere_trace_mlp(net.sdf, o, d, tracer=tracer, image_shape=img), warmup=1, repeat=1 if quick else 2)
         rows.append([f"(b) {name} full sphere_trace_mlp (+ differentiable points, normals, min-SDF)", full * 1e3, "", "", ""])
     return rows
 

@@ -119,7 +119,7 @@ def _trace_dist(ev, o, d, cfg: DISTTracer, image_shape):
     scales = cfg.scales if image_shape is not None else (1,)
     steps = cfg.steps_per_scale if image_shape is not None else (-1,)
     budget = cfg.march_steps
-    t_prev = None
+    t_prev, prev_shape = None, None
     for scale, n_steps in zip(scales, steps):
         if image_shape is not None:
             oo, dd, shape = _block_rays(o, d, image_shape, scale)
