@@ -45,6 +45,7 @@ class Example:
     def __init__(self, cfg: DemoConfig) -> None:
         self.cfg = cfg
         self.info = taichi_sdf.init(cfg.arch)
+        taichi_sdf.runtime.set_torch_threads(0)
         self.field = make_scene(cfg.scene)
         self.cams = cameras.orbit_cameras(
             cfg.views, cfg.camera_distance, cfg.elevation_deg, cfg.size, cfg.size

@@ -70,6 +70,7 @@ class IDRConfig:
     data: DataConfig = field(default_factory=DataConfig)
     out: str = "outputs/idr"
     arch: str = "auto"
+    torch_threads: int = 0  # 0 = auto (1 on <= 4 cores: torch's and Taichi's thread pools oversubscribe)
     seed: int = 0
     mesh_resolution: int = 256
     render_size: int = 0  # 0 = dataset resolution

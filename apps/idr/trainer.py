@@ -71,6 +71,7 @@ class IDRTrainer:
     def __init__(self, cfg: IDRConfig, resume: bool = False) -> None:
         self.cfg = cfg
         self.info = taichi_sdf.init(cfg.arch)
+        taichi_sdf.runtime.set_torch_threads(cfg.torch_threads)
         self.device = self.info.device
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # all sampling goes through this: resumable
