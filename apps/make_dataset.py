@@ -28,6 +28,7 @@ from taichi_sdf.metrics import sample_surface
 from taichi_sdf.scenes import SCENES, make_scene
 from taichi_sdf.sphere_trace import sphere_trace
 
+DATASET_VERSION = 1  # bump when the rendering below changes (invalidates cached built-in datasets)
 # normalised -> world: x_world = 1.5 x + (0.1, -0.2, 0.3)
 DEFAULT_SCALE_MAT = torch.tensor(
     [[1.5, 0, 0, 0.1], [0, 1.5, 0, -0.2], [0, 0, 1.5, 0.3], [0, 0, 0, 1.0]], dtype=torch.float64

@@ -34,11 +34,11 @@ def sphere_box_xyz(x, y, z, params: ti.template()):
 
 @ti.func
 def blobs_xyz(x, y, z, params: ti.template()):
-    """A torus (R, r) smoothly joined (k) with a sphere (radius sr above it) and a capsule (radius cr).
-    params: [R, r, sr, k, cr]."""
+    """A torus (R, r) smoothly joined (k) with a sphere (radius sr above it) and a capsule (radius cr)
+    that reaches into the tube: one connected solid. params: [R, r, sr, k, cr]."""
     torus = S.torus(x, y, z, params[0], params[1])
     ball = S.sphere(x, y - 0.25, z, params[2])
-    stick = S.capsule(x, y, z, -0.25, -0.375, 0.125, 0.25, -0.25, -0.125, params[4])
+    stick = S.capsule(x, y, z, -0.25, -0.375, 0.125, 0.375, 0.0, -0.125, params[4])
     return op_smooth_union(op_smooth_union(torus, ball, params[3]), stick, params[3])
 
 

@@ -16,7 +16,7 @@ SCENES: dict[str, tuple[tuple[float, ...], float, str]] = {
     "sphere": ((0.0, 0.0, 0.0, 0.5), 1.0, "a sphere of radius 0.5"),
     "csg": ((0.45, 0.6, 0.25), 1.0, "rounded cube ∩ sphere minus three cylinders"),
     "sphere_box": ((0.35, 0.25), 1.0, "union of a sphere and a cube"),
-    "blobs": ((0.45, 0.12, 0.3, 0.15, 0.1), 1.0, "torus, sphere and capsule, smoothly joined"),
+    "blobs": ((0.45, 0.12, 0.4, 0.15, 0.1), 1.0, "torus, sphere and capsule, smoothly joined"),
 }
 
 

@@ -26,13 +26,25 @@ from taichi_sdf.wavefront import IDRTracer, sphere_trace_mlp
 from .config import IDRConfig
 
 
+def builtin_folder(cfg: IDRConfig) -> Path:
+    """Cache folder of the built-in dataset; the name carries a hash of everything that shapes it."""
+    import hashlib
+
+    from apps import make_dataset
+    from taichi_sdf.scenes import SCENES
+
+    d = cfg.data
+    key = repr((d.scene, SCENES.get(d.scene), d.views, d.size, d.test_every, d.test_offset, make_dataset.DATASET_VERSION))
+    return Path("outputs/cache") / f"builtin_{d.scene}_{d.views}v_{d.size}px_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
 def load_dataset(cfg: IDRConfig) -> MultiViewDataset:
     """The configured dataset; the built-in one is rendered once and cached under outputs/cache/."""
     d = cfg.data
     if d.data is None:
         from apps.make_dataset import render_scene_dataset, write_dataset
 
-        folder = Path("outputs/cache") / f"builtin_{d.scene}_{d.views}v_{d.size}px"
+        folder = builtin_folder(cfg)
         if not (folder / "cameras.npz").is_file():
             ds = render_scene_dataset(d.scene, d.views, d.size, test_every=d.test_every, test_offset=d.test_offset)
             write_dataset(ds, folder, "idr", d.scene)
@@ -60,7 +72,7 @@ def default_gt(cfg: IDRConfig) -> tuple[str | None, str]:
     if cfg.gt is not None:
         return cfg.gt, cfg.gt_frame
     if cfg.data.data is None:
-        return str(Path("outputs/cache") / f"builtin_{cfg.data.scene}_{cfg.data.views}v_{cfg.data.size}px" / "gt_points.npy"), "world"
+        return str(builtin_folder(cfg) / "gt_points.npy"), "world"
     guess = Path(cfg.data.data) / "gt_points.npy"
     return (str(guess), "world") if guess.is_file() else (None, "world")
 

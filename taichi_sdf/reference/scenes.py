@@ -29,5 +29,5 @@ def sphere_box(p: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
 def blobs(p: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     torus = L.sd_torus(p, params[0], params[1])
     ball = L.sd_sphere(L.translate(p, [0.0, 0.25, 0.0]), params[2])
-    stick = L.sd_capsule(p, [-0.25, -0.375, 0.125], [0.25, -0.25, -0.125], params[4])
+    stick = L.sd_capsule(p, [-0.25, -0.375, 0.125], [0.375, 0.0, -0.125], params[4])
     return L.op_smooth_union(L.op_smooth_union(torus, ball, params[3]), stick, params[3])
