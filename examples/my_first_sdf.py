@@ -19,6 +19,10 @@ from taichi_sdf.imageio_utils import write_image  # noqa: E402
 from taichi_sdf.sphere_trace import sphere_trace  # noqa: E402
 
 
+PARAMS = [0.5, 0.12, 0.2]  # torus radii, box half-size (read by `python -m apps.view examples/my_first_sdf.py`)
+BOUND_RADIUS = 1.0
+
+
 @ti.func
 def twisted_ring(p, params: ti.template()):
     """A torus (radii params[0], params[1]) smoothly joined with a box of half-size params[2]."""
@@ -30,7 +34,7 @@ def twisted_ring(p, params: ti.template()):
 def main():
     taichi_sdf.init()
     dev = taichi_sdf.device()
-    params = torch.tensor([0.5, 0.12, 0.2], device=dev, requires_grad=True)
+    params = torch.tensor(PARAMS, device=dev, requires_grad=True)
     field = TaichiField(twisted_ring, params, bound_radius=1.0, name="twisted_ring")
     cam = cameras.look_at(torch.tensor([[1.2, 1.4, 1.8]]), width=256, height=256).to(dev, torch.float32)
     o, d = (x.reshape(-1, 3) for x in cam.image_rays())

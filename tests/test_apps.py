@@ -38,3 +38,18 @@ def test_check_cameras_tool(tmp_path):
     assert res["fraction_inside"] == 1.0
     np.save(tmp_path / "shifted.npy", (0.5 * pts / pts.norm(dim=-1, keepdim=True) + torch.tensor([0.4, 0.0, 0.0], dtype=torch.float64)).numpy())
     assert check_cameras.main([str(tmp_path / "scan"), "--points", str(tmp_path / "shifted.npy")])["fraction_inside"] < 0.9
+
+
+def test_example_runs(tmp_path):
+    """Every example is smoke-tested: the prototyping example renders and prints gradients."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "my_first_sdf.py")], cwd=tmp_path,
+                         capture_output=True, text=True, env={**__import__("os").environ, "TAICHI_SDF_ARCH": "cpu"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "d(mean hit distance)/d(params)" in out.stdout
+    img = iio.imread(tmp_path / "my_first_sdf.png")
+    assert img.shape[:2] == (256, 256) and img[128, 128].max() > 0
