@@ -18,7 +18,6 @@ from taichi_sdf.fields import TaichiField  # noqa: E402
 from taichi_sdf.imageio_utils import write_image  # noqa: E402
 from taichi_sdf.sphere_trace import sphere_trace  # noqa: E402
 
-
 PARAMS = [0.5, 0.12, 0.2]  # torus radii, box half-size (read by `python -m apps.view examples/my_first_sdf.py`)
 BOUND_RADIUS = 1.0
 
