@@ -59,6 +59,7 @@ def drjit_fixed_workload(o: torch.Tensor, d: torch.Tensor, steps: int, r: float,
                 box = outside + dr.minimum(dr.maximum(qx, dr.maximum(qy, qz)), 0)
                 t = t + dr.minimum(s, box)
             dr.eval(t)
+            dr.sync_thread()  # the LLVM backend runs asynchronously: wait for it
             return t
 
         return run
@@ -190,6 +191,7 @@ def main(argv=None):
     p.add_argument("--arch", default="auto")
     a = p.parse_args(argv)
     info = taichi_sdf.init(a.arch)
+    taichi_sdf.runtime.set_torch_threads(0)
     device = info.device
     rows = bench_fused(256 if a.quick else 512, device, a.quick) + bench_wavefront(64 if a.quick else 128, device, a.quick)
     print_table(f"Sphere tracing on {info.arch} ({machine()})", ["case", "ms", "Mrays/s or evals/px", "vs twin / peers", "notes"], rows)
