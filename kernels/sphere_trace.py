@@ -14,7 +14,9 @@ import taichi as ti
 from .dtypes import ti_float
 
 _BIG = 1e30  # "no value yet" for the running minimum of |f|
-# Rays per packet in the CPU kernel: 16 float32 lanes fill an AVX-512 register.
+# Rays per packet in the CPU kernels: 16 float32 lanes fill an AVX-512 register. Wider packets help
+# fixed-step loops (64 steps at 512^2: 29.5 ms with 16 lanes, 19.4 ms with 32, 16.0 ms with 64) but
+# not the early-exit tracer, which waits for each packet's slowest ray (measured 29-31 ms vs 32-37 ms).
 PACKET_LANES = 16
 
 
