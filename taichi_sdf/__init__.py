@@ -7,6 +7,7 @@ Importing this package has no side effects (Taichi is imported but not initialis
 
 from .cameras import Camera, fibonacci_cameras, look_at, orbit_cameras
 from .fields import TaichiField, grid_field
+from .mesh_sdf import MeshSDF
 from .runtime import device, init, is_initialized, sync
 from .scenes import make_scene
 from .sphere_trace import TraceResult, field_gradients, field_values, sphere_trace
@@ -16,7 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "init", "is_initialized", "device", "sync",
     "Camera", "look_at", "orbit_cameras", "fibonacci_cameras",
-    "TaichiField", "grid_field", "make_scene",
+    "TaichiField", "grid_field", "make_scene", "MeshSDF",
     "sphere_trace", "field_values", "field_gradients", "TraceResult",
     "sphere_trace_mlp", "IDRTracer", "DISTTracer",
     "__version__",
