@@ -167,18 +167,23 @@ def wavefront_kernels(dtype: str):
                 best_f[r] = vmin
                 best_t[r] = t_lo[r] + arg * step
 
+    @ti.func
+    def _secant_predict(k, r, o: ti.template(), d: ti.template(), z_low: ti.template(), z_high: ti.template(),
+                        f_low: ti.template(), f_high: ti.template(), z_pred: ti.template(), points: ti.template()):  # fmt: skip
+        """z = z_low - f_low (z_high - z_low) / (f_high - f_low) for bracket k of ray r, and its point."""
+        denom = f_high[k] - f_low[k]
+        z = z_high[k]
+        if denom != 0.0:
+            z = z_low[k] - f_low[k] * (z_high[k] - z_low[k]) / denom
+        z_pred[k] = z
+        for c in ti.static(range(3)):
+            points[k, c] = o[r, c] + z * d[r, c]
+
     @ti.kernel
     def secant_points(o: vec, d: vec, idx: iarr, z_low: arr, z_high: arr, f_low: arr, f_high: arr,
                       z_pred: arr, points: vec):  # fmt: skip
         for k in range(idx.shape[0]):
-            r = idx[k]
-            denom = f_high[k] - f_low[k]
-            z = z_high[k]
-            if denom != 0.0:
-                z = z_low[k] - f_low[k] * (z_high[k] - z_low[k]) / denom
-            z_pred[k] = z
-            for c in ti.static(range(3)):
-                points[k, c] = o[r, c] + z * d[r, c]
+            _secant_predict(k, idx[k], o, d, z_low, z_high, f_low, f_high, z_pred, points)
 
     @ti.kernel
     def secant_update_points(o: vec, d: vec, idx: iarr, vals: arr, z_low: arr, z_high: arr, f_low: arr,
@@ -192,14 +197,7 @@ def wavefront_kernels(dtype: str):
             if v < 0.0:
                 z_high[k] = z_pred[k]
                 f_high[k] = v
-            r = idx[k]
-            denom = f_high[k] - f_low[k]
-            z = z_high[k]
-            if denom != 0.0:
-                z = z_low[k] - f_low[k] * (z_high[k] - z_low[k]) / denom
-            z_pred[k] = z
-            for c in ti.static(range(3)):
-                points[k, c] = o[r, c] + z * d[r, c]
+            _secant_predict(k, idx[k], o, d, z_low, z_high, f_low, f_high, z_pred, points)
 
     # -- DIST: aggressive marching with a pixel pyramid ------------------------------------------------
 
