@@ -8,6 +8,7 @@ Importing this package has no side effects (Taichi is imported but not initialis
 from .cameras import Camera, fibonacci_cameras, look_at, orbit_cameras
 from .fields import TaichiField, grid_field
 from .mesh_sdf import MeshSDF
+from .raster import RasterSettings, SoftRasterizer, hard_rasterize, soft_rasterize
 from .runtime import device, init, is_initialized, sync
 from .scenes import make_scene
 from .sphere_trace import TraceResult, field_gradients, field_values, sphere_trace
@@ -18,6 +19,7 @@ __all__ = [
     "init", "is_initialized", "device", "sync",
     "Camera", "look_at", "orbit_cameras", "fibonacci_cameras",
     "TaichiField", "grid_field", "make_scene", "MeshSDF",
+    "soft_rasterize", "hard_rasterize", "SoftRasterizer", "RasterSettings",
     "sphere_trace", "field_values", "field_gradients", "TraceResult",
     "sphere_trace_mlp", "IDRTracer", "DISTTracer",
     "__version__",
