@@ -89,26 +89,16 @@ class FieldEvaluator:
         return vals
 
 
-class _Rays:
-    """Per-ray buffers and the compaction helper shared by both algorithms."""
-
-    def __init__(self, k, o, d):
-        self.k, self.o, self.d = k, o, d
-        n = o.shape[0]
-        self.n = n
-        self._idx = torch.empty(n, dtype=torch.int32, device=o.device)
-        self._count = torch.zeros(1, dtype=torch.int32, device=o.device)
-
-    def active(self, flags: torch.Tensor) -> torch.Tensor:
-        """int32 indices of flagged rays (a fresh tensor)."""
-        self.k.compact(flags, self._idx, self._count)
-        m = int(self._count[0])
-        return self._idx[:m].clone()
+def _compact(k, flags: torch.Tensor) -> torch.Tensor:
+    """int32 indices `[M]` of the rays whose int32 flag `[N]` is non-zero (Taichi compaction)."""
+    idx = torch.empty_like(flags)
+    count = torch.zeros(1, dtype=torch.int32, device=flags.device)
+    k.compact(flags, idx, count)
+    return idx[: int(count[0])]
 
 
 def _trace_idr(k, ev: FieldEvaluator, o, d, cfg: IDRTracer):
-    rays = _Rays(k, o, d)
-    n = rays.n
+    n = o.shape[0]
     t_near, t_far, t_close = (o.new_empty(n) for _ in range(3))
     active = torch.empty(n, dtype=torch.int32, device=o.device)
     k.sphere_bounds(o, d, t_near, t_far, t_close, active, float(cfg.bound_radius))
@@ -151,7 +141,7 @@ def _trace_idr(k, ev: FieldEvaluator, o, d, cfg: IDRTracer):
     hit = (active != 0) & (unf_s == 0) & (t_s < t_e)
     t_hit = t_s.clone()
     # Rays whose front never converged: 100 uniform samples on [t_s, t_e], first sign change + secant.
-    idx = rays.active(unf_s)
+    idx = _compact(k, unf_s)
     if len(idx):
         m, ns = len(idx), cfg.n_steps
         pts = o.new_empty(m * ns, 3)
@@ -173,7 +163,7 @@ def _trace_idr(k, ev: FieldEvaluator, o, d, cfg: IDRTracer):
             t_hit[li] = z_pred
     if cfg.min_sdf_samples > 0:
         miss = ((active != 0) & ~hit).int()
-        idx = rays.active(miss)
+        idx = _compact(k, miss)
         if len(idx):
             m, ns = len(idx), cfg.min_sdf_samples
             pts = o.new_empty(m * ns, 3)
@@ -211,8 +201,7 @@ def _trace_dist(k, ev: FieldEvaluator, o, d, cfg: DISTTracer, image_shape):
             oo, dd, shape = _block_rays(o, d, image_shape, scale)
         else:
             oo, dd, shape = o, d, None
-        rays = _Rays(k, oo, dd)
-        n = rays.n
+        n = oo.shape[0]
         t_near, t_far, t_close = (oo.new_empty(n) for _ in range(3))
         active = torch.empty(n, dtype=torch.int32, device=o.device)
         k.sphere_bounds(oo, dd, t_near, t_far, t_close, active, float(cfg.bound_radius))

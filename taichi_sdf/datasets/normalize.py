@@ -42,9 +42,9 @@ def visual_hull(cameras: Camera, masks: torch.Tensor, resolution: int = 64, exte
 
 
 def estimate_normalization(cameras: Camera, masks: torch.Tensor, margin: float = 1.1, resolution: int = 64) -> torch.Tensor:
-    """`scale_mat [4, 4]` (normalised -> world) putting the masks' visual hull inside a sphere of radius
-    1/margin... precisely: centre = centre of the hull's bounding box, scale = margin x max distance of a
-    hull point from that centre. Raises ValueError when the masks are empty or inconsistent."""
+    """`scale_mat [4, 4]` (normalised -> world) that puts the masks' visual hull inside the sphere of
+    radius 1/margin: centre = centre of the hull's bounding box, scale = margin x the largest distance
+    of a hull point from that centre. Raises ValueError when the masks are empty or inconsistent."""
     cams = cameras.to(dtype=torch.float64)
     hull = visual_hull(cams, masks, resolution)
     if len(hull) == 0:
