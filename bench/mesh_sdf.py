@@ -14,6 +14,13 @@ installed (`pip install pysdf`; it builds from source and needs Eigen headers).
 pysdf is a different algorithm: its distance is taken to the faces around the nearest *vertex*
 (a KD-tree query), which is exact on meshes of small, even triangles but not on CAD-like meshes
 with long thin faces (see the cylinder row); its sign is a parity vote of 2-3 ray casts.
+
+The rows above time the SDF query alone on the same points. On the 20k- and 100k-face meshes, the
+"sampler" rows time a whole DeepSDF sampler from the raw mesh to pos/neg arrays (normalisation,
+area-weighted surface points, noise, uniform points, SDF, split by sign):
+`taichi_sdf.sdf_sampling.sample_sdf` (BVH build included), the same recipe with pysdf as the SDF
+(when installed), and mesh_to_sdf's `sample_sdf_near_surface` (its own recipe from rendered depth
+maps; when installed). Their accuracy columns are taken on a random subsample of their own output.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import trimesh
 import taichi_sdf
 from taichi_sdf.mesh_sdf import MeshSDF
 from taichi_sdf.reference import mesh_sdf as ref
+from taichi_sdf.sdf_sampling import normalized_mesh, sample_query_points, sample_sdf
 
 from .common import machine, print_table, sync, timeit
 
@@ -48,17 +56,19 @@ def deepsdf_samples(mesh: trimesh.Trimesh, n: int, seed: int = 0) -> tuple[trime
     return mesh, pts[rng.permutation(n)]
 
 
-def meshes(quick: bool) -> list[tuple[str, trimesh.Trimesh]]:
+def meshes(quick: bool) -> list[tuple[str, trimesh.Trimesh, bool]]:
+    """(name, mesh, whether to time the full samplers too)."""
     out = [
-        ("icosphere", trimesh.creation.icosphere(5)),  # 20480 faces
-        ("torus", trimesh.creation.torus(1.0, 0.4, major_sections=158, minor_sections=158)),  # 49928
-        ("torus", trimesh.creation.torus(1.0, 0.4, major_sections=250, minor_sections=200)),  # 100000
-        ("cylinder (CAD-like)", trimesh.creation.cylinder(radius=0.3, height=1.5, sections=64)),  # 256
+        ("icosphere", trimesh.creation.icosphere(5), True),  # 20480 faces
+        ("torus", trimesh.creation.torus(1.0, 0.4, major_sections=158, minor_sections=158), False),  # 49928
+        ("torus", trimesh.creation.torus(1.0, 0.4, major_sections=250, minor_sections=200), True),  # 100000
+        ("cylinder (CAD-like)", trimesh.creation.cylinder(radius=0.3, height=1.5, sections=64), False),  # 256
     ]
     return out[:1] + out[-1:] if quick else out
 
 
-def bench_mesh(name: str, raw: trimesh.Trimesh, args, dev: torch.device, has_pysdf: bool, has_m2s: bool) -> list[list]:
+def bench_mesh(name: str, raw: trimesh.Trimesh, args, dev: torch.device, has_pysdf: bool, has_m2s: bool,
+               samplers: bool) -> list[list]:  # fmt: skip
     """The table rows of one mesh."""
     rows: list[list] = []
     mesh, pts_np = deepsdf_samples(raw, args.samples)
@@ -126,6 +136,58 @@ def bench_mesh(name: str, raw: trimesh.Trimesh, args, dev: torch.device, has_pys
         query = (time.perf_counter() - t0) * args.samples / n_m2s
         got = torch.from_numpy(mesh_to_sdf.mesh_to_sdf(mesh, sub.cpu().numpy()))
         add(f"mesh_to_sdf (timed on {n_m2s})", "", f"~{query:.0f}", accuracy(got))
+    if samplers:
+        rows += bench_samplers(name, raw, args, dev, has_pysdf, has_m2s)
+    return rows
+
+
+def bench_samplers(name: str, raw: trimesh.Trimesh, args, dev: torch.device, has_pysdf: bool, has_m2s: bool) -> list[list]:
+    """Rows of the full DeepSDF samplers: raw mesh -> (points, sdf), timed end to end."""
+    rows: list[list] = []
+    v, f, _, _ = normalized_mesh(raw)  # the frame every sampler below works in
+    exact = MeshSDF(v, f, dtype=torch.float64)
+    rng = np.random.default_rng(2)
+
+    def accuracy(samples: np.ndarray) -> tuple[str, str]:
+        """On a subsample of a sampler's own output `[N, 4]`: max distance error, % wrong signs."""
+        sub = samples[rng.choice(len(samples), min(args.check, len(samples)), replace=False)].astype(np.float64)
+        pts = torch.from_numpy(sub[:, :3]).to(dev)
+        dist = exact.unsigned_distance(pts).cpu().numpy()
+        inside = exact.winding_number(pts, exact=True).abs().cpu().numpy() > 0.5
+        clear = dist > 1e-6
+        sign = ((sub[:, 3] < 0) != inside)[clear].mean() * 100
+        return f"{np.abs(np.abs(sub[:, 3]) - dist).max():.1e}", f"{sign:.3f}"
+
+    def add(method: str, seconds: float, n: int, acc: tuple[str, str]) -> None:
+        rows.append([name, len(raw.faces), method, "", f"{seconds:.3f}", f"{n / seconds / 1e6:.2f}", *acc])
+
+    def ours():
+        s = sample_sdf(raw, num_samples=args.samples, surface_samples=0)
+        return np.concatenate([s.pos, s.neg])
+
+    seconds = timeit(ours, warmup=1, repeat=args.repeat)
+    add("sampler: taichi-sdf sample_sdf (all steps)", seconds, args.samples, accuracy(ours()))
+    if has_pysdf:
+        from pysdf import SDF
+
+        def recipe_pysdf():
+            vn, fn, _, _ = normalized_mesh(raw)
+            pts, _ = sample_query_points(vn, fn, args.samples, 0.005, 0.0005, 47 / 50, np.random.default_rng(0))
+            pts = np.ascontiguousarray(pts, dtype=np.float32)
+            sdf = -SDF(np.ascontiguousarray(vn, dtype=np.float32), np.ascontiguousarray(fn, dtype=np.uint32))(pts)
+            return np.concatenate([pts, sdf.reshape(-1, 1)], 1)
+
+        seconds = timeit(recipe_pysdf, warmup=1, repeat=args.repeat)
+        add(f"sampler: same recipe + pysdf ({os.cpu_count()} threads)", seconds, args.samples, accuracy(recipe_pysdf()))
+    if has_m2s:
+        import mesh_to_sdf
+
+        t0 = time.perf_counter()
+        pts, sdf = mesh_to_sdf.sample_sdf_near_surface(raw, number_of_points=args.samples)
+        seconds = time.perf_counter() - t0
+        # mesh_to_sdf works in the unit sphere without DeepSDF's 1.03 buffer (same centre): map to ours.
+        ours_frame = np.concatenate([pts, sdf.reshape(-1, 1)], 1) / 1.03
+        add("sampler: mesh_to_sdf sample_sdf_near_surface", seconds, len(pts), accuracy(ours_frame))
     return rows
 
 
@@ -154,8 +216,8 @@ def main() -> None:
         has_m2s = False
 
     rows = []
-    for name, raw in meshes(args.quick):
-        rows += bench_mesh(name, raw, args, dev, has_pysdf, has_m2s)
+    for name, raw, samplers in meshes(args.quick):
+        rows += bench_mesh(name, raw, args, dev, has_pysdf, has_m2s, samplers)
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print_table(

@@ -144,7 +144,10 @@ def load_normalization(path: str | Path) -> tuple[np.ndarray, float]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: normalisation parameters file not found")
-    data = np.load(path)
+    try:
+        data = np.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same named error
+        raise ValueError(f"{path}: not a readable npz file ({e})") from e
     if "offset" not in data or "scale" not in data:
         raise ValueError(f"{path}: expected arrays 'offset' and 'scale'")
     offset, scale = np.asarray(data["offset"], np.float64).reshape(-1), float(data["scale"])
