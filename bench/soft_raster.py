@@ -7,9 +7,12 @@ Scene: trimesh icospheres (subdivisions 3, 4, 5: 1,280 / 5,120 / 20,480 faces) o
 distance 3 (45 degree field of view; the sphere covers ~57% of the image), cameras on a Fibonacci
 sphere. "sil" = SoftRas soft silhouette (sigma 1e-4 NDC^2, no colours, the setting of the PyTorch3D
 reference numbers in issue 6), "rgb" = SoftRas with 3 vertex colours (sigma 1e-4, gamma 1e-4),
-"dibr" = DIB-R with 3 vertex colours (Kaolin defaults). float32. Forward = `soft_rasterize` under
-no_grad; fwd+bwd = forward with grad and `backward()` of a sum over the outputs (gradients w.r.t.
-the vertices). Projection, binning and Python overhead are included. Medians of 7 runs after a
+"dibr" = DIB-R with 3 vertex colours (Kaolin defaults); "tex-lambert" = `render_mesh` in SoftRas
+mode (sigma 1e-4, gamma 1e-4) with a 256x256 RGB texture (spherical uvs, bilinear) and Lambert
+shading, "tex-phong" = `render_mesh` in DIB-R mode with the texture and Phong shading (both rasterize
+7 attribute channels, then texture and shade per pixel). float32. Forward = `soft_rasterize` /
+`render_mesh` under no_grad; fwd+bwd = forward with grad and `backward()` of a sum over the outputs
+(gradients w.r.t. the vertices, and the texture for the textured rows). Projection, binning and Python overhead are included. Medians of 7 runs after a
 warm-up (compilation). The twin (every pixel against every face) runs once per cell, after all
 Taichi cells, and only where its time, extrapolated from a smaller twin run by the number of
 (pixel, face) pairs, stays under the budget (--twin-budget, default 60 s per cell, --twin-total,
@@ -38,7 +41,7 @@ MITSUBA = {(20480, 128): (0.011, 0.166), (20480, 256): (0.034, 0.514)}
 SUBDIV = {1280: 3, 5120: 4, 20480: 5}
 
 
-def _scene(faces: int, size: int, batch: int, colors: bool):
+def _scene(faces: int, size: int, batch: int, colors: bool | str):
     import trimesh
 
     from taichi_sdf.cameras import fibonacci_sphere, look_at
@@ -47,7 +50,11 @@ def _scene(faces: int, size: int, batch: int, colors: bool):
     v = torch.tensor(m.vertices, dtype=torch.float32)
     f = torch.tensor(m.faces, dtype=torch.int32)
     cam = look_at(fibonacci_sphere(batch, 3.0), width=size, height=size, fov_x_deg=45.0).to(dtype=torch.float32)
-    col = torch.rand(v.shape[0], 3, generator=torch.Generator().manual_seed(0)) if colors else None
+    g = torch.Generator().manual_seed(0)
+    if colors == "texture":  # (texture [256, 256, 3], spherical uvs [V, 2], uv faces = faces)
+        uv = torch.stack([0.5 + torch.atan2(v[:, 0], v[:, 2]) / (2 * math.pi), 0.5 + 0.5 * v[:, 1]], -1).contiguous()
+        return v, f, cam, (torch.rand(256, 256, 3, generator=g), uv, f)
+    col = torch.rand(v.shape[0], 3, generator=g) if colors else None
     return v, f, cam, col
 
 
@@ -55,7 +62,17 @@ MODES = {
     "sil": dict(mode="softras", sigma=1e-4, colors=False),
     "rgb": dict(mode="softras", sigma=1e-4, colors=True),
     "dibr": dict(mode="dibr", colors=True),
+    "tex-lambert": dict(mode="softras", sigma=1e-4, colors="texture", shading="lambert"),
+    "tex-phong": dict(mode="dibr", colors="texture", shading="phong"),
 }
+
+
+def _render_fn(impl):
+    """`render_mesh` of the Taichi path or of the twin pipeline, matching the raster module `impl`."""
+    from taichi_sdf import mesh_render, raster
+    from taichi_sdf.reference import mesh_render as twin_render
+
+    return mesh_render.render_mesh if impl is raster else twin_render.render_mesh
 
 
 def _fns(impl, kind: str, faces: int, size: int, batch: int):
@@ -64,6 +81,21 @@ def _fns(impl, kind: str, faces: int, size: int, batch: int):
     colors = opts.pop("colors")
     v, f, cam, col = _scene(faces, size, batch, colors)
     vv = v.clone().requires_grad_()
+    if colors == "texture":
+        render = _render_fn(impl)
+        tex, uv, uv_faces = col
+        tt = tex.clone().requires_grad_()
+
+        def fwd_tex():
+            with torch.no_grad():
+                return render(v, f, cam, texture=col, **opts)
+
+        def fwd_bwd_tex():
+            out = render(vv, f, cam, texture=(tt, uv, uv_faces), **opts)
+            (out.rgb.sum() + out.alpha.sum()).backward()
+            vv.grad = tt.grad = None
+
+        return fwd_tex, fwd_bwd_tex
 
     def fwd():
         with torch.no_grad():
@@ -143,13 +175,16 @@ def main(argv=None) -> None:
     load_start = os.getloadavg()[0]
     if args.quick:
         cells = [("sil", 1280, 64, 1), ("sil", 1280, 128, 1), ("sil", 20480, 256, 1), ("rgb", 20480, 256, 1),
-                 ("dibr", 20480, 256, 1)]  # fmt: skip
+                 ("dibr", 20480, 256, 1), ("tex-lambert", 1280, 64, 1), ("tex-phong", 1280, 64, 1),
+                 ("tex-lambert", 20480, 256, 1), ("tex-phong", 20480, 256, 1)]  # fmt: skip
         clock = TwinClock(min(args.twin_budget, 10.0), 15.0)
         repeat = 3
     else:
         cells = [("sil", faces, size, batch) for batch in (1, 8) for faces in (1280, 5120, 20480) for size in (128, 256)]
         cells = [("sil", 1280, 64, 1)] + cells + [("rgb", 20480, 256, 1), ("dibr", 20480, 256, 1), ("rgb", 20480, 256, 8),
                                                  ("dibr", 20480, 256, 8)]  # fmt: skip
+        cells += [(kind, faces, size, 1) for kind in ("tex-lambert", "tex-phong") for faces, size in
+                  ((1280, 128), (20480, 256))]  # fmt: skip
         clock = TwinClock(args.twin_budget, args.twin_total)
         repeat = args.repeat
     for impl in (raster, twin):  # first-call costs (compilation, allocator warm-up) out of the way

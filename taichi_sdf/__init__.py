@@ -7,11 +7,14 @@ Importing this package has no side effects (Taichi is imported but not initialis
 
 from .cameras import Camera, fibonacci_cameras, look_at, orbit_cameras
 from .fields import TaichiField, grid_field
+from .mesh_render import MeshRender, MeshRenderer, render_mesh
 from .mesh_sdf import MeshSDF
+from .mesh_shading import DirectionalLight, Material, face_normals, sh_irradiance, vertex_normals
 from .raster import RasterSettings, SoftRasterizer, hard_rasterize, soft_rasterize
 from .runtime import device, init, is_initialized, sync
 from .scenes import make_scene
 from .sphere_trace import TraceResult, field_gradients, field_values, sphere_trace
+from .texture import sample_texture
 from .wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
 
 __version__ = "0.1.0"
@@ -20,6 +23,8 @@ __all__ = [
     "Camera", "look_at", "orbit_cameras", "fibonacci_cameras",
     "TaichiField", "grid_field", "make_scene", "MeshSDF",
     "soft_rasterize", "hard_rasterize", "SoftRasterizer", "RasterSettings",
+    "render_mesh", "MeshRenderer", "MeshRender", "sample_texture", "DirectionalLight", "Material",
+    "vertex_normals", "face_normals", "sh_irradiance",
     "sphere_trace", "field_values", "field_gradients", "TraceResult",
     "sphere_trace_mlp", "IDRTracer", "DISTTracer",
     "__version__",
