@@ -7,7 +7,7 @@ the rasterizer's three modes (SoftRas, DIB-R, hard), batched over meshes and cam
 Pipeline (deferred shading, one rasterization per call):
 
 1. Unweld: each face gets its own three corners, so face-varying data (OBJ's separate uv indices,
-   flat normals) becomes per-vertex data. Corner attributes `[B, 3F, 10]`: a constant 1 (the
+   flat normals) becomes per-vertex data. Corner attributes `[B, 3F, 7]`: a constant 1 (the
    coverage weight w), the albedo source (vertex colour, or uv padded with a 0, or 1), the normal
    (smooth, flat or given). Unwelding leaves the rasterization unchanged (the rasterizer works per
    face); autograd gathers the corner gradients back onto the vertices.
