@@ -11,6 +11,7 @@ from .controller import OrbitController
 from .render import MODES, Renderer
 from .sources import (
     CHECKPOINT_KINDS,
+    DeepSDFSource,
     FieldSource,
     IDRSource,
     MeshSource,
@@ -23,6 +24,6 @@ from .sources import (
 )
 
 __all__ = [
-    "Viewer", "main", "render_orbit", "OrbitController", "MODES", "Renderer", "CHECKPOINT_KINDS", "FieldSource",
+    "Viewer", "main", "render_orbit", "OrbitController", "MODES", "Renderer", "CHECKPOINT_KINDS", "DeepSDFSource", "FieldSource",
     "IDRSource", "MeshSource", "MLPSource", "Overlay", "PythonSDFSource", "Source", "SourceError", "load_source",
 ]  # fmt: skip

@@ -6,12 +6,13 @@ Dispatch of `load_source(SOURCE)` (first match wins):
 2. a `.py` file -> `PythonSDFSource`: the file defines a `@ti.func` SDF (rule in its docstring);
 3. a mesh file (`.obj .ply .glb .gltf .stl .off`) -> `MeshSource` (hard rasterization, or a voxel SDF);
 4. a run folder or a checkpoint file (`.pt .pth .ckpt`): the checkpoint's keys pick the app through
-   `CHECKPOINT_KINDS` (today: IDR -> `IDRSource`). A run folder means its `checkpoints/latest.pt`
-   (else the newest checkpoint in `checkpoints/` or in the folder itself).
+   `CHECKPOINT_KINDS` (IDR -> `IDRSource`, DeepSDF -> `DeepSDFSource`). A run folder means its
+   `checkpoints/latest.pt` (else the newest checkpoint in `checkpoints/` or in the folder itself).
+   A `#SELECTOR` suffix picks a part of the checkpoint: for DeepSDF, the training shape whose code
+   is rendered, by index or instance name (`outputs/deepsdf#3`, `outputs/deepsdf#chair_0007`).
 
-New kinds plug in without touching the dispatcher: a DeepSDF checkpoint (issue 5) adds an entry
-`CHECKPOINT_KINDS.append(("deepsdf", is_deepsdf_state, DeepSDFSource.from_state))` whose source
-wraps the decoder with a latent code as an `MLPSource` (`sdf_fn = lambda x: decoder(latent, x)`).
+New kinds plug in without touching the dispatcher: append `(name, predicate(state), loader(state,
+name, tracer, selector=None))` to `CHECKPOINT_KINDS`.
 
 Every source works in the frame the object was normalised to (inside the sphere of radius
 `bound_radius` around the origin, 1 for everything built in here) and implements
@@ -621,14 +622,85 @@ def fold_weight_norm(net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
+def is_deepsdf_state(state) -> bool:
+    return isinstance(state, dict) and state.get("kind") == "deepsdf" and {"decoder", "latents", "config"} <= set(state)
+
+
+class DeepSDFSource(MLPSource):
+    """A DeepSDF run (`python -m apps.deepsdf train`): the decoder with one training shape's code, traced
+    in DeepSDF's normalised frame (shapes in the unit sphere). `#SELECTOR` on the SOURCE picks the
+    shape by index or instance name (default 0); the overlay shows that shape's SurfaceSamples."""
+
+    kind = "deepsdf"
+
+    def __init__(self, decoder, code, name: str = "deepsdf", instance=None, data_root=None, tracer: str = "dist") -> None:
+        self.decoder, self.code, self.instance, self.data_root = decoder, code, instance, data_root
+        super().__init__(decoder.field(code), None, name, tracer)
+        self.kind = "deepsdf"
+
+    @classmethod
+    def from_state(cls, state: dict, name: str, tracer: str = "dist", selector: str | None = None) -> DeepSDFSource:
+        from apps.deepsdf.config import DeepSDFConfig
+        from apps.deepsdf.train import build_decoder
+        from taichi_sdf.config import load_config
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_config_dict(state["config"], Path(tmp) / "config.yaml")
+            try:
+                cfg = load_config(DeepSDFConfig, Path(tmp) / "config.yaml")
+            except ValueError as exc:
+                raise SourceError(f"{name}: the checkpoint's config does not fit this DeepSDF app: {exc}") from None
+        dev = taichi_sdf.device()
+        decoder = build_decoder(cfg.model).to(dev)
+        try:
+            decoder.load_state_dict(state["decoder"])
+        except RuntimeError as exc:
+            raise SourceError(f"{name}: the decoder does not match the saved config: {str(exc).splitlines()[0]}") from None
+        fold_weight_norm(decoder)
+        codes = state["latents"].to(dev, torch.float32)
+        names = [tuple(it) for it in state.get("instances", [])]
+        sel = "0" if selector is None else selector
+        if sel.isdigit() and int(sel) < len(codes):
+            index = int(sel)
+        else:
+            matches = [i for i, it in enumerate(names) if sel in (it[-1], "/".join(it))]
+            if not matches:
+                shown = ", ".join(it[-1] for it in names[:5]) + (", ..." if len(names) > 5 else "")
+                raise SourceError(f"{name}#{sel}: no such training shape (indices 0..{len(codes) - 1}, or a name: {shown})")
+            index = matches[0]
+        code = codes[index]
+        bound = cfg.model.code_bound
+        if bound is not None and float(code.norm()) > bound:  # what the embedding's max_norm lookup returns
+            code = code * (bound / float(code.norm()))
+        instance = names[index] if index < len(names) else None
+        label = f"{name}#{instance[-1] if instance else index}"
+        return cls(decoder.eval(), code, label, instance, cfg.data.root, tracer)
+
+    def ground_truth(self) -> Overlay:
+        if self.instance is None:
+            return Overlay("none", message="no instance name in the checkpoint")
+        from taichi_sdf.datasets.deepsdf import Instance, load_normalization, load_surface_samples, normalize
+
+        it = Instance(*self.instance)
+        try:
+            pts = load_surface_samples(it.surface_samples(self.data_root))
+            offset, scale = load_normalization(it.normalization(self.data_root))
+        except (ValueError, OSError) as exc:
+            return Overlay("none", message=f"ground truth of {'/'.join(it)}: {exc}")
+        pts = normalize(pts, offset, scale)
+        if len(pts) > 20000:
+            pts = pts[np.random.default_rng(0).choice(len(pts), 20000, replace=False)]
+        return Overlay("points", pts.astype(np.float32), message=str(it.surface_samples(self.data_root)))
+
+
 def save_config_dict(data: dict, path: Path) -> None:
     import yaml
 
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-# name, predicate on the loaded checkpoint, loader(state, name, tracer) -> Source. Append to extend.
-CHECKPOINT_KINDS: list = [("idr", is_idr_state, IDRSource.from_state)]
+# name, predicate on the loaded checkpoint, loader(state, name, tracer[, selector=]) -> Source. Append to extend.
+CHECKPOINT_KINDS: list = [("idr", is_idr_state, IDRSource.from_state), ("deepsdf", is_deepsdf_state, DeepSDFSource.from_state)]
 
 
 def _checkpoint_in(folder: Path) -> Path | None:
@@ -644,7 +716,7 @@ def _checkpoint_in(folder: Path) -> Path | None:
     return None
 
 
-def load_checkpoint_source(path: Path, tracer: str = "dist") -> Source:
+def load_checkpoint_source(path: Path, tracer: str = "dist", selector: str | None = None) -> Source:
     from taichi_sdf.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = _checkpoint_in(path) if path.is_dir() else path
@@ -654,9 +726,13 @@ def load_checkpoint_source(path: Path, tracer: str = "dist") -> Source:
         state = load_checkpoint(ckpt, map_location=taichi_sdf.device())
     except (CheckpointError, FileNotFoundError) as exc:
         raise SourceError(str(exc)) from None
-    for _kind, matches, loader in CHECKPOINT_KINDS:
+    for kind, matches, loader in CHECKPOINT_KINDS:
         if matches(state):
-            return loader(state, str(ckpt), tracer)
+            if selector is None:
+                return loader(state, str(ckpt), tracer)
+            if "selector" not in inspect.signature(loader).parameters:
+                raise SourceError(f"{ckpt}#{selector}: {kind} checkpoints take no #selector")
+            return loader(state, str(ckpt), tracer, selector=selector)
     keys = sorted(state)[:12] if isinstance(state, dict) else type(state).__name__
     raise SourceError(f"{ckpt}: unknown checkpoint (keys {keys}); the viewer reads {[k[0] for k in CHECKPOINT_KINDS]}")
 
@@ -676,8 +752,14 @@ def load_source(source, *, func: str | None = None, params=None, mesh_mode: str 
     if name in SCENES:
         return FieldSource.scene(name)
     path = Path(text).expanduser()
+    selector = None
+    if "#" in text and not path.exists():  # RUN#SELECTOR: a part of a checkpoint (e.g. a DeepSDF shape)
+        head, selector = text.rsplit("#", 1)
+        path = Path(head).expanduser()
+        if not (path.is_dir() or path.suffix.lower() in CHECKPOINT_SUFFIXES):
+            raise SourceError(f"SOURCE {text!r}: a #SELECTOR needs a run folder or a checkpoint file before it")
     if path.is_dir():
-        return load_checkpoint_source(path, tracer)
+        return load_checkpoint_source(path, tracer, selector)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".py":
@@ -685,7 +767,7 @@ def load_source(source, *, func: str | None = None, params=None, mesh_mode: str 
         if suffix in MESH_SUFFIXES:
             return MeshSource(path, mesh_mode, grid)
         if suffix in CHECKPOINT_SUFFIXES:
-            return load_checkpoint_source(path, tracer)
+            return load_checkpoint_source(path, tracer, selector)
         raise SourceError(f"{path}: unknown file type {suffix!r} (expected .py, {', '.join(MESH_SUFFIXES)}, "
                           f"{', '.join(CHECKPOINT_SUFFIXES)} or a run folder)")  # fmt: skip
     raise SourceError(f"SOURCE {text!r}: not a built-in scene ({', '.join(sorted(SCENES))}) and no such file or folder")
@@ -693,10 +775,10 @@ def load_source(source, *, func: str | None = None, params=None, mesh_mode: str 
 
 def describe_kinds() -> str:
     return (f"built-in scene ({', '.join(sorted(SCENES))}), a .py file with a @ti.func sdf(p, params), a mesh "
-            f"({' '.join(MESH_SUFFIXES)}), or an app run folder / checkpoint ({', '.join(k[0] for k in CHECKPOINT_KINDS)})")  # fmt: skip
+            f"({' '.join(MESH_SUFFIXES)}), or an app run folder / checkpoint ({', '.join(k[0] for k in CHECKPOINT_KINDS)}; RUN#N picks a DeepSDF shape)")  # fmt: skip
 
 
 __all__ = [
     "Source", "SourceError", "Hits", "Overlay", "FieldSource", "PythonSDFSource", "MeshSource", "MLPSource",
-    "IDRSource", "CHECKPOINT_KINDS", "load_source", "load_checkpoint_source", "mesh_sdf_grid", "describe_kinds",
+    "IDRSource", "DeepSDFSource", "CHECKPOINT_KINDS", "load_source", "load_checkpoint_source", "mesh_sdf_grid", "describe_kinds",
 ]  # fmt: skip
