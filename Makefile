@@ -23,8 +23,10 @@ test: $(STAMP)          ## the whole suite on Taichi's CPU backend
 test-cuda: $(STAMP)     ## the same suite on Taichi's CUDA backend with torch CUDA tensors
 	TAICHI_SDF_ARCH=cuda $(PY) -m pytest -q
 
-bench: $(STAMP)         ## benchmark tables (minutes)
+bench: $(STAMP)         ## benchmark tables, each vs its torch twin and installed peers (minutes)
 	$(PY) -m bench.sphere_trace
+	$(PY) -m bench.soft_raster
+	$(PY) -m bench.mesh_sdf
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
