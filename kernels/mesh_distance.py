@@ -7,7 +7,7 @@ empty cells, and a grid's cells cannot carry the hierarchical far-field sums tha
 number fast. One LBVH (Karras 2012) serves both: closest points by nearest-child-first descent with
 pruning, winding numbers by Barill's dipole approximation of far nodes. It is built by parallel
 kernels with torch glue (Morton codes; a torch sort; one kernel for all internal nodes; one for
-depths and pre-order numbers; a refit kernel per tree level, bottom-up) and uses no global fields, so nothing recompiles when the mesh or the number of queries changes.
+depths and pre-order numbers; a bottom-up refit, in one launch with atomic counters on CPU and one launch per tree level on GPUs) and uses no global fields, so nothing recompiles when the mesh or the number of queries changes.
 
 Long triangles are split for the tree (by the caller, `taichi_sdf.mesh_sdf`): a triangle far
 longer than the nodes around it can never be approximated by a dipole nor pruned well, so a CAD
@@ -188,7 +188,7 @@ def tree_kernels():
 
 @functools.cache
 def build_kernels(dtype: str):
-    """(morton, init_leaves, refit_level, to_preorder) for float type "f32" | "f64".
+    """(morton, init_leaves, refit_level, to_preorder, refit_all) for float type "f32" | "f64".
 
     morton(centroids [n, 3], codes [n], lo_x, lo_y, lo_z, scale_x, scale_y, scale_z): 30-bit
         Morton code of each centroid quantised to a 1024^3 grid ((c - lo) * scale in [0, 1024)).
@@ -197,6 +197,8 @@ def build_kernels(dtype: str):
         leaf nodes.
     refit_level(level_nodes [K] i32, start, count, nodes, box, wn): combines the children of the
         internal nodes level_nodes[start : start + count] (call deepest level first).
+    refit_all(nodes, parent [M] i32, visits [M] i32 zeros, box, wn): all internal nodes in one
+        launch (atomic visit counters; CPU only).
     to_preorder(pre [M] i32, nodes_k, box_k, wn_k, nodes, box, wn): copies the Karras-numbered
         arrays into pre-order (node i goes to pre[i]; see `tree_kernels().node_order`).
     """
@@ -250,33 +252,52 @@ def build_kernels(dtype: str):
                 tris[i, 13 + k] = 0.0
             tris[i, 13] = radius
 
+    @ti.func
+    def refit_node(i, nodes: ti.template(), box: ti.template(), wn: ti.template()):
+        """Combines the children of internal node i (Karras numbering)."""
+        l = nodes[i, 0]
+        r = nodes[i, 1]
+        lo = ti.min(vec3(box[l, 0], box[l, 1], box[l, 2]), vec3(box[r, 0], box[r, 1], box[r, 2]))
+        hi = ti.max(vec3(box[l, 3], box[l, 4], box[l, 5]), vec3(box[r, 3], box[r, 4], box[r, 5]))
+        cl = vec3(wn[l, 0], wn[l, 1], wn[l, 2])
+        cr = vec3(wn[r, 0], wn[r, 1], wn[r, 2])
+        al = wn[l, 7]
+        ar = wn[r, 7]
+        area = al + ar
+        centre = 0.5 * (cl + cr)
+        if area > 0.0:
+            centre = (al * cl + ar * cr) / area
+        # Two upper bounds on the distance of any triangle point from the centre; keep the tighter.
+        rad = ti.max(wn[l, 6] + (cl - centre).norm(), wn[r, 6] + (cr - centre).norm())
+        far = ti.max(ti.abs(lo - centre), ti.abs(hi - centre))
+        rad = ti.min(rad, far.norm())
+        for a in ti.static(range(3)):
+            box[i, a] = lo[a]
+            box[i, 3 + a] = hi[a]
+            wn[i, a] = centre[a]
+            wn[i, 3 + a] = wn[l, 3 + a] + wn[r, 3 + a]
+        wn[i, 6] = rad
+        wn[i, 7] = area
+
     @ti.kernel
     def refit_level(level_nodes: _i32_1, start: ti.i32, count: ti.i32, nodes: _i32_2, box: f_2, wn: f_2):
         for k in range(count):
-            i = level_nodes[start + k]
-            l = nodes[i, 0]
-            r = nodes[i, 1]
-            lo = ti.min(vec3(box[l, 0], box[l, 1], box[l, 2]), vec3(box[r, 0], box[r, 1], box[r, 2]))
-            hi = ti.max(vec3(box[l, 3], box[l, 4], box[l, 5]), vec3(box[r, 3], box[r, 4], box[r, 5]))
-            cl = vec3(wn[l, 0], wn[l, 1], wn[l, 2])
-            cr = vec3(wn[r, 0], wn[r, 1], wn[r, 2])
-            al = wn[l, 7]
-            ar = wn[r, 7]
-            area = al + ar
-            centre = 0.5 * (cl + cr)
-            if area > 0.0:
-                centre = (al * cl + ar * cr) / area
-            # Two upper bounds on the distance of any triangle point from the centre; keep the tighter.
-            rad = ti.max(wn[l, 6] + (cl - centre).norm(), wn[r, 6] + (cr - centre).norm())
-            far = ti.max(ti.abs(lo - centre), ti.abs(hi - centre))
-            rad = ti.min(rad, far.norm())
-            for a in ti.static(range(3)):
-                box[i, a] = lo[a]
-                box[i, 3 + a] = hi[a]
-                wn[i, a] = centre[a]
-                wn[i, 3 + a] = wn[l, 3 + a] + wn[r, 3 + a]
-            wn[i, 6] = rad
-            wn[i, 7] = area
+            refit_node(level_nodes[start + k], nodes, box, wn)
+
+    @ti.kernel
+    def refit_all(nodes: _i32_2, parent: _i32_1, visits: _i32_1, box: f_2, wn: f_2):
+        # One launch for the whole tree: a thread per leaf walks up; the first child to arrive at a
+        # parent stops, the second (whose sibling is then complete) refits it and goes on. The
+        # atomic increment orders the sibling's writes before the read (sequentially consistent
+        # atomics on CPU; GPUs use refit_level instead, see the caller).
+        n = (nodes.shape[0] + 1) // 2
+        for leaf in range(n):
+            node = parent[n - 1 + leaf]
+            while node >= 0:
+                if ti.atomic_add(visits[node], 1) == 0:
+                    break
+                refit_node(node, nodes, box, wn)
+                node = parent[node]
 
     @ti.kernel
     def to_preorder(pre: _i32_1, nodes_k: _i32_2, box_k: f_2, wn_k: f_2, nodes: _i32_2, box: f_2, wn: f_2):
@@ -299,7 +320,7 @@ def build_kernels(dtype: str):
             wn[j, 3] = wn_k[i, 6]  # radius
             wn[j, 7] = wn_k[i, 7]  # total area
 
-    return morton, init_leaves, refit_level, to_preorder
+    return morton, init_leaves, refit_level, to_preorder, refit_all
 
 
 # ------------------------------------------------------------------------------------------------

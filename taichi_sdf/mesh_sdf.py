@@ -13,6 +13,7 @@ faces are all flipped still gets the right sign. `normal` is the unit gradient o
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -62,6 +63,23 @@ def _quantisation(points: torch.Tensor) -> tuple[list[float], list[float]]:
     ext = points.amax(0) - lo
     scale = torch.where(ext > 0, 1024.0 / torch.where(ext > 0, ext, torch.ones_like(ext)), torch.zeros_like(ext))
     return lo.tolist(), scale.tolist()
+
+
+@contextlib.contextmanager
+def _serial_torch(device: torch.device):
+    """Runs torch's intra-op work single-threaded on CPU. The torch glue around the kernels is a
+    string of small ops; on a loaded machine each multi-threaded op can stall for a scheduler slice
+    waiting for its worker thread (2 cores, 2 other busy processes: a 100k-face build took 0.16-0.57 s
+    instead of 0.06 s), while single-threaded they cost about the same when the machine is idle.
+    (Taichi's kernels use their own thread pool.)"""
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 def split_long_triangles(
@@ -163,42 +181,43 @@ class MeshSDF:
         if not math.isfinite(float(winding_beta)):
             raise ValueError(f"winding_beta: expected a finite float, got {winding_beta!r}")
         dev = runtime.device()
-        v = _as_tensor("vertices", vertices, None, dev)
-        f = _as_tensor("faces", faces, None, dev)
-        if not v.is_floating_point():
-            raise ValueError(f"vertices: expected a floating dtype, got {str(v.dtype).replace('torch.', '')}")
-        if f.is_floating_point() or f.dtype == torch.bool or f.is_complex():
-            raise ValueError(f"faces: expected an integer dtype, got {str(f.dtype).replace('torch.', '')}")
-        check_tensor("vertices", v, shape=(None, 3))
-        check_tensor("faces", f, shape=(None, 3))
-        if v.shape[0] == 0:
-            raise ValueError("vertices: the mesh has no vertices")
-        if f.shape[0] == 0:
-            raise ValueError("faces: the mesh has no faces")
-        check_finite("vertices", v)
-        lo_idx, hi_idx = int(f.min()), int(f.max())
-        if lo_idx < 0 or hi_idx >= v.shape[0]:
-            raise ValueError(
-                f"faces: vertex indices must lie in [0, {v.shape[0]}) (V = {v.shape[0]} vertices), "
-                f"got values in [{lo_idx}, {hi_idx}]"
-            )
-        if f.shape[0] >= 2**30:
-            raise ValueError(f"faces: at most 2^30 faces are supported, got {f.shape[0]}")
-        self.dtype = dtype
-        self.sign_mode = sign_mode
-        self.winding_beta = float(winding_beta)
-        self.chunk_size = chunk_size
-        self.vertices = check_finite("vertices", v.to(dtype).contiguous())  # [V, 3] (finite after the cast too)
-        self.faces = f.to(torch.int64).contiguous()  # [F, 3]
-        self._dt = _DTYPE_NAMES[dtype]
-        self._pn: torch.Tensor | None = None
-        if split_edge is None:
-            diagonal = float((self.vertices.amax(0) - self.vertices.amin(0)).norm())
-            split_edge = diagonal * _SPLIT_FRACTION if diagonal > 0 else math.inf
-        if not float(split_edge) > 0:
-            raise ValueError(f"split_edge: expected a positive float, got {split_edge!r}")
-        self.split_edge = float(split_edge)
-        self._build()
+        with _serial_torch(dev):  # see _serial_torch: the checks below are many small torch ops
+            v = _as_tensor("vertices", vertices, None, dev)
+            f = _as_tensor("faces", faces, None, dev)
+            if not v.is_floating_point():
+                raise ValueError(f"vertices: expected a floating dtype, got {str(v.dtype).replace('torch.', '')}")
+            if f.is_floating_point() or f.dtype == torch.bool or f.is_complex():
+                raise ValueError(f"faces: expected an integer dtype, got {str(f.dtype).replace('torch.', '')}")
+            check_tensor("vertices", v, shape=(None, 3))
+            check_tensor("faces", f, shape=(None, 3))
+            if v.shape[0] == 0:
+                raise ValueError("vertices: the mesh has no vertices")
+            if f.shape[0] == 0:
+                raise ValueError("faces: the mesh has no faces")
+            check_finite("vertices", v)
+            lo_idx, hi_idx = int(f.min()), int(f.max())
+            if lo_idx < 0 or hi_idx >= v.shape[0]:
+                raise ValueError(
+                    f"faces: vertex indices must lie in [0, {v.shape[0]}) (V = {v.shape[0]} vertices), "
+                    f"got values in [{lo_idx}, {hi_idx}]"
+                )
+            if f.shape[0] >= 2**30:
+                raise ValueError(f"faces: at most 2^30 faces are supported, got {f.shape[0]}")
+            self.dtype = dtype
+            self.sign_mode = sign_mode
+            self.winding_beta = float(winding_beta)
+            self.chunk_size = chunk_size
+            self.vertices = check_finite("vertices", v.to(dtype).contiguous())  # [V, 3] (finite after the cast too)
+            self.faces = f.to(torch.int64).contiguous()  # [F, 3]
+            self._dt = _DTYPE_NAMES[dtype]
+            self._pn: torch.Tensor | None = None
+            if split_edge is None:
+                diagonal = float((self.vertices.amax(0) - self.vertices.amin(0)).norm())
+                split_edge = diagonal * _SPLIT_FRACTION if diagonal > 0 else math.inf
+            if not float(split_edge) > 0:
+                raise ValueError(f"split_edge: expected a positive float, got {split_edge!r}")
+            self.split_edge = float(split_edge)
+            self._build()
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -213,8 +232,12 @@ class MeshSDF:
 
     def _build(self) -> None:
         runtime.ensure_initialized()
+        with _serial_torch(self.vertices.device):
+            self._build_tree()
+
+    def _build_tree(self) -> None:
         v, dt = self.vertices, self._dt
-        morton, init_leaves, refit_level, to_preorder = kmd.build_kernels(dt)
+        morton, init_leaves, refit_level, to_preorder, refit_all = kmd.build_kernels(dt)
         build_tree, node_order = kmd.tree_kernels()
         dev = v.device
         corners = v[self.faces]  # [F, 3, 3]
@@ -247,15 +270,19 @@ class MeshSDF:
         self.depth = 0
         if n > 1:
             inner = depth[: n - 1]
-            by_depth = torch.argsort(inner, descending=True, stable=True).to(torch.int32).contiguous()
-            counts = torch.bincount(inner.long()).tolist()  # internal nodes per level, root first
-            self.depth = len(counts)  # leaves sit at most one level deeper
+            self.depth = int(inner.max()) + 1  # levels of internal nodes; leaves sit at most one deeper
             if self.depth + 1 >= kmd.STACK_SIZE:
                 raise RuntimeError(f"BVH depth {self.depth} exceeds the traversal stack ({kmd.STACK_SIZE})")
-            start = 0
-            for count in reversed(counts):  # deepest level first
-                refit_level(by_depth, start, count, nodes_k, box_k, wn_k)
-                start += count
+            if dev.type == "cpu":
+                # One launch (a launch per level costs a thread-pool wake-up each, slow under load).
+                refit_all(nodes_k, parent, torch.zeros(m, dtype=torch.int32, device=dev), box_k, wn_k)
+            else:
+                by_depth = torch.argsort(inner, descending=True, stable=True).to(torch.int32).contiguous()
+                counts = torch.bincount(inner.long()).tolist()  # internal nodes per level, root first
+                start = 0
+                for count in reversed(counts):  # deepest level first
+                    refit_level(by_depth, start, count, nodes_k, box_k, wn_k)
+                    start += count
         self._nodes = torch.empty(m, 4, dtype=torch.int32, device=dev)  # [M, 4] left, right, first, last
         self._box = torch.empty(m, 6, dtype=self.dtype, device=dev)  # [M, 6] lo, hi
         self._wn = torch.empty(m, 8, dtype=self.dtype, device=dev)  # [M, 8] centre, radius, area vector, area
@@ -290,8 +317,9 @@ class MeshSDF:
 
     def _check_points(self, points) -> torch.Tensor:
         check_tensor("points", points, shape=(None, 3), dtype=FLOAT_DTYPES, contiguous=False)
-        check_finite("points", points)
-        return points.detach().to(self.dtype).contiguous()
+        with _serial_torch(points.device):
+            check_finite("points", points)
+            return points.detach().to(self.dtype).contiguous()
 
     def _morton_order(self, points: torch.Tensor) -> torch.Tensor:
         """`[N] int32` permutation that sorts the points along a Morton curve."""
@@ -303,6 +331,10 @@ class MeshSDF:
         return torch.sort(codes)[1].to(torch.int32)
 
     def _run_query(self, points: torch.Tensor, mode: str):
+        with _serial_torch(points.device):
+            return self._run_query_serial_torch(points, mode)
+
+    def _run_query_serial_torch(self, points: torch.Tensor, mode: str):
         n = points.shape[0]
         dev = points.device
         sdf = points.new_empty(n)
