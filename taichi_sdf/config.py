@@ -466,7 +466,7 @@ def parse_config(
     parser = parser or argparse.ArgumentParser()
     if not any(a.dest == "overrides" for a in parser._actions):
         add_config_args(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may sit between key=value overrides
     try:
         return config_from_args(cls, args), args
     except (ValueError, FileNotFoundError) as exc:

@@ -197,3 +197,10 @@ def test_argparse_wiring(tmp_path):
     with pytest.raises(SystemExit) as e:
         parse_config(Config, ["model.hidden=wide"])
     assert e.value.code == 2
+
+
+def test_options_may_sit_between_overrides():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--resume", action="store_true")
+    cfg, args = parse_config(Config, ["train.lr=1e-3", "--resume", "name=x"], parser)
+    assert args.resume and (cfg.train.lr, cfg.name) == (1e-3, "x")

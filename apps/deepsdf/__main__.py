@@ -35,7 +35,7 @@ def run_all(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m apps.deepsdf all", description="The whole DeepSDF chain.")
     ap.add_argument("--sample-args", default="", help="extra arguments for `sample`, as one quoted string")
     add_config_args(ap)
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     preset = args.config or train.DEFAULT_PRESET
     try:
         cfg = load_config(DeepSDFConfig, preset, args.overrides)
