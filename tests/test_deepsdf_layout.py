@@ -64,6 +64,11 @@ def test_normalization_puts_the_shape_in_the_unit_sphere_with_a_buffer(tmp_path)
     assert s2 == pytest.approx(scale)
     with pytest.raises(ValueError, match="degenerate"):
         layout.normalization_parameters(np.ones((4, 3)))
+    (tmp_path / "garbage.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="garbage.npz"):
+        layout.load_normalization(tmp_path / "garbage.npz")
+    with pytest.raises(FileNotFoundError, match="normalisation parameters"):
+        layout.load_normalization(tmp_path / "missing.npz")
 
 
 def test_surface_samples_round_trip(tmp_path):

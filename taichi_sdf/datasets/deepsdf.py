@@ -65,6 +65,16 @@ def _atomic_write(path: Path, write) -> None:
 # -------------------------------------------------------------------------------------- samples
 
 
+def _load_npz(path: Path, what: str):
+    """np.load of an npz with errors that name the file (missing, or unreadable)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    try:
+        return np.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same named error
+        raise ValueError(f"{path}: not a readable npz file ({e})") from e
+
+
 def _check_samples(name: str, array: np.ndarray, where: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2 or array.shape[1] != 4:
@@ -87,12 +97,7 @@ def load_sdf_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(pos [P, 4], neg [N, 4]) float32 from a DeepSDF npz; NaN rows are dropped as the original's
     `remove_nans` does, but a file with no finite sample at all is an error."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: SDF samples file not found")
-    try:
-        data = np.load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same named error
-        raise ValueError(f"{path}: not a readable npz file ({e})") from e
+    data = _load_npz(path, "SDF samples")
     out = []
     for name in ("pos", "neg"):
         if name not in data:
@@ -142,12 +147,7 @@ def save_normalization(path: str | Path, offset: np.ndarray, scale: float) -> Pa
 def load_normalization(path: str | Path) -> tuple[np.ndarray, float]:
     """(offset [3], scale) of a NormalizationParameters npz."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: normalisation parameters file not found")
-    try:
-        data = np.load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same named error
-        raise ValueError(f"{path}: not a readable npz file ({e})") from e
+    data = _load_npz(path, "normalisation parameters")
     if "offset" not in data or "scale" not in data:
         raise ValueError(f"{path}: expected arrays 'offset' and 'scale'")
     offset, scale = np.asarray(data["offset"], np.float64).reshape(-1), float(data["scale"])
