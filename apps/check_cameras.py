@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taichi_sdf.datasets import MultiViewDataset, load_idr, load_nerf
+from taichi_sdf.data.multiview import MultiViewDataset, load_idr, load_nerf
 
 
 def load_points(path: str) -> torch.Tensor:

@@ -4,7 +4,7 @@
     e.g. python -m apps.demo scene=blobs views=24 size=512 out=outputs/blobs
 
 Writes `views/NNN_{normal,depth,lambert}.png`, `turntable.gif`, `mesh.ply`, `metrics.json` and
-`config.yaml` to `--out`. Needs no data: the scenes are analytic SDFs from `taichi_sdf.scenes`.
+`config.yaml` to `--out`. Needs no data: the scenes are analytic SDFs from `taichi_sdf.implicit.scenes`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 import taichi_sdf
-from taichi_sdf import cameras, shading
-from taichi_sdf.config import config_to_dict, parse_config, save_config
-from taichi_sdf.imageio_utils import to_uint8, write_image
-from taichi_sdf.meshing import extract_mesh, save_mesh
-from taichi_sdf.scenes import SCENES, make_scene
-from taichi_sdf.sphere_trace import sphere_trace
+from taichi_sdf import viz as shading
+from taichi_sdf.cameras import camera as cameras
+from taichi_sdf.data.image_io import to_uint8, write_image
+from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
+from taichi_sdf.implicit.scenes import SCENES, make_scene
+from taichi_sdf.implicit.sphere_trace import sphere_trace
+from taichi_sdf.train.config import config_to_dict, parse_config, save_config
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Example:
     def __init__(self, cfg: DemoConfig) -> None:
         self.cfg = cfg
         self.info = taichi_sdf.init(cfg.arch)
-        taichi_sdf.runtime.set_torch_threads(0)
+        taichi_sdf.core.runtime.set_torch_threads(0)
         self.field = make_scene(cfg.scene)
         self.cams = cameras.orbit_cameras(
             cfg.views, cfg.camera_distance, cfg.elevation_deg, cfg.size, cfg.size

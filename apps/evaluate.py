@@ -5,7 +5,7 @@
 PRED and GT are meshes (.ply/.obj/...) or point clouds (.npy [N, 3], or .ply points); a
 `gt_normals.npy` next to a .npy GT is used for normal consistency. `--transform` (a JSON 4x4, e.g. a
 dataset's scale_mat.json) maps both into another frame first (its inverse is applied: world ->
-normalised). Conventions in `taichi_sdf.metrics`. Works on any method's output.
+normalised). Conventions in `taichi_sdf.train.metrics`. Works on any method's output.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taichi_sdf.metrics import evaluate_mesh
+from taichi_sdf.train.metrics import evaluate_mesh
 
 
 def load_geometry(path: str | Path, transform: np.ndarray | None = None):

@@ -3,7 +3,7 @@
     python -m apps.make_dataset --scene csg --views 48 --size 64 --format idr --out data/csg_idr
     python -m apps.make_dataset --mesh spot.obj [--texture spot_texture.png] [--ssaa 2] --out data/spot_idr
 
-Built-in scenes (SDFs of `taichi_sdf.scenes`) are rendered by the fused sphere tracer with a
+Built-in scenes (SDFs of `taichi_sdf.implicit.scenes`) are rendered by the fused sphere tracer with a
 spatially varying albedo under a fixed sun + ambient light (Lambertian: view-independent, like
 ../shared/data/spot), from cameras on a Fibonacci sphere of radius 2.75 with a 40 degree field of
 view. World units differ from the normalised frame by `scale_mat` (a scale and an offset), so
@@ -45,22 +45,22 @@ import numpy as np
 import torch
 
 import taichi_sdf
-from taichi_sdf import cameras
-from taichi_sdf.datasets import MultiViewDataset, save_idr, save_nerf
-from taichi_sdf.mesh_render import render_mesh
-from taichi_sdf.mesh_shading import SUN, DirectionalLight, vertex_normals
-from taichi_sdf.meshing import extract_mesh, save_mesh
-from taichi_sdf.metrics import sample_surface
-from taichi_sdf.raster import hard_rasterize
-from taichi_sdf.scenes import SCENES, make_scene
-from taichi_sdf.sphere_trace import sphere_trace
+from taichi_sdf.cameras import camera as cameras
+from taichi_sdf.data.multiview import MultiViewDataset, save_idr, save_nerf
+from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
+from taichi_sdf.implicit.scenes import SCENES, make_scene
+from taichi_sdf.implicit.sphere_trace import sphere_trace
+from taichi_sdf.mesh.raster import hard_rasterize
+from taichi_sdf.mesh.render import render_mesh
+from taichi_sdf.mesh.shading import SUN, DirectionalLight, vertex_normals
+from taichi_sdf.train.metrics import sample_surface
 
 DATASET_VERSION = 1  # bump when the rendering below changes (invalidates cached built-in datasets)
 # normalised -> world: x_world = 1.5 x + (0.1, -0.2, 0.3)
 DEFAULT_SCALE_MAT = torch.tensor(
     [[1.5, 0, 0, 0.1], [0, 1.5, 0, -0.2], [0, 0, 1.5, 0.3], [0, 0, 0, 1.0]], dtype=torch.float64
 )
-# SUN = (-0.3, -1.0, -0.5) (from taichi_sdf.mesh_shading): direction of travel, normalised frame, as
+# SUN = (-0.3, -1.0, -0.5) (from taichi_sdf.mesh.shading): direction of travel, normalised frame, as
 # in the spot data
 AMBIENT, DIFFUSE = 0.35, 0.65  # rgb = albedo * (AMBIENT + DIFFUSE * max(n . -SUN, 0))
 MESH_GREY = 0.7  # albedo of meshes without texture or vertex colours

@@ -5,7 +5,7 @@ Interactive sphere-tracing viewer on `ti.GUI`. SOURCE is one of:
 - a Python file defining a `@ti.func sdf(p, params: ti.template())` (optional `PARAMS = [...]`,
   `BOUND_RADIUS`, `sdf_xyz`); `r` reloads it (`--watch`: on every save), errors show in the window;
 - a mesh file (.obj/.ply/.glb/.gltf/.stl/.off), normalised into the unit sphere; rasterized by
-  `taichi_sdf.raster` (or sphere-traced as a voxel SDF: `--mesh-mode sdf`);
+  `taichi_sdf.mesh.raster` (or sphere-traced as a voxel SDF: `--mesh-mode sdf`);
 - an app run folder or checkpoint (IDR: `outputs/idr` or `.../checkpoints/latest.pt`), traced with the
   wavefront DIST tracer and shaded with the app's rendering network.
 
@@ -23,7 +23,7 @@ Library use (progress frames from training apps):
     images = Renderer("outputs/idr").render(OrbitController().camera(256, 256))  # normals, depth, lambert, color
 """
 
-from apps.viewer import (
+from .viewer import (
     MODES,
     IDRSource,
     MLPSource,

@@ -18,7 +18,7 @@ with long thin faces (see the cylinder row); its sign is a parity vote of 2-3 ra
 The rows above time the SDF query alone on the same points. On the 20k- and 100k-face meshes, the
 "sampler" rows time a whole DeepSDF sampler from the raw mesh to pos/neg arrays (normalisation,
 area-weighted surface points, noise, uniform points, SDF, split by sign):
-`taichi_sdf.sdf_sampling.sample_sdf` (BVH build included), the same recipe with pysdf as the SDF
+`taichi_sdf.geometry.sdf_sampling.sample_sdf` (BVH build included), the same recipe with pysdf as the SDF
 (when installed), and mesh_to_sdf's `sample_sdf_near_surface` (its own recipe from rendered depth
 maps; when installed). Their accuracy columns are taken on a random subsample of their own output.
 """
@@ -34,9 +34,9 @@ import torch
 import trimesh
 
 import taichi_sdf
-from taichi_sdf.mesh_sdf import MeshSDF
-from taichi_sdf.reference import mesh_sdf as ref
-from taichi_sdf.sdf_sampling import normalized_mesh, sample_query_points, sample_sdf
+from taichi_sdf.geometry.mesh_sdf import MeshSDF
+from taichi_sdf.geometry.sdf_sampling import normalized_mesh, sample_query_points, sample_sdf
+from taichi_sdf.reference.geometry import mesh_sdf as ref
 
 from .common import machine, print_table, sync, timeit
 

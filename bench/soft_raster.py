@@ -44,7 +44,7 @@ SUBDIV = {1280: 3, 5120: 4, 20480: 5}
 def _scene(faces: int, size: int, batch: int, colors: bool | str):
     import trimesh
 
-    from taichi_sdf.cameras import fibonacci_sphere, look_at
+    from taichi_sdf.cameras.camera import fibonacci_sphere, look_at
 
     m = trimesh.creation.icosphere(subdivisions=SUBDIV[faces])
     v = torch.tensor(m.vertices, dtype=torch.float32)
@@ -69,8 +69,9 @@ MODES = {
 
 def _render_fn(impl):
     """`render_mesh` of the Taichi path or of the twin pipeline, matching the raster module `impl`."""
-    from taichi_sdf import mesh_render, raster
-    from taichi_sdf.reference import mesh_render as twin_render
+    from taichi_sdf.mesh import raster
+    from taichi_sdf.mesh import render as mesh_render
+    from taichi_sdf.reference.mesh import render as twin_render
 
     return mesh_render.render_mesh if impl is raster else twin_render.render_mesh
 
@@ -111,7 +112,7 @@ def _fns(impl, kind: str, faces: int, size: int, batch: int):
 
 
 def _hard_fn(faces: int, size: int, batch: int):
-    from taichi_sdf import raster
+    from taichi_sdf.mesh import raster
 
     v, f, cam, _ = _scene(faces, size, batch, False)
     return lambda: raster.hard_rasterize(v, f, cam)
@@ -167,8 +168,8 @@ def main(argv=None) -> None:
 
     import taichi_sdf
     from bench.common import machine, print_table, timeit
-    from taichi_sdf import raster
-    from taichi_sdf.reference import raster as twin
+    from taichi_sdf.mesh import raster
+    from taichi_sdf.reference.mesh import raster as twin
 
     info = taichi_sdf.init("auto")
     torch.manual_seed(0)

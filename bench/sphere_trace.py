@@ -18,17 +18,17 @@ import argparse
 import time
 
 import torch
+from taichi_sdf.kernels.implicit.sphere_trace import basic_trace_kernel
+from taichi_sdf.models.sdf_net import SDFNetwork
 
 import taichi_sdf
 from bench.common import machine, print_table, sync, timeit
-from kernels.sphere_trace import basic_trace_kernel
-from models.sdf_net import SDFNetwork
-from taichi_sdf import cameras
-from taichi_sdf.reference import sphere_trace as fused_twin
-from taichi_sdf.reference import wavefront as wavefront_twin
-from taichi_sdf.scenes import make_scene
-from taichi_sdf.sphere_trace import sphere_trace
-from taichi_sdf.wavefront import DISTTracer, FieldEvaluator, IDRTracer, sphere_trace_mlp
+from taichi_sdf.cameras import camera as cameras
+from taichi_sdf.implicit.scenes import make_scene
+from taichi_sdf.implicit.sphere_trace import sphere_trace
+from taichi_sdf.implicit.wavefront import DISTTracer, FieldEvaluator, IDRTracer, sphere_trace_mlp
+from taichi_sdf.reference.implicit import sphere_trace as fused_twin
+from taichi_sdf.reference.implicit import wavefront as wavefront_twin
 
 
 def camera_rays(size, eye, device, fov=40.0):
@@ -158,8 +158,9 @@ def bench_wavefront(size: int, device, quick: bool):
                 with torch.no_grad():
                     ev = FieldEvaluator(timed, 65536, torch.float32)
                     if fn is sphere_trace_mlp:
-                        from kernels.wavefront import wavefront_kernels
-                        from taichi_sdf import wavefront as W
+                        from taichi_sdf.kernels.implicit.wavefront import wavefront_kernels
+
+                        from taichi_sdf.implicit import wavefront as W
 
                         k = wavefront_kernels("f32")
                         out = W._trace_idr(k, ev, o, d, tracer) if name == "IDR" else W._trace_dist(k, ev, o, d, tracer, img)
@@ -191,7 +192,7 @@ def main(argv=None):
     p.add_argument("--arch", default="auto")
     a = p.parse_args(argv)
     info = taichi_sdf.init(a.arch)
-    taichi_sdf.runtime.set_torch_threads(0)
+    taichi_sdf.core.runtime.set_torch_threads(0)
     device = info.device
     rows = bench_fused(256 if a.quick else 512, device, a.quick) + bench_wavefront(64 if a.quick else 128, device, a.quick)
     print_table(f"Sphere tracing on {info.arch} ({machine()})", ["case", "ms", "Mrays/s or evals/px", "vs twin / peers", "notes"], rows)

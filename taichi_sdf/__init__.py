@@ -5,17 +5,18 @@ Importing this package has no side effects (Taichi is imported but not initialis
 `taichi_sdf.init(arch=...)` first, or let the first op initialise with arch="auto".
 """
 
-from .cameras import Camera, fibonacci_cameras, look_at, orbit_cameras
-from .fields import TaichiField, grid_field
-from .mesh_render import MeshRender, MeshRenderer, render_mesh
-from .mesh_sdf import MeshSDF
-from .mesh_shading import DirectionalLight, Material, face_normals, sh_irradiance, vertex_normals
-from .raster import RasterSettings, SoftRasterizer, hard_rasterize, soft_rasterize
-from .runtime import device, init, is_initialized, sync
-from .scenes import make_scene
-from .sphere_trace import TraceResult, field_gradients, field_values, sphere_trace
-from .texture import sample_texture
-from .wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
+from taichi_sdf import _checkout  # noqa: F401  (first: gives a source checkout the installed names)
+from taichi_sdf.cameras.camera import Camera, fibonacci_cameras, look_at, orbit_cameras
+from taichi_sdf.core.runtime import device, init, is_initialized, sync
+from taichi_sdf.geometry.mesh_sdf import MeshSDF
+from taichi_sdf.implicit.fields import TaichiField, grid_field
+from taichi_sdf.implicit.scenes import make_scene
+from taichi_sdf.implicit.sphere_trace import TraceResult, field_gradients, field_values, sphere_trace
+from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
+from taichi_sdf.mesh.raster import RasterSettings, SoftRasterizer, hard_rasterize, soft_rasterize
+from taichi_sdf.mesh.render import MeshRender, MeshRenderer, render_mesh
+from taichi_sdf.mesh.shading import DirectionalLight, Material, face_normals, sh_irradiance, vertex_normals
+from taichi_sdf.mesh.texture import sample_texture
 
 __version__ = "0.1.0"
 __all__ = [

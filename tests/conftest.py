@@ -21,7 +21,7 @@ os.environ.setdefault("TAICHI_SDF_ARCH", "cpu")
 @pytest.fixture(scope="session", autouse=True)
 def taichi_runtime():
     import taichi_sdf
-    from taichi_sdf.runtime import set_torch_threads
+    from taichi_sdf.core.runtime import set_torch_threads
 
     info = taichi_sdf.init("auto")
     set_torch_threads(0)  # small ops: avoid oversubscribing small CI machines (see set_torch_threads)

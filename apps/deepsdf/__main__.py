@@ -26,8 +26,8 @@ COMMANDS = ("sample", "train", "reconstruct", "evaluate", "all")
 
 
 def run_all(argv: list[str]) -> dict:
-    from taichi_sdf.checkpoint import atomic_write_bytes
-    from taichi_sdf.config import add_config_args, load_config
+    from taichi_sdf.train.checkpoint import atomic_write_bytes
+    from taichi_sdf.train.config import add_config_args, load_config
 
     from . import evaluate, reconstruct, train
     from .config import DeepSDFConfig, check_config

@@ -98,7 +98,7 @@ class DeepSDFConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     out: str = "outputs/deepsdf"  # the experiment directory
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when torch sees a GPU
-    torch_threads: int = 0  # 0 = auto (1 on <= 4 cores; see taichi_sdf.runtime.set_torch_threads)
+    torch_threads: int = 0  # 0 = auto (1 on <= 4 cores; see taichi_sdf.core.runtime.set_torch_threads)
     seed: int = 0
 
 

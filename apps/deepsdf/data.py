@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taichi_sdf.datasets.deepsdf import Instance, load_sdf_samples, load_split
+from taichi_sdf.data.deepsdf import Instance, load_sdf_samples, load_split
 
 
 def find_split(root: str | Path, split: str | None, which: str) -> Path:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from taichi_sdf.checkpoint import atomic_write_bytes, load_checkpoint
-from taichi_sdf.datasets.deepsdf import Instance, load_normalization, load_surface_samples, normalize
-from taichi_sdf.metrics import chamfer_distance, deepsdf_chamfer, fscore, sample_surface
+from taichi_sdf.data.deepsdf import Instance, load_normalization, load_surface_samples, normalize
+from taichi_sdf.train.checkpoint import atomic_write_bytes, load_checkpoint
+from taichi_sdf.train.metrics import chamfer_distance, deepsdf_chamfer, fscore, sample_surface
 
 from .config import DeepSDFConfig
 from .reconstruct import experiment_config, mesh_file, reconstruction_dir, split_file
@@ -115,7 +115,7 @@ def evaluate_split(cfg: DeepSDFConfig, checkpoint: str = "latest", split: str = 
 
 
 def _instances(cfg: DeepSDFConfig, split: str) -> list[Instance]:
-    from taichi_sdf.datasets.deepsdf import load_split
+    from taichi_sdf.data.deepsdf import load_split
 
     instances = load_split(split_file(cfg, split))
     if not instances:

@@ -5,7 +5,7 @@ OpenGL toolchain): for every mesh, SDF samples (SdfSamples/<dataset>/<class>/<in
 surface samples in the mesh's units (SurfaceSamples/...ply) and the normalisation
 (NormalizationParameters/...npz), plus a deterministic train/test split
 (`<out>/splits/<dataset>_<class>_{train,test}.json`). Without --meshes it first writes the built-in
-procedural chairs (taichi_sdf.shape_family) to `<out>/meshes/`.
+procedural chairs (taichi_sdf.geometry.shape_family) to `<out>/meshes/`.
 
 As in the original's README, the test split is sampled with the `-t` preset (variance 0.05, 45/50
 near the surface, half the samples), which reconstruction uses; `--test-split-preset train` samples
@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taichi_sdf.checkpoint import atomic_write_bytes
-from taichi_sdf.datasets.deepsdf import (
+from taichi_sdf.data.deepsdf import (
     NORMALIZATION,
     SDF_SAMPLES,
     SURFACE_SAMPLES,
@@ -40,6 +39,7 @@ from taichi_sdf.datasets.deepsdf import (
     save_split,
     save_surface_samples,
 )
+from taichi_sdf.train.checkpoint import atomic_write_bytes
 
 MESH_EXTENSIONS = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 REPORT = "sample_report.json"
@@ -142,7 +142,7 @@ def _instance_seed(seed: int, name: str) -> int:
 
 
 def _settings(args, preset: str, name: str) -> dict:
-    from taichi_sdf.sdf_sampling import TEST_PRESET
+    from taichi_sdf.geometry.sdf_sampling import TEST_PRESET
 
     if preset == "test":
         # The -t preset relative to --samples (500k -> 250k), so a quick run stays quick.
@@ -159,7 +159,7 @@ def _done(inst: Instance, out: Path) -> bool:
 
 
 def _sample_one(path: Path, inst: Instance, out: Path, settings: dict) -> None:
-    from taichi_sdf.sdf_sampling import sample_sdf
+    from taichi_sdf.geometry.sdf_sampling import sample_sdf
 
     mesh = load_mesh(path)
     kw = {k: v for k, v in settings.items() if k != "preset"}
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tqdm.auto import tqdm
 
     import taichi_sdf
-    from taichi_sdf.runtime import set_torch_threads
+    from taichi_sdf.core.runtime import set_torch_threads
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     for flag, ok in (("--samples", args.samples >= 1), ("--test-fraction", 0.0 <= args.test_fraction < 1.0),
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     taichi_sdf.init(args.arch)
     set_torch_threads(0)  # before the chairs too: 2 torch threads next to Taichi's pool thrash small machines
     if builtin:
-        from taichi_sdf.shape_family import write_family
+        from taichi_sdf.geometry.shape_family import write_family
 
         print(f"writing {args.count} built-in chairs to {out / 'meshes'}", file=sys.stderr)
         write_family(out / "meshes", args.count, seed=args.seed, resolution=args.resolution, progress=not args.quiet)

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from taichi_sdf.models.deepsdf import DeepSDFDecoder, LatentCodes
 
-from models.deepsdf import DeepSDFDecoder, LatentCodes
-from taichi_sdf.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
-from taichi_sdf.config import config_to_dict, load_config, parse_config, save_config
-from taichi_sdf.runtime import set_torch_threads
+from taichi_sdf.core.runtime import set_torch_threads
+from taichi_sdf.train.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
+from taichi_sdf.train.config import config_to_dict, load_config, parse_config, save_config
 
 from .config import DeepSDFConfig, ModelConfig, check_config, specs_to_overrides
 from .data import SDFSamples, find_split

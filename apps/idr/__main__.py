@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from taichi_sdf.config import parse_config
+from taichi_sdf.train.config import parse_config
 
 from .config import IDRConfig
 from .trainer import IDRTrainer

@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from taichi_sdf.models.idr import RenderingNetwork, implicit_network
 
 import taichi_sdf
-from models.idr import RenderingNetwork, implicit_network
-from taichi_sdf import cameras as C
-from taichi_sdf.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from taichi_sdf.config import config_to_dict, save_config
-from taichi_sdf.datasets import MultiViewDataset, load_idr, load_nerf
-from taichi_sdf.imageio_utils import to_uint8, write_image
-from taichi_sdf.meshing import extract_mesh, save_mesh
-from taichi_sdf.metrics import evaluate_mesh, mask_iou, psnr
-from taichi_sdf.pose import PoseRefinement
-from taichi_sdf.wavefront import IDRTracer, sphere_trace_mlp
+from taichi_sdf.cameras import camera as C
+from taichi_sdf.cameras.pose import PoseRefinement
+from taichi_sdf.data.image_io import to_uint8, write_image
+from taichi_sdf.data.multiview import MultiViewDataset, load_idr, load_nerf
+from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
+from taichi_sdf.implicit.wavefront import IDRTracer, sphere_trace_mlp
+from taichi_sdf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from taichi_sdf.train.config import config_to_dict, save_config
+from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr
 
 from .config import IDRConfig
 
@@ -31,7 +31,7 @@ def builtin_folder(cfg: IDRConfig) -> Path:
     import hashlib
 
     from apps import make_dataset
-    from taichi_sdf.scenes import SCENES
+    from taichi_sdf.implicit.scenes import SCENES
 
     d = cfg.data
     key = repr((d.scene, SCENES.get(d.scene), d.views, d.size, d.test_every, d.test_offset, make_dataset.DATASET_VERSION))
@@ -83,7 +83,7 @@ class IDRTrainer:
     def __init__(self, cfg: IDRConfig, resume: bool = False) -> None:
         self.cfg = cfg
         self.info = taichi_sdf.init(cfg.arch)
-        taichi_sdf.runtime.set_torch_threads(cfg.torch_threads)
+        taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         self.device = self.info.device
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # all sampling goes through this: resumable

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import taichi_sdf
-from taichi_sdf.imageio_utils import to_uint8, write_image
+from taichi_sdf.data.image_io import to_uint8, write_image
 
 from .controller import OrbitController
 from .render import MODES, Renderer, draw_overlay
@@ -36,7 +36,7 @@ def _wheel_dy(delta) -> float:
 
 def band_camera(cam, row0: int, row1: int):
     """The camera of image rows [row0, row1) of `cam` (one camera): same pose, principal point shifted."""
-    from taichi_sdf.cameras import Camera
+    from taichi_sdf.cameras.camera import Camera
 
     K = cam.K.clone()
     K[:, 1, 2] -= row0
@@ -449,7 +449,7 @@ def main(argv=None) -> dict:
     size = args.size or (256 if args.offscreen else 512)
     width, height = args.width or size, args.height or size
     taichi_sdf.init(args.arch)
-    taichi_sdf.runtime.set_torch_threads(args.torch_threads)
+    taichi_sdf.core.runtime.set_torch_threads(args.torch_threads)
     t0 = time.perf_counter()
     try:
         renderer = Renderer(args.source, func=args.func, params=args.params, mesh_mode=args.mesh_mode, grid=args.grid,

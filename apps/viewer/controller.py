@@ -1,6 +1,6 @@
 """Orbit camera controller: a target point, a distance and two angles, turned into a `Camera`.
 
-Angles follow `taichi_sdf.cameras.orbit_cameras`: the eye sits at
+Angles follow `taichi_sdf.cameras.camera.orbit_cameras`: the eye sits at
 `target + distance * (cos(el) sin(az), sin(el), cos(el) cos(az))`, +y is up in the image, so
 `OrbitController(azimuth_deg=a, elevation_deg=e).camera(W, H)` equals `orbit_cameras(...)` at that
 azimuth. Mouse moves come in window fractions with y upward (ti.GUI's convention), and the scene
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from taichi_sdf.cameras import Camera, look_at
+from taichi_sdf.cameras.camera import Camera, look_at
 
 MAX_ELEVATION = math.radians(89.0)
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 import taichi_sdf
-from taichi_sdf import shading
-from taichi_sdf.cameras import Camera
-from taichi_sdf.rays import z_per_t
+from taichi_sdf import viz as shading
+from taichi_sdf.cameras.camera import Camera
+from taichi_sdf.cameras.rays import z_per_t
 
 from .sources import Overlay, Source, load_source
 

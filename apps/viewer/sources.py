@@ -39,11 +39,11 @@ import numpy as np
 import torch
 
 import taichi_sdf
-from taichi_sdf.cameras import Camera
-from taichi_sdf.fields import TaichiField, grid_field
-from taichi_sdf.scenes import SCENES, make_scene
-from taichi_sdf.sphere_trace import sphere_trace
-from taichi_sdf.wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
+from taichi_sdf.cameras.camera import Camera
+from taichi_sdf.implicit.fields import TaichiField, grid_field
+from taichi_sdf.implicit.scenes import SCENES, make_scene
+from taichi_sdf.implicit.sphere_trace import sphere_trace
+from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -161,7 +161,7 @@ class PythonSDFSource(FieldSource):
     `params=` argument (`--params`), else zeros, one more than the highest `params[k]` in the SDF's
     source, with a warning), `BOUND_RADIUS` (default 1.0: the object lies in the unit
     sphere), `sdf_xyz` (a lane-generic `@ti.func sdf_xyz(x, y, z, params)` of the same SDF, see
-    `kernels.sdf_lanes`, which turns on SIMD packet tracing on CPUs).
+    `taichi_sdf.kernels.implicit.sdf_lanes`, which turns on SIMD packet tracing on CPUs).
 
     Taichi caches compiled kernels per function object, so each reload gets fresh function objects
     and compiles new kernels (a second or two). The new SDF is test-traced before it replaces the old
@@ -386,9 +386,9 @@ class MeshSource(Source):
     """A triangle mesh (trimesh reads .obj/.ply/.glb/...), normalised into the unit sphere (its bounding
     box centred at the origin, its farthest vertex at `radius`).
 
-    mode "raster": `taichi_sdf.raster.hard_rasterize` (exact, flat face normals, vertex colours as the
+    mode "raster": `taichi_sdf.mesh.raster.hard_rasterize` (exact, flat face normals, vertex colours as the
     model colour); mode "sdf": sphere tracing of a `grid`^3 voxel SDF built by `mesh_sdf_grid` (an
-    approximation: edges are rounded at the voxel size); "auto": raster when `taichi_sdf.raster` is
+    approximation: edges are rounded at the voxel size); "auto": raster when `taichi_sdf.mesh.raster` is
     importable, else sdf.
     """
 
@@ -414,7 +414,7 @@ class MeshSource(Source):
         dev = taichi_sdf.device()
         if mode == "raster":
             if _raster_module() is None:
-                raise SourceError("mesh mode raster: taichi_sdf.raster is not available (use --mesh-mode sdf)")
+                raise SourceError("mesh mode raster: taichi_sdf.mesh.raster is not available (use --mesh-mode sdf)")
             self.vertices = torch.from_numpy(self.vertices_np).to(dev).contiguous()
             self.faces = torch.from_numpy(self.faces_np).to(dev).contiguous()
             fn = np.asarray(_face_normals(self.vertices_np, self.faces_np), dtype=np.float32)
@@ -423,7 +423,7 @@ class MeshSource(Source):
             self.vertex_colors = None if vc is None else torch.from_numpy(vc).to(dev).contiguous()
             self.has_color = vc is not None
         else:
-            # TODO(issue 6): taichi_sdf.raster is still being written; once it is merged, drop the import guard
+            # TODO(issue 6): taichi_sdf.mesh.raster is still being written; once it is merged, drop the import guard
             # in `_raster_module` so "auto" always rasterizes, and keep this voxel SDF only as --mesh-mode sdf.
             values = mesh_sdf_grid(self.vertices_np, self.faces_np, grid)
             self.field = grid_field(torch.from_numpy(values).to(dev), -1.0, 1.0, name=self.name)
@@ -440,7 +440,7 @@ class MeshSource(Source):
         out = raster.hard_rasterize(self.vertices, self.faces, cam)
         fid = out.face_id.reshape(-1).long()
         hit = fid >= 0
-        from taichi_sdf.rays import z_per_t
+        from taichi_sdf.cameras.rays import z_per_t
 
         z = out.depth.reshape(-1).to(origins.dtype)
         cos = z_per_t(cam.T_cam_world, directions.reshape(1, -1, 3)).reshape(-1)
@@ -462,7 +462,7 @@ class MeshSource(Source):
         return rgb[hit]
 
     def ground_truth(self) -> Overlay:
-        from taichi_sdf.metrics import sample_surface
+        from taichi_sdf.train.metrics import sample_surface
 
         m = type(self.mesh)(self.vertices_np, self.faces_np, process=False)
         pts, _ = sample_surface(m, 20000, seed=0)
@@ -486,9 +486,9 @@ def _vertex_colors(mesh) -> np.ndarray | None:
 
 
 def _raster_module():
-    """`taichi_sdf.raster` when it can be imported (issue 6), else None."""
+    """`taichi_sdf.mesh.raster` when it can be imported (issue 6), else None."""
     try:
-        from taichi_sdf import raster
+        from taichi_sdf.mesh import raster
     except Exception:  # not written yet, or mid-edit
         return None
     return raster if hasattr(raster, "hard_rasterize") and hasattr(raster, "interpolate") else None
@@ -556,9 +556,10 @@ class IDRSource(MLPSource):
 
     @classmethod
     def from_state(cls, state: dict, name: str, tracer: str = "dist") -> IDRSource:
+        from taichi_sdf.models.idr import RenderingNetwork, implicit_network
+
         from apps.idr.config import IDRConfig
-        from models.idr import RenderingNetwork, implicit_network
-        from taichi_sdf.config import load_config
+        from taichi_sdf.train.config import load_config
 
         with tempfile.TemporaryDirectory() as tmp:  # the saved config dict -> a typed IDRConfig
             save_config_dict(state["config"], Path(tmp) / "config.yaml")
@@ -602,7 +603,7 @@ class IDRSource(MLPSource):
         if isinstance(geom, tuple):
             geom = geom[0]
         if not isinstance(geom, np.ndarray):
-            from taichi_sdf.metrics import sample_surface
+            from taichi_sdf.train.metrics import sample_surface
 
             geom = np.asarray(sample_surface(geom, 20000, seed=0)[0])
         rng = np.random.default_rng(0)
@@ -642,7 +643,7 @@ class DeepSDFSource(MLPSource):
     def from_state(cls, state: dict, name: str, tracer: str = "dist", selector: str | None = None) -> DeepSDFSource:
         from apps.deepsdf.config import DeepSDFConfig
         from apps.deepsdf.train import build_decoder
-        from taichi_sdf.config import load_config
+        from taichi_sdf.train.config import load_config
 
         with tempfile.TemporaryDirectory() as tmp:
             save_config_dict(state["config"], Path(tmp) / "config.yaml")
@@ -679,7 +680,7 @@ class DeepSDFSource(MLPSource):
     def ground_truth(self) -> Overlay:
         if self.instance is None:
             return Overlay("none", message="no instance name in the checkpoint")
-        from taichi_sdf.datasets.deepsdf import Instance, load_normalization, load_surface_samples, normalize
+        from taichi_sdf.data.deepsdf import Instance, load_normalization, load_surface_samples, normalize
 
         it = Instance(*self.instance)
         try:
@@ -704,7 +705,7 @@ CHECKPOINT_KINDS: list = [("idr", is_idr_state, IDRSource.from_state), ("deepsdf
 
 
 def _checkpoint_in(folder: Path) -> Path | None:
-    from taichi_sdf.checkpoint import latest_checkpoint
+    from taichi_sdf.train.checkpoint import latest_checkpoint
 
     for c in (folder / "checkpoints" / "latest.pt", folder / "latest.pt"):
         if c.is_file():
@@ -717,7 +718,7 @@ def _checkpoint_in(folder: Path) -> Path | None:
 
 
 def load_checkpoint_source(path: Path, tracer: str = "dist", selector: str | None = None) -> Source:
-    from taichi_sdf.checkpoint import CheckpointError, load_checkpoint
+    from taichi_sdf.train.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = _checkpoint_in(path) if path.is_dir() else path
     if ckpt is None:

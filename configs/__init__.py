@@ -1,0 +1,1 @@
+"""YAML presets of the apps (shipped as package data: `taichi_sdf.configs`)."""

@@ -1,0 +1,1 @@
+"""Ray generation kernels."""

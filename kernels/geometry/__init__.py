@@ -1,0 +1,1 @@
+"""Mesh distance kernels (LBVH closest point, winding numbers)."""

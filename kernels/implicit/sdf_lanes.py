@@ -1,0 +1,69 @@
+"""Coordinate-wise, lane-generic versions of the `taichi_sdf.kernels.implicit.sdf_lib` primitives.
+
+Each function takes the query point as separate coordinates `x, y, z` that are either scalars or
+`ti.Vector`s of L lanes (a packet of L rays: all arithmetic is element-wise), so one definition
+serves the scalar GPU kernels and the packet kernels that let LLVM vectorise across rays on CPUs.
+The CSG operators of `taichi_sdf.kernels.implicit.sdf_lib` (`op_union`, `op_smooth_union`, ...) are element-wise
+already and work on lanes as they are. Same conventions and exactness as `taichi_sdf.kernels.implicit.sdf_lib`.
+"""
+
+import taichi as ti
+
+
+@ti.func
+def length2(x, y):
+    """sqrt(x^2 + y^2) with gradient 0 (not NaN) at the origin (see `sdf_lib.length`)."""
+    l2 = x * x + y * y
+    pos = l2 > 0.0
+    return ti.select(pos, ti.sqrt(ti.select(pos, l2, 1.0)), 0.0)
+
+
+@ti.func
+def length3(x, y, z):
+    """sqrt(x^2 + y^2 + z^2) with gradient 0 (not NaN) at the origin."""
+    l2 = x * x + y * y + z * z
+    pos = l2 > 0.0
+    return ti.select(pos, ti.sqrt(ti.select(pos, l2, 1.0)), 0.0)
+
+
+@ti.func
+def min0(v):
+    """min(v, 0) with gradient 1 at v = 0 (the face normal for points exactly on a face)."""
+    return ti.select(v <= 0.0, v, 0.0)
+
+
+@ti.func
+def sphere(x, y, z, radius):
+    return length3(x, y, z) - radius
+
+
+@ti.func
+def box(x, y, z, hx, hy, hz):
+    qx, qy, qz = ti.abs(x) - hx, ti.abs(y) - hy, ti.abs(z) - hz
+    return length3(ti.max(qx, 0.0), ti.max(qy, 0.0), ti.max(qz, 0.0)) + min0(ti.max(qx, ti.max(qy, qz)))
+
+
+@ti.func
+def round_box(x, y, z, hx, hy, hz, radius):
+    qx, qy, qz = ti.abs(x) - hx + radius, ti.abs(y) - hy + radius, ti.abs(z) - hz + radius
+    return length3(ti.max(qx, 0.0), ti.max(qy, 0.0), ti.max(qz, 0.0)) + min0(ti.max(qx, ti.max(qy, qz))) - radius
+
+
+@ti.func
+def torus(x, y, z, major_radius, minor_radius):
+    return length2(length2(x, z) - major_radius, y) - minor_radius
+
+
+@ti.func
+def cylinder(x, y, z, half_height, radius):
+    dx = ti.abs(length2(x, z)) - radius
+    dy = ti.abs(y) - half_height
+    return min0(ti.max(dx, dy)) + length2(ti.max(dx, 0.0), ti.max(dy, 0.0))
+
+
+@ti.func
+def capsule(x, y, z, ax, ay, az, bx, by, bz, radius):
+    pax, pay, paz = x - ax, y - ay, z - az
+    bax, bay, baz = bx - ax, by - ay, bz - az
+    h = ti.min(ti.max((pax * bax + pay * bay + paz * baz) / (bax * bax + bay * bay + baz * baz), 0.0), 1.0)
+    return length3(pax - bax * h, pay - bay * h, paz - baz * h) - radius

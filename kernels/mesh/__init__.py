@@ -1,0 +1,1 @@
+"""Soft/hard rasterizer and texture kernels."""

@@ -1,0 +1,121 @@
+"""Camera rays as a differentiable Taichi op (gradients flow to K, the pose and pixel positions).
+
+Conventions: OpenCV pinhole camera (x right, y down, z forward), `T_cam_world = [R | t]`, pixel
+(i, j) (row, column) has its centre at (u, v) = (j + 0.5, i + 0.5). Directions are unit length, so the
+ray parameter t is the Euclidean distance from the camera centre; multiply by `z_per_t` to get the
+camera z-depth.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.core.validation import FLOAT_DTYPES, check_same_dtype, check_tensor
+from taichi_sdf.kernels.cameras.rays import image_rays_kernel, pixel_rays_kernel
+
+_DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return _DTYPE_NAMES[t.dtype]
+
+
+def _check_camera_tensors(K, T_cam_world, dims):
+    check_tensor("K", K, shape=("B", 3, 3), dims=dims, dtype=FLOAT_DTYPES)
+    check_tensor("T_cam_world", T_cam_world, shape=("B", 4, 4), dims=dims, dtype=FLOAT_DTYPES)
+    check_same_dtype(K=K, T_cam_world=T_cam_world)
+
+
+def image_rays(
+    K: torch.Tensor,  # [B, 3, 3]
+    T_cam_world: torch.Tensor,  # [B, 4, 4]
+    height: int,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through every pixel centre of B cameras.
+
+    Args:
+        K: `[B, 3, 3]` intrinsics in pixels (pixel centres at +0.5).
+        T_cam_world: `[B, 4, 4]` world-to-camera transforms.
+        height, width: image size in pixels.
+
+    Returns:
+        origins `[B, H, W, 3]` (the camera centres) and unit directions `[B, H, W, 3]`.
+
+    Example:
+        >>> cam = taichi_sdf.cameras.camera.look_at(torch.tensor([[0., 0., -3.]]), torch.zeros(1, 3))
+        >>> o, d = image_rays(cam.K, cam.T_cam_world, cam.height, cam.width)
+    """
+    _check_camera_tensors(K, T_cam_world, {})
+    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+        raise ValueError(f"height, width: expected positive ints, got {height!r}, {width!r}")
+    name = _dtype_name(K)
+    op = _image_rays_op(name)
+    return op(K, T_cam_world, alloc_args=(height, width))
+
+
+def pixel_rays(
+    K: torch.Tensor,  # [B, 3, 3]
+    T_cam_world: torch.Tensor,  # [B, 4, 4]
+    pixels: torch.Tensor,  # [B, N, 2]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through given continuous pixel positions `(u, v)` (e.g. random training pixels).
+
+    Args:
+        pixels: `[B, N, 2]` (u, v) positions; the centre of pixel (row i, column j) is (j + 0.5, i + 0.5).
+
+    Returns:
+        origins `[B, N, 3]` and unit directions `[B, N, 3]`.
+    """
+    dims: dict[str, int] = {}
+    _check_camera_tensors(K, T_cam_world, dims)
+    check_tensor("pixels", pixels, shape=("B", None, 2), dims=dims, dtype=K.dtype)
+    return _pixel_rays_op(_dtype_name(K))(K, T_cam_world, pixels)
+
+
+_ops: dict = {}
+
+
+def _image_rays_op(dtype: str) -> KernelOp:
+    key = ("image_rays", dtype)
+    if key not in _ops:
+        _ops[key] = KernelOp(
+            name="image_rays",
+            forward=image_rays_kernel(dtype),
+            allocate=lambda K, T, height, width: (
+                K.new_empty(K.shape[0], height, width, 3),
+                K.new_empty(K.shape[0], height, width, 3),
+            ),
+            input_names=("K", "T_cam_world"),
+        )
+    return _ops[key]
+
+
+def _pixel_rays_op(dtype: str) -> KernelOp:
+    key = ("pixel_rays", dtype)
+    if key not in _ops:
+        _ops[key] = KernelOp(
+            name="pixel_rays",
+            forward=pixel_rays_kernel(dtype),
+            allocate=lambda K, T, pixels: (
+                K.new_empty(*pixels.shape[:2], 3),
+                K.new_empty(*pixels.shape[:2], 3),
+            ),
+            input_names=("K", "T_cam_world", "pixels"),
+        )
+    return _ops[key]
+
+
+def z_per_t(T_cam_world: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Camera z-depth per unit of ray distance: `z = t * z_per_t`.
+
+    Args:
+        T_cam_world: `[B, 4, 4]`; directions: `[B, ..., 3]` unit world directions.
+
+    Returns:
+        `[B, ...]` the cosine between each ray and the camera's optical axis.
+    """
+    axis = T_cam_world[:, 2, :3]  # camera z axis in world coordinates: row 2 of R
+    shape = (axis.shape[0],) + (1,) * (directions.dim() - 2) + (3,)
+    return (directions * axis.reshape(shape)).sum(-1)

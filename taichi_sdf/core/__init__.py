@@ -1,0 +1,1 @@
+"""The Taichi runtime (`init`), the Taichi<->torch bridge (`KernelOp`), argument validation and dtypes."""

@@ -1,0 +1,103 @@
+"""Argument checks for the public API: clear `TypeError`/`ValueError`s that name the argument.
+
+Taichi silently copies tensors that live on the wrong device or are not contiguous (and copies them
+back after the kernel), which hides bugs and costs time. The public wrappers call `check_tensor` on
+every tensor before it reaches a kernel, so that never happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from taichi_sdf.core import runtime
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+ShapeSpec = Sequence[int | str | None]
+
+
+def _fmt_shape(shape: ShapeSpec) -> str:
+    return "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+
+
+def check_tensor(
+    name: str,
+    value,
+    *,
+    shape: ShapeSpec | None = None,
+    dims: dict[str, int] | None = None,
+    dtype: torch.dtype | Sequence[torch.dtype] | None = None,
+    device: torch.device | str | None = "runtime",
+    contiguous: bool = True,
+) -> torch.Tensor:
+    """Validate one tensor argument and return it unchanged.
+
+    Args:
+        name: the argument's name, used in error messages.
+        shape: expected shape; ints must match, None matches anything, a str names a dimension that
+            must agree across calls sharing the same `dims` dict (it is filled on first sight).
+        dtype: allowed dtype(s).
+        device: required device; "runtime" (default) means the device Taichi reads zero-copy,
+            None skips the check.
+        contiguous: require a C-contiguous tensor (Taichi would copy otherwise).
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if dtype is not None:
+        allowed = (dtype,) if isinstance(dtype, torch.dtype) else tuple(dtype)
+        if value.dtype not in allowed:
+            names = " or ".join(str(d).replace("torch.", "") for d in allowed)
+            raise ValueError(f"{name}: expected dtype {names}, got {str(value.dtype).replace('torch.', '')}")
+    if shape is not None:
+        ok = value.dim() == len(shape)
+        if ok:
+            for actual, want in zip(value.shape, shape):
+                if want is None:
+                    continue
+                if isinstance(want, str):
+                    if dims is None:
+                        continue
+                    if want in dims and dims[want] != actual:
+                        ok = False
+                        break
+                    dims.setdefault(want, actual)
+                elif actual != want:
+                    ok = False
+                    break
+        if not ok:
+            detail = ""
+            if dims:
+                detail = " with " + ", ".join(f"{k}={v}" for k, v in dims.items())
+            raise ValueError(f"{name}: expected shape {_fmt_shape(shape)}{detail}, got {list(value.shape)}")
+    if device is not None:
+        want_dev = runtime.device() if device == "runtime" else torch.device(device)
+        if value.device.type != want_dev.type:
+            raise ValueError(
+                f"{name}: expected a tensor on {want_dev.type} (the device taichi_sdf runs on), got one on "
+                f"{value.device}; move it with .to('{want_dev.type}') or call taichi_sdf.init(arch=...)"
+            )
+    if contiguous and not value.is_contiguous():
+        raise ValueError(f"{name}: expected a contiguous tensor (call .contiguous() first)")
+    return value
+
+
+def check_same_dtype(**tensors: torch.Tensor) -> torch.dtype:
+    """All named tensors share one floating dtype; return it."""
+    items = list(tensors.items())
+    first_name, first = items[0]
+    for other_name, other in items[1:]:
+        if other.dtype != first.dtype:
+            raise ValueError(
+                f"{other_name}: expected dtype {str(first.dtype).replace('torch.', '')} like {first_name}, "
+                f"got {str(other.dtype).replace('torch.', '')}"
+            )
+    return first.dtype
+
+
+def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Reject NaN/Inf inputs up front instead of letting them spread through a render."""
+    if not torch.isfinite(value).all():
+        bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{name}: contains {bad} non-finite value(s)")
+    return value

@@ -1,0 +1,9 @@
+"""Multi-view datasets: readers and writers of the IDR/DTU and NeRF-synthetic formats."""
+
+from taichi_sdf.data.multiview.base import MultiViewDataset
+from taichi_sdf.data.multiview.idr import load_idr, save_idr
+from taichi_sdf.data.multiview.nerf import load_nerf, save_nerf
+from taichi_sdf.data.multiview.normalize import estimate_normalization, visual_hull
+from taichi_sdf.data.multiview.synthetic import sphere_dataset
+
+__all__ = ["MultiViewDataset", "load_idr", "save_idr", "load_nerf", "save_nerf", "estimate_normalization", "visual_hull", "sphere_dataset"]

@@ -1,0 +1,1 @@
+"""Geometry: mesh-to-SDF queries, marching-cubes meshing, SDF sampling, procedural shape families."""

@@ -1,0 +1,242 @@
+"""Mesh extraction from implicit fields: chunked grid evaluation + marching cubes.
+
+The field is any torch callable (an SDF network, an occupancy network, an analytic lambda):
+points `[N, 3]` (float32, field coordinates) -> values `[N]` or `[N, C]` (column 0 is used).
+The grid is evaluated chunk by chunk under `torch.no_grad()`; point coordinates are built per
+chunk from flat indices, so the only full-size buffer is the float32 value grid
+(res^3 * 4 bytes: 512 MiB at 512^3). That is the fix for the OOMs users hit when meshing
+IDR/DeepSDF networks at 512^3 (lioryariv/idr #18).
+
+Conventions: the grid spans `bound` with `resolution` samples per axis (corners included), so
+the voxel size is `(hi - lo) / (resolution - 1)`. Vertices come back in field coordinates, or in
+world units when `T_world_field` (4x4, field -> world) is given. Faces are always oriented with
+normals pointing out of the object ("inside" is where the SDF is negative, or where an
+occupancy value is above `level`).
+
+No Taichi needed; no side effects at import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import trimesh
+
+__all__ = ["extract_mesh", "save_mesh"]
+
+FieldFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _as_bound(bound) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(bound, torch.Tensor):
+        bound = bound.detach().cpu().numpy()
+    try:
+        arr = np.asarray(bound, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bound: expected ((xmin, ymin, zmin), (xmax, ymax, zmax)), got {bound!r}") from exc
+    if arr.shape != (2, 3):
+        raise ValueError(f"bound: expected shape [2, 3] ((min xyz), (max xyz)), got shape {list(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"bound: values must be finite, got {arr.tolist()}")
+    if not np.all(arr[1] > arr[0]):
+        raise ValueError(f"bound: max must exceed min on every axis, got min={arr[0].tolist()} max={arr[1].tolist()}")
+    return arr[0], arr[1]
+
+
+def _as_transform(T) -> np.ndarray | None:
+    if T is None:
+        return None
+    if isinstance(T, torch.Tensor):
+        T = T.detach().cpu().numpy()
+    arr = np.asarray(T, dtype=np.float64)
+    if arr.shape != (4, 4):
+        raise ValueError(f"T_world_field: expected a [4, 4] matrix, got shape {list(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("T_world_field: contains non-finite values")
+    if abs(np.linalg.det(arr[:3, :3])) < 1e-12:
+        raise ValueError("T_world_field: the 3x3 linear part is singular")
+    return arr
+
+
+def _infer_device(field_fn: FieldFn, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    # An nn.Module (or anything with .parameters()) tells us where it lives; else CPU.
+    params = getattr(field_fn, "parameters", None)
+    if callable(params):
+        try:
+            first = next(iter(params()))
+            return first.device
+        except (StopIteration, TypeError):
+            pass
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def _evaluate_grid(
+    field_fn: FieldFn,
+    res: int,
+    lo: np.ndarray,
+    step: np.ndarray,
+    chunk_size: int,
+    device: torch.device,
+    progress: bool,
+) -> tuple[np.ndarray, int, float, float]:
+    """Fill a float32 `[res, res, res]` grid (C order, axes x, y, z) with column 0 of the field.
+
+    Returns (values, number of non-finite values, min finite value, max finite value).
+    """
+    total = res**3
+    values = np.empty(total, dtype=np.float32)
+    lo_t = torch.as_tensor(lo, dtype=torch.float64, device=device)
+    step_t = torch.as_tensor(step, dtype=torch.float64, device=device)
+    n_bad = 0
+    vmin, vmax = np.inf, -np.inf
+
+    starts = range(0, total, chunk_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, total=(total + chunk_size - 1) // chunk_size, desc="meshing", unit="chunk")
+    for start in starts:
+        stop = min(start + chunk_size, total)
+        flat = torch.arange(start, stop, device=device, dtype=torch.int64)
+        ijk = torch.stack((flat // (res * res), (flat // res) % res, flat % res), dim=-1)
+        # Coordinates in float64 then cast, so grid points are exact up to float32 rounding.
+        pts = (lo_t + ijk.to(torch.float64) * step_t).to(torch.float32)
+        out = field_fn(pts)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"field_fn: must return a torch.Tensor, got {type(out).__name__}")
+        if out.dim() == 2:
+            out = out[:, 0]
+        elif out.dim() != 1:
+            raise ValueError(f"field_fn: must return [N] or [N, C] values, got shape {list(out.shape)}")
+        if out.shape[0] != stop - start:
+            raise ValueError(f"field_fn: returned {out.shape[0]} values for {stop - start} points")
+        out = out.detach().to(torch.float32)
+        finite = torch.isfinite(out)
+        n_bad += int((~finite).sum())
+        if bool(finite.any()):
+            fin = out[finite]
+            vmin = min(vmin, float(fin.min()))
+            vmax = max(vmax, float(fin.max()))
+        values[start:stop] = out.cpu().numpy()
+    return values.reshape(res, res, res), n_bad, vmin, vmax
+
+
+def extract_mesh(
+    field_fn: FieldFn,
+    resolution: int = 256,
+    bound: Sequence[Sequence[float]] | np.ndarray | torch.Tensor = ((-1, -1, -1), (1, 1, 1)),
+    level: float = 0.0,
+    chunk_size: int = 2**18,
+    device: torch.device | str | None = None,
+    largest_component: bool = False,
+    T_world_field: np.ndarray | torch.Tensor | None = None,
+    inside: Literal["negative", "positive"] = "negative",
+    progress: bool = False,
+) -> trimesh.Trimesh:
+    """Extract the `level` iso-surface of an implicit field with marching cubes.
+
+    Args:
+        field_fn: callable, points `[N, 3]` float32 (field coordinates, on `device`) -> values
+            `[N]` or `[N, C]`; column 0 is meshed. Called under `torch.no_grad()`.
+        resolution: samples per axis (>= 2); voxel size is `(hi - lo) / (resolution - 1)`.
+            DeepSDF uses 256 over [-1, 1]^3; IDR's final meshes use 512.
+        bound: `[2, 3]` box ((xmin, ymin, zmin), (xmax, ymax, zmax)) in field coordinates.
+        level: iso-value (0 for SDFs and occupancy logits, 0.5 for probabilities).
+        chunk_size: points per field evaluation (DeepSDF queries 2**18 at a time).
+        device: where points are created; default: the device of `field_fn`'s parameters if it
+            has any, else CPU.
+        largest_component: keep only the connected component with the most faces (IDR eval).
+        T_world_field: optional `[4, 4]` field -> world transform applied to the vertices
+            (e.g. IDR's `scale_mat`, DVR's `scale_mat`, or DeepSDF's inverse normalisation).
+        inside: "negative" for SDFs (inside where value < level), "positive" for occupancy
+            logits or probabilities (inside where value > level).
+        progress: show a tqdm bar over chunks.
+
+    Returns:
+        `trimesh.Trimesh` with vertices `[V, 3]` (world units if `T_world_field` is given) and
+        faces `[F, 3]` wound so that face normals point outwards.
+
+    Raises:
+        ValueError: bad arguments (named), non-finite field values (counted), or a level that the
+            field never crosses inside the grid (min/max reported).
+    """
+    if not callable(field_fn):
+        raise TypeError(f"field_fn: expected a callable, got {type(field_fn).__name__}")
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
+        raise ValueError(f"resolution: expected an int >= 2, got {resolution!r}")
+    resolution = int(resolution)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
+    if inside not in ("negative", "positive"):
+        raise ValueError(f"inside: expected 'negative' (SDF) or 'positive' (occupancy), got {inside!r}")
+    try:
+        level = float(level)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"level: expected a float, got {level!r}") from exc
+    if not np.isfinite(level):
+        raise ValueError(f"level: must be finite, got {level}")
+    lo, hi = _as_bound(bound)
+    T = _as_transform(T_world_field)
+    dev = _infer_device(field_fn, device)
+
+    step = (hi - lo) / (resolution - 1)
+    values, n_bad, vmin, vmax = _evaluate_grid(field_fn, resolution, lo, step, int(chunk_size), dev, progress)
+    if n_bad:
+        raise ValueError(
+            f"field_fn: returned {n_bad} non-finite value(s) (NaN/inf) out of {values.size} grid points; "
+            "check the network or the bound"
+        )
+    if not (vmin < level < vmax):
+        raise ValueError(
+            f"level: the field never crosses level={level} inside the grid "
+            f"(min value {vmin:.6g}, max value {vmax:.6g}); check level, bound and inside={inside!r}"
+        )
+
+    from skimage.measure import marching_cubes
+
+    # skimage's winding with gradient_direction="descent" gives normals along +grad (checked
+    # empirically on skimage 0.26): outward for an SDF, inward for occupancy, hence "ascent" there.
+    direction = "descent" if inside == "negative" else "ascent"
+    verts, faces, _, _ = marching_cubes(values, level=level, gradient_direction=direction)
+    del values
+    verts = lo + verts.astype(np.float64) * step  # voxel index -> field coordinates
+    faces = faces.astype(np.int64)
+    if T is not None:
+        verts = verts @ T[:3, :3].T + T[:3, 3]
+        if np.linalg.det(T[:3, :3]) < 0:
+            faces = faces[:, ::-1].copy()  # a reflection flips the winding; restore outward normals
+
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+    if largest_component:
+        parts = mesh.split(only_watertight=False)
+        if len(parts) > 1:
+            mesh = max(parts, key=lambda m: len(m.faces))
+    return mesh
+
+
+def save_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> str:
+    """Write `mesh` to `path` (.ply binary or .obj) atomically; returns the path as str.
+
+    The data goes to a temporary file in the same directory, is fsynced, then `os.replace`d over
+    `path`, so readers never see a half-written mesh.
+    """
+    from taichi_sdf.train.checkpoint import atomic_write_bytes
+
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise TypeError(f"mesh: expected a trimesh.Trimesh, got {type(mesh).__name__}")
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in ("ply", "obj"):
+        raise ValueError(f"path: expected a .ply or .obj file name, got {path!r}")
+    data = mesh.export(file_type=ext)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    atomic_write_bytes(path, data)
+    return path

@@ -1,0 +1,182 @@
+"""Torch twins of the wavefront tracers (`taichi_sdf.implicit.wavefront`): the same IDR and DIST algorithms
+written with dense masks, as a readable reference. Marching evaluates the field on every ray inside
+the bounding sphere at every iteration (finished rays are frozen with `torch.where`); only the
+sampler and secant phases evaluate the subset that needs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from taichi_sdf.implicit.sphere_trace import TraceResult, implicit_surface
+from taichi_sdf.implicit.wavefront import DISTTracer, FieldEvaluator, IDRTracer, differentiable_field
+from taichi_sdf.reference.implicit.sphere_trace import sphere_bounds
+
+
+def _trace_idr(ev, o, d, cfg: IDRTracer):
+    n = o.shape[0]
+    t_near, t_far, t_close, active = sphere_bounds(o, d, cfg.bound_radius)
+    t_s, t_e = t_near.clone(), t_far.clone()
+    best_f = torch.full((n,), float("inf"), dtype=o.dtype, device=o.device)
+    best_t = t_close.clone()
+
+    def track(f, t, mask):
+        nonlocal best_f, best_t
+        better = mask & (f < best_f)
+        best_f, best_t = torch.where(better, f, best_f), torch.where(better, t, best_t)
+
+    def sdf_at(t, mask):
+        f = ev(o + t[:, None] * d)
+        track(f, t, mask)
+        return f
+
+    unf_s, unf_e = active.clone(), active.clone()
+    f_s = torch.where(unf_s, sdf_at(t_s, unf_s), torch.zeros_like(t_s))
+    f_e = torch.where(unf_e, sdf_at(t_e, unf_e), torch.zeros_like(t_e))
+    it = 0
+    while True:
+        conv_s, conv_e = unf_s & (f_s <= cfg.eps), unf_e & (f_e <= cfg.eps)
+        f_s, f_e = torch.where(conv_s, 0.0, f_s), torch.where(conv_e, 0.0, f_e)
+        unf_s, unf_e = unf_s & ~conv_s, unf_e & ~conv_e
+        if (not unf_s.any() and not unf_e.any()) or it == cfg.sphere_tracing_iters:
+            break
+        it += 1
+        fp_s, fp_e = f_s.clone(), f_e.clone()
+        t_s = torch.where(unf_s, t_s + f_s, t_s)
+        t_e = torch.where(unf_e, t_e - f_e, t_e)
+        f_s = torch.where(unf_s, sdf_at(t_s, unf_s), f_s)
+        f_e = torch.where(unf_e, sdf_at(t_e, unf_e), f_e)
+        for j in range(cfg.line_step_iters):
+            factor = (1.0 - cfg.line_search_step) / 2**j
+            back_s, back_e = unf_s & (f_s < 0), unf_e & (f_e < 0)
+            if not back_s.any() and not back_e.any():
+                break
+            t_s = torch.where(back_s, t_s - factor * fp_s, t_s)
+            t_e = torch.where(back_e, t_e + factor * fp_e, t_e)
+            f_s = torch.where(back_s, sdf_at(t_s, back_s), f_s)
+            f_e = torch.where(back_e, sdf_at(t_e, back_e), f_e)
+        met = t_s >= t_e
+        unf_s, unf_e = unf_s & ~met, unf_e & ~met
+
+    hit = active & ~unf_s & (t_s < t_e)
+    t_hit = t_s.clone()
+    sel = unf_s.nonzero()[:, 0]
+    if len(sel):
+        ns = cfg.n_steps
+        w = torch.linspace(0, 1, ns, dtype=o.dtype, device=o.device)
+        z = t_s[sel, None] + w * (t_e[sel] - t_s[sel])[:, None]  # [M, ns]
+        f = ev((o[sel, None] + z[..., None] * d[sel, None]).reshape(-1, 3)).reshape(-1, ns)
+        fmin, arg = f.min(dim=1)
+        better = fmin < best_f[sel]
+        best_f[sel] = torch.where(better, fmin, best_f[sel])
+        best_t[sel] = torch.where(better, z.gather(1, arg[:, None])[:, 0], best_t[sel])
+        neg = f < 0
+        found = neg.any(dim=1)
+        first = torch.where(found, neg.float().argmax(dim=1), torch.zeros_like(arg))
+        lo = (first - 1).clamp_min(0)
+        rows = torch.arange(len(sel), device=o.device)
+        z_low, z_high = z[rows, lo], z[rows, first]
+        f_low, f_high = f[rows, lo], f[rows, first]
+        sel_f = found.nonzero()[:, 0]
+        if len(sel_f):
+            z_low, z_high, f_low, f_high = z_low[sel_f], z_high[sel_f], f_low[sel_f], f_high[sel_f]
+            rays = sel[sel_f]
+
+            def predict():
+                den = f_high - f_low
+                return torch.where(den != 0, z_low - f_low * (z_high - z_low) / torch.where(den != 0, den, 1.0), z_high)
+
+            for _ in range(cfg.n_secant_steps):
+                zp = predict()
+                fm = ev(o[rays] + zp[:, None] * d[rays])
+                pos, negm = fm > 0, fm < 0
+                z_low, f_low = torch.where(pos, zp, z_low), torch.where(pos, fm, f_low)
+                z_high, f_high = torch.where(negm, zp, z_high), torch.where(negm, fm, f_high)
+            hit[rays] = True
+            t_hit[rays] = predict()
+    if cfg.min_sdf_samples > 0:
+        sel = (active & ~hit).nonzero()[:, 0]
+        if len(sel):
+            ns = cfg.min_sdf_samples
+            w = torch.linspace(0, 1, ns, dtype=o.dtype, device=o.device)
+            z = t_near[sel, None] + w * (t_far[sel] - t_near[sel])[:, None]
+            f = ev((o[sel, None] + z[..., None] * d[sel, None]).reshape(-1, 3)).reshape(-1, ns)
+            fmin, arg = f.min(dim=1)
+            better = fmin < best_f[sel]
+            best_f[sel] = torch.where(better, fmin, best_f[sel])
+            best_t[sel] = torch.where(better, z.gather(1, arg[:, None])[:, 0], best_t[sel])
+    return hit, t_hit, best_t
+
+
+def _block_rays(o, d, shape, scale):
+    from taichi_sdf.implicit.wavefront import _block_rays as block
+
+    return block(o, d, shape, scale)
+
+
+def _trace_dist(ev, o, d, cfg: DISTTracer, image_shape):
+    scales = cfg.scales if image_shape is not None else (1,)
+    steps = cfg.steps_per_scale if image_shape is not None else (-1,)
+    budget = cfg.march_steps
+    t_prev, prev_shape = None, None
+    for scale, n_steps in zip(scales, steps):
+        if image_shape is not None:
+            oo, dd, shape = _block_rays(o, d, image_shape, scale)
+        else:
+            oo, dd, shape = o, d, None
+        t_near, t_far, t_close, active = sphere_bounds(oo, dd, cfg.bound_radius)
+        t = t_near.clone()
+        if t_prev is not None:
+            B, h, w = shape
+            up = t_prev.reshape(prev_shape)
+            ii = (torch.arange(h, device=o.device) // 2).clamp_max(prev_shape[1] - 1)
+            jj = (torch.arange(w, device=o.device) // 2).clamp_max(prev_shape[2] - 1)
+            t = torch.maximum(up[:, ii][:, :, jj].reshape(-1), t_near)
+        n = oo.shape[0]
+        best_f = torch.full((n,), float("inf"), dtype=o.dtype, device=o.device)
+        best_t = t_close.clone()
+        converged = torch.zeros(n, dtype=torch.bool, device=o.device)
+        n_steps = budget if n_steps < 0 else min(n_steps, budget)
+        for _ in range(n_steps):
+            if not active.any():
+                break
+            f = ev(oo + t[:, None] * dd)
+            better = active & (f.abs() < best_f.abs())
+            best_f, best_t = torch.where(better, f, best_f), torch.where(better, t, best_t)
+            conv = active & (f.abs() < cfg.eps)
+            converged |= conv
+            active &= ~conv
+            t = torch.where(active, t + cfg.alpha * f.clamp(-cfg.clamp, cfg.clamp), t)
+            active &= t <= t_far
+            budget -= 1
+        t_prev, prev_shape = t, shape
+    hit = converged & (best_t < t_far)
+    best_t = torch.where(torch.isfinite(best_f), best_t, t_close)
+    return hit, best_t.clone(), best_t
+
+
+def sphere_trace_mlp(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    *,
+    tracer: IDRTracer | DISTTracer = IDRTracer(),
+    image_shape: tuple[int, int, int] | None = None,
+    chunk_size: int = 65536,
+    create_graph: bool = True,
+    polish_steps: int = 1,
+) -> TraceResult:
+    """Twin of `taichi_sdf.implicit.wavefront.sphere_trace_mlp` (same arguments and outputs)."""
+    ev = FieldEvaluator(fn, chunk_size, origins.dtype)
+    o, d = origins.detach(), directions.detach()
+    if isinstance(tracer, IDRTracer):
+        hit, t0, t_min = _trace_idr(ev, o, d, tracer)
+    else:
+        hit, t0, t_min = _trace_dist(ev, o, d, tracer, image_shape)
+    marching = ev.count
+    values_fn, gradients_fn = differentiable_field(ev.sdf, create_graph)
+    result = implicit_surface(values_fn, gradients_fn, origins, directions, hit, t0, t_min, polish_steps=polish_steps)
+    result.num_evals += marching
+    result.marching_evals = marching
+    return result

@@ -1,0 +1,206 @@
+"""Typed config loading: defaults < YAML < overrides, with key and type checks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import pytest
+
+from taichi_sdf.train.config import (
+    add_config_args,
+    apply_overrides,
+    config_from_args,
+    config_to_dict,
+    load_config,
+    parse_config,
+    save_config,
+)
+
+
+class Act(enum.Enum):
+    relu = "relu"
+    softplus = "softplus"
+
+
+@dataclass
+class Model:
+    hidden: int = 256
+    layers: tuple[int, ...] = (512, 512)
+    activation: Act = Act.softplus
+    skip: Optional[int] = 4
+
+
+@dataclass
+class Train:
+    lr: float = 1e-4
+    steps: int = 2000
+    betas: tuple[float, float] = (0.9, 0.999)
+    resume: bool = False
+
+
+@dataclass
+class Config:
+    name: str = "idr"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out: Path = Path("runs/idr")
+    tags: list[str] = field(default_factory=list)
+    model: Model = field(default_factory=Model)
+    train: Train = field(default_factory=lambda: Train(steps=100))
+    extra: Optional[Model] = None
+
+
+def test_defaults():
+    cfg = load_config(Config)
+    assert cfg == Config()
+    assert cfg.train.steps == 100  # default_factory's non-default instance is the base
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text("name: dvr\nmodel:\n  hidden: 128\n  layers: [64, 32, 16]\ntrain:\n  lr: 1e-3\n  steps: 50\n")
+    cfg = load_config(Config, p, ["train.steps=7", "model.activation=relu", "device=cpu", "train.resume=true"])
+    assert cfg.name == "dvr"
+    assert cfg.model.hidden == 128
+    assert cfg.model.layers == (64, 32, 16) and isinstance(cfg.model.layers, tuple)
+    assert cfg.model.skip == 4  # untouched nested default survives a partial nested mapping
+    assert cfg.model.activation is Act.relu
+    assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)  # PyYAML reads 1e-3 as str
+    assert cfg.train.steps == 7  # override beats the file
+    assert cfg.train.betas == (0.9, 0.999)
+    assert cfg.train.resume is True
+    assert cfg.device == "cpu"
+
+
+def test_override_coercion():
+    cfg = load_config(
+        Config,
+        overrides=[
+            "train.lr=1",  # int -> float
+            "train.steps=1e3",  # integral float string -> int
+            "train.betas=[0.5, 0.6]",
+            "name=2024",  # str field: raw text, no quoting needed
+            "out=/tmp/x",
+            "tags=[a, b]",
+            "model.skip=null",
+            "extra.hidden=3",  # Optional[Model] = None -> built from Model's defaults
+        ],
+    )
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.train.steps == 1000 and isinstance(cfg.train.steps, int)
+    assert cfg.train.betas == (0.5, 0.6)
+    assert cfg.name == "2024"
+    assert cfg.out == Path("/tmp/x")
+    assert cfg.tags == ["a", "b"]
+    assert cfg.model.skip is None
+    assert cfg.extra == Model(hidden=3)
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  lrr: 0.1\n")
+    with pytest.raises(ValueError, match=r"train\.lrr.*bad\.yaml"):
+        load_config(Config, p)
+
+
+def test_unknown_override_key():
+    with pytest.raises(ValueError, match=r"model\.width"):
+        load_config(Config, overrides=["model.width=3"])
+    with pytest.raises(ValueError, match=r"nope"):
+        load_config(Config, overrides=["nope=3"])
+
+
+@pytest.mark.parametrize(
+    "override,key,expected",
+    [
+        ("train.steps=1.5", "train.steps", "int"),
+        ("train.steps=abc", "train.steps", "int"),
+        ("train.resume=3", "train.resume", "bool"),
+        ("train.lr=[1]", "train.lr", "float"),
+        ("device=gpu", "device", "one of 'auto', 'cpu', 'cuda'"),
+        ("train.betas=[0.1]", "train.betas", "tuple"),
+        ("model.layers=5", "model.layers", "tuple"),
+        ("model.activation=tanh", "model.activation", "Act"),
+        ("train=5", "train", "Train"),
+    ],
+)
+def test_bad_type_names_key_and_type(override, key, expected):
+    with pytest.raises(ValueError) as e:
+        load_config(Config, overrides=[override])
+    msg = str(e.value)
+    assert f"'{key}'" in msg and expected in msg
+
+
+def test_bad_type_in_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  resume: maybe\n")
+    with pytest.raises(ValueError, match=r"train\.resume.*c\.yaml.*bool"):
+        load_config(Config, p)
+
+
+def test_malformed_override_and_file(tmp_path):
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(Config, overrides=["train.lr"])
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(Config, p)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(Config, tmp_path / "missing.yaml")
+
+
+def test_required_field():
+    @dataclass
+    class Req:
+        data: str
+        n: int = 1
+
+    with pytest.raises(ValueError, match="'data' is required"):
+        load_config(Req)
+    assert load_config(Req, overrides=["data=/x"]) == Req(data="/x")
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(Config, overrides=["train.lr=3e-4", "model.layers=[1,2]", "extra.skip=7", "tags=[x]"])
+    path = tmp_path / "out" / "config.yaml"
+    save_config(cfg, path)
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temp file left
+    d = config_to_dict(cfg)
+    assert d["model"]["layers"] == [1, 2] and d["model"]["activation"] == "softplus"
+    assert d["out"] == "runs/idr"
+    back = load_config(Config, path)
+    assert back == cfg
+    assert dataclasses.asdict(back) == dataclasses.asdict(cfg)
+
+
+def test_apply_overrides_keeps_instance_values():
+    base = Config(name="base", train=Train(lr=0.5))
+    cfg = apply_overrides(base, ["train.steps=3"])
+    assert cfg.name == "base" and cfg.train.lr == 0.5 and cfg.train.steps == 3
+    assert base.train.steps == 2000  # original untouched
+
+
+def test_argparse_wiring(tmp_path):
+    p = tmp_path / "cpu.yaml"
+    p.write_text("train:\n  steps: 11\n")
+    parser = add_config_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--config", str(p), "train.lr=1e-3", "name=x"])
+    cfg = config_from_args(Config, args)
+    assert (cfg.train.steps, cfg.train.lr, cfg.name) == (11, 1e-3, "x")
+
+    cfg2, _ = parse_config(Config, ["model.hidden=8"])
+    assert cfg2.model.hidden == 8
+    with pytest.raises(SystemExit) as e:
+        parse_config(Config, ["model.hidden=wide"])
+    assert e.value.code == 2
+
+
+def test_options_may_sit_between_overrides():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--resume", action="store_true")
+    cfg, args = parse_config(Config, ["train.lr=1e-3", "--resume", "name=x"], parser)
+    assert args.resume and (cfg.train.lr, cfg.name) == (1e-3, "x")
