@@ -16,34 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taichi_sdf.train.metrics import evaluate_mesh
-
-
-def load_geometry(path: str | Path, transform: np.ndarray | None = None):
-    """A trimesh mesh, or (points, normals-or-None) for point clouds, optionally transformed by 4x4."""
-    import trimesh
-
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: file not found")
-    if p.suffix == ".npy":
-        pts = np.load(p).astype(np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"{p}: expected points [N, 3], got {list(pts.shape)}")
-        nf = p.with_name(p.name.replace("points", "normals"))
-        nrm = np.load(nf).astype(np.float64) if nf != p and nf.is_file() else None
-        if transform is not None:
-            pts = pts @ transform[:3, :3].T + transform[:3, 3]
-            if nrm is not None:
-                nrm = nrm @ np.linalg.inv(transform[:3, :3])
-                nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
-        return (pts, nrm) if nrm is not None else pts
-    geom = trimesh.load(p)
-    if transform is not None:
-        geom.apply_transform(transform)
-    if isinstance(geom, trimesh.PointCloud):
-        return np.asarray(geom.vertices)
-    return geom
+from taichi_sdf.train.metrics import evaluate_mesh, load_geometry
 
 
 def main(argv=None) -> dict:

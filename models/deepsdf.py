@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -153,3 +154,24 @@ class LatentCodes(nn.Module):
         """Codes `[N, latent_size]` of shape indices `[N]` (int64). With a code bound, the looked-up
         rows are renormalised in place, as nn.Embedding(max_norm=...) does in the original."""
         return self.embedding(indices)
+
+
+@dataclass
+class DeepSDFModelConfig:
+    """The decoder and code settings: NetworkSpecs + CodeLength of DeepSDF's specs.json."""
+
+    latent_size: int = 256  # CodeLength
+    dims: tuple[int, ...] = (512,) * 8
+    latent_in: tuple[int, ...] = (4,)
+    dropout: tuple[int, ...] | None = None  # hidden layers with dropout; None = all (the original lists 0..7)
+    dropout_prob: float = 0.2
+    norm_layers: tuple[int, ...] | None = None  # None = all hidden layers
+    weight_norm: bool = True
+    code_bound: float | None = 1.0  # CodeBound: max norm of a code at lookup
+    code_init_std: float = 1.0  # CodeInitStdDev, divided by sqrt(latent_size)
+
+
+def build_decoder(cfg: DeepSDFModelConfig) -> DeepSDFDecoder:
+    """The decoder of `cfg` (codes are built by the trainer: their count is the dataset's)."""
+    return DeepSDFDecoder(cfg.latent_size, cfg.dims, cfg.latent_in, cfg.dropout, cfg.dropout_prob, cfg.norm_layers,
+                          cfg.weight_norm)  # fmt: skip

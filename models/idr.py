@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -42,3 +44,29 @@ class RenderingNetwork(nn.Module):
             h = lin(h)
             h = torch.relu(h) if i < len(self.layers) - 1 else torch.tanh(h)
         return h
+
+
+@dataclass
+class IDRModelConfig:
+    """IDR's network sizes (confs/dtu_fixed_cameras.conf); the `model` section of the IDR app's config."""
+
+
+    hidden: int = 512  # implicit network width (IDR: 512)
+    n_layers: int = 8  # implicit network hidden layers (IDR: 8)
+    skip_in: tuple[int, ...] = (4,)
+    multires: int = 6  # positional encoding of x (IDR: 6)
+    d_feature: int = 256
+    softplus_beta: float = 100.0
+    init_radius: float = 0.6  # geometric init sphere (IDR conf: bias = 0.6)
+    weight_norm: bool = True
+    render_hidden: int = 512  # rendering network (IDR: 4 x 512)
+    render_layers: int = 4
+    multires_view: int = 4
+
+
+def build_idr_networks(cfg: IDRModelConfig) -> tuple[SDFNetwork, RenderingNetwork]:
+    """The implicit (SDF + feature) and rendering networks of `cfg`."""
+    implicit = implicit_network(cfg.hidden, cfg.n_layers, cfg.skip_in, cfg.multires, cfg.d_feature, cfg.softplus_beta,
+                                cfg.init_radius, cfg.weight_norm)  # fmt: skip
+    rendering = RenderingNetwork(cfg.d_feature, cfg.render_hidden, cfg.render_layers, cfg.multires_view, cfg.weight_norm)
+    return implicit, rendering

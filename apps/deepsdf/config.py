@@ -10,18 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-
-@dataclass
-class ModelConfig:  # NetworkSpecs + CodeLength of specs.json
-    latent_size: int = 256  # CodeLength
-    dims: tuple[int, ...] = (512,) * 8
-    latent_in: tuple[int, ...] = (4,)
-    dropout: tuple[int, ...] | None = None  # hidden layers with dropout; None = all (the original lists 0..7)
-    dropout_prob: float = 0.2
-    norm_layers: tuple[int, ...] | None = None  # None = all hidden layers
-    weight_norm: bool = True
-    code_bound: float | None = 1.0  # CodeBound: max norm of a code at lookup
-    code_init_std: float = 1.0  # CodeInitStdDev, divided by sqrt(latent_size)
+from taichi_sdf.models.deepsdf import DeepSDFModelConfig as ModelConfig
 
 
 @dataclass

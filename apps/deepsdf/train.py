@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from taichi_sdf.models.deepsdf import DeepSDFDecoder, LatentCodes
+from taichi_sdf.models.deepsdf import LatentCodes, build_decoder
 
 from taichi_sdf.core.runtime import set_torch_threads
 from taichi_sdf.train.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
 from taichi_sdf.train.config import config_to_dict, load_config, parse_config, save_config
 
-from .config import DeepSDFConfig, ModelConfig, check_config, specs_to_overrides
+from .config import DeepSDFConfig, check_config, specs_to_overrides
 from .data import SDFSamples, find_split
 
 DEFAULT_PRESET = "configs/deepsdf/cpu.yaml"
@@ -41,10 +41,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but torch sees no GPU")
     return torch.device(name)
-
-
-def build_decoder(m: ModelConfig) -> DeepSDFDecoder:
-    return DeepSDFDecoder(m.latent_size, m.dims, m.latent_in, m.dropout, m.dropout_prob, m.norm_layers, m.weight_norm)
 
 
 def deepsdf_loss(

@@ -5,20 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass
-class ModelConfig:
-    hidden: int = 512  # implicit network width (IDR: 512)
-    n_layers: int = 8  # implicit network hidden layers (IDR: 8)
-    skip_in: tuple[int, ...] = (4,)
-    multires: int = 6  # positional encoding of x (IDR: 6)
-    d_feature: int = 256
-    softplus_beta: float = 100.0
-    init_radius: float = 0.6  # geometric init sphere (IDR conf: bias = 0.6)
-    weight_norm: bool = True
-    render_hidden: int = 512  # rendering network (IDR: 4 x 512)
-    render_layers: int = 4
-    multires_view: int = 4
+from taichi_sdf.data.multiview.source import MultiViewDataConfig as DataConfig
+from taichi_sdf.models.idr import IDRModelConfig as ModelConfig
 
 
 @dataclass
@@ -49,17 +37,6 @@ class TrainConfig:
     camera_lr: float = 1e-4
     checkpoint_every: int = 100  # epochs
     log_every: int = 10  # iterations
-
-
-@dataclass
-class DataConfig:
-    data: str | None = None  # IDR/DTU scan or NeRF folder; None = the built-in dataset
-    format: str = "auto"  # auto | idr | nerf
-    scene: str = "csg"  # built-in scene when data is None
-    views: int = 48  # built-in dataset size
-    size: int = 64  # built-in image width = height
-    test_every: int = 8  # views 3, 11, 19, ... are held out (as in ../shared/data/spot)
-    test_offset: int = 3
 
 
 @dataclass

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from taichi_sdf.models.idr import RenderingNetwork, implicit_network
+from taichi_sdf.models.idr import build_idr_networks
 
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
 from taichi_sdf.cameras.pose import PoseRefinement
 from taichi_sdf.data.image_io import to_uint8, write_image
-from taichi_sdf.data.multiview import MultiViewDataset, load_idr, load_nerf
+from taichi_sdf.data.multiview import MultiViewDataset
+from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.wavefront import IDRTracer, sphere_trace_mlp
 from taichi_sdf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -26,55 +27,12 @@ from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr
 from .config import IDRConfig
 
 
-def builtin_folder(cfg: IDRConfig) -> Path:
-    """Cache folder of the built-in dataset; the name carries a hash of everything that shapes it."""
-    import hashlib
-
-    from apps import make_dataset
-    from taichi_sdf.implicit.scenes import SCENES
-
-    d = cfg.data
-    key = repr((d.scene, SCENES.get(d.scene), d.views, d.size, d.test_every, d.test_offset, make_dataset.DATASET_VERSION))
-    return Path("outputs/cache") / f"builtin_{d.scene}_{d.views}v_{d.size}px_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-
-
 def load_dataset(cfg: IDRConfig) -> MultiViewDataset:
-    """The configured dataset; the built-in one is rendered once and cached under outputs/cache/."""
-    d = cfg.data
-    if d.data is None:
-        from apps.make_dataset import render_scene_dataset, write_dataset
-
-        folder = builtin_folder(cfg)
-        if not (folder / "cameras.npz").is_file():
-            ds = render_scene_dataset(d.scene, d.views, d.size, test_every=d.test_every, test_offset=d.test_offset)
-            write_dataset(ds, folder, "idr", d.scene)
-        path, fmt = folder, "idr"
-    else:
-        path = Path(d.data)
-        fmt = d.format if d.format != "auto" else ("nerf" if (path / "transforms_train.json").is_file() else "idr")
-    if fmt == "nerf":
-        ds = load_nerf(path)
-        if "test" not in ds.splits:
-            ds.splits["test"] = list(range(d.test_offset, len(ds), d.test_every))
-        ds.splits["train"] = [i for i in range(len(ds)) if i not in ds.splits["test"]]
-        return ds
-    if fmt != "idr":
-        raise ValueError(f"data.format: expected auto, idr or nerf, got {fmt!r}")
-    ds = load_idr(path)
-    splits_file = path / "splits.json"
-    test = json.loads(splits_file.read_text())["test"] if splits_file.is_file() else list(range(d.test_offset, len(ds), d.test_every))
-    ds.splits = {"train": [i for i in range(len(ds)) if i not in test], "test": test}
-    return ds
+    return load_multiview(cfg.data)
 
 
 def default_gt(cfg: IDRConfig) -> tuple[str | None, str]:
-    """The built-in dataset's ground truth when no --gt is given."""
-    if cfg.gt is not None:
-        return cfg.gt, cfg.gt_frame
-    if cfg.data.data is None:
-        return str(builtin_folder(cfg) / "gt_points.npy"), "world"
-    guess = Path(cfg.data.data) / "gt_points.npy"
-    return (str(guess), "world") if guess.is_file() else (None, "world")
+    return default_ground_truth(cfg.data, cfg.gt, cfg.gt_frame)
 
 
 class IDRTrainer:
@@ -94,11 +52,7 @@ class IDRTrainer:
         self.images = self.data.images.to(self.device)
         self.masks = self.data.masks.to(self.device)
         self.cams = self.data.cameras.to(self.device, torch.float32)
-        m = cfg.model
-        self.implicit = implicit_network(m.hidden, m.n_layers, m.skip_in, m.multires, m.d_feature,
-                                         m.softplus_beta, m.init_radius, m.weight_norm).to(self.device)  # fmt: skip
-        self.rendering = RenderingNetwork(m.d_feature, m.render_hidden, m.render_layers, m.multires_view,
-                                          m.weight_norm).to(self.device)  # fmt: skip
+        self.implicit, self.rendering = (net.to(self.device) for net in build_idr_networks(cfg.model))
         params = list(self.implicit.parameters()) + list(self.rendering.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr)
         self.poses = PoseRefinement(len(self.data)).to(self.device) if cfg.train.train_cameras else None
@@ -319,7 +273,7 @@ class IDRTrainer:
         metrics["mesh_faces"] = int(len(mesh.faces))
         gt, frame = default_gt(self.cfg)
         if gt is not None and Path(gt).is_file():
-            from apps.evaluate import load_geometry
+            from taichi_sdf.train.metrics import load_geometry
 
             S = self.data.scale_mat.numpy()
             pred_n = mesh.copy()

@@ -30,7 +30,6 @@ import inspect
 import itertools
 import re
 import sys
-import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from taichi_sdf.implicit.fields import TaichiField, grid_field
 from taichi_sdf.implicit.scenes import SCENES, make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
 from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
+from taichi_sdf.mesh.raster import hard_rasterize, interpolate
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -103,7 +103,7 @@ class Source:
 
 class FieldSource(Source):
     """A `TaichiField` traced by the fused tracer (one kernel per frame). Built-in scenes show the
-    built-in dataset's colours (`apps.make_dataset.shade`) as their model colour."""
+    built-in dataset's colours (`taichi_sdf.data.builtin.shade`) as their model colour."""
 
     kind = "field"
 
@@ -126,7 +126,7 @@ class FieldSource(Source):
     def color(self, points, normals, directions):
         if not self.has_color:
             return None
-        from apps.make_dataset import shade
+        from taichi_sdf.data.builtin import shade
 
         return shade(points, normals)
 
@@ -388,8 +388,7 @@ class MeshSource(Source):
 
     mode "raster": `taichi_sdf.mesh.raster.hard_rasterize` (exact, flat face normals, vertex colours as the
     model colour); mode "sdf": sphere tracing of a `grid`^3 voxel SDF built by `mesh_sdf_grid` (an
-    approximation: edges are rounded at the voxel size); "auto": raster when `taichi_sdf.mesh.raster` is
-    importable, else sdf.
+    approximation: edges are rounded at the voxel size); "auto": raster.
     """
 
     kind = "mesh"
@@ -409,12 +408,10 @@ class MeshSource(Source):
         self.faces_np = np.asarray(mesh.faces, dtype=np.int32)
         self.mesh = mesh
         if mode == "auto":
-            mode = "raster" if _raster_module() is not None else "sdf"
+            mode = "raster"
         self.mode = mode
         dev = taichi_sdf.device()
         if mode == "raster":
-            if _raster_module() is None:
-                raise SourceError("mesh mode raster: taichi_sdf.mesh.raster is not available (use --mesh-mode sdf)")
             self.vertices = torch.from_numpy(self.vertices_np).to(dev).contiguous()
             self.faces = torch.from_numpy(self.faces_np).to(dev).contiguous()
             fn = np.asarray(_face_normals(self.vertices_np, self.faces_np), dtype=np.float32)
@@ -423,8 +420,6 @@ class MeshSource(Source):
             self.vertex_colors = None if vc is None else torch.from_numpy(vc).to(dev).contiguous()
             self.has_color = vc is not None
         else:
-            # TODO(issue 6): taichi_sdf.mesh.raster is still being written; once it is merged, drop the import guard
-            # in `_raster_module` so "auto" always rasterizes, and keep this voxel SDF only as --mesh-mode sdf.
             values = mesh_sdf_grid(self.vertices_np, self.faces_np, grid)
             self.field = grid_field(torch.from_numpy(values).to(dev), -1.0, 1.0, name=self.name)
             self.bound_radius = 1.0
@@ -435,9 +430,8 @@ class MeshSource(Source):
             with torch.no_grad():
                 r = sphere_trace(self.field, origins, directions)
             return Hits(r.hit, r.t, r.points, r.normals, r.num_evals)
-        raster = _raster_module()
         cam = camera.to(self.vertices.device, self.vertices.dtype)
-        out = raster.hard_rasterize(self.vertices, self.faces, cam)
+        out = hard_rasterize(self.vertices, self.faces, cam)
         fid = out.face_id.reshape(-1).long()
         hit = fid >= 0
         from taichi_sdf.cameras.rays import z_per_t
@@ -458,7 +452,7 @@ class MeshSource(Source):
         if self.mode != "raster" or self.vertex_colors is None:
             return None
         out, fid, hit = self._last
-        rgb = _raster_module().interpolate(self.vertex_colors, self.faces, out).reshape(-1, 3)
+        rgb = interpolate(self.vertex_colors, self.faces, out).reshape(-1, 3)
         return rgb[hit]
 
     def ground_truth(self) -> Overlay:
@@ -485,16 +479,7 @@ def _vertex_colors(mesh) -> np.ndarray | None:
     return c if c.shape[0] == len(mesh.vertices) and np.ptp(c) > 0 else None
 
 
-def _raster_module():
-    """`taichi_sdf.mesh.raster` when it can be imported (issue 6), else None."""
-    try:
-        from taichi_sdf.mesh import raster
-    except Exception:  # not written yet, or mid-edit
-        return None
-    return raster if hasattr(raster, "hard_rasterize") and hasattr(raster, "interpolate") else None
-
-
-# -- torch MLPs: IDR checkpoints (DeepSDF later) -----------------------------------------------------------
+# -- torch MLPs: IDR and DeepSDF checkpoints -----------------------------------------------------------
 
 
 class MLPSource(Source):
@@ -556,22 +541,20 @@ class IDRSource(MLPSource):
 
     @classmethod
     def from_state(cls, state: dict, name: str, tracer: str = "dist") -> IDRSource:
-        from taichi_sdf.models.idr import RenderingNetwork, implicit_network
+        from taichi_sdf.models.idr import IDRModelConfig, build_idr_networks
 
-        from apps.idr.config import IDRConfig
-        from taichi_sdf.train.config import load_config
+        from taichi_sdf.data.multiview.source import MultiViewDataConfig
+        from taichi_sdf.train.config import config_from_dict
 
-        with tempfile.TemporaryDirectory() as tmp:  # the saved config dict -> a typed IDRConfig
-            save_config_dict(state["config"], Path(tmp) / "config.yaml")
-            try:
-                cfg = load_config(IDRConfig, Path(tmp) / "config.yaml")
-            except ValueError as exc:
-                raise SourceError(f"{name}: the checkpoint's config does not fit this IDR app: {exc}") from None
-        m = cfg.model
+        saved = state["config"]
+        try:  # the sections of the saved config that the viewer needs, typed
+            model_cfg = config_from_dict(IDRModelConfig, saved.get("model", {}), f"{name}: config 'model'")
+            data_cfg = config_from_dict(MultiViewDataConfig, saved.get("data", {}), f"{name}: config 'data'")
+        except (ValueError, AttributeError) as exc:
+            raise SourceError(f"{name}: the checkpoint's config does not fit an IDR run: {exc}") from None
+        cfg = RunData(data_cfg, saved.get("gt"), saved.get("gt_frame", "world"))
         dev = taichi_sdf.device()
-        implicit = implicit_network(m.hidden, m.n_layers, m.skip_in, m.multires, m.d_feature, m.softplus_beta,
-                                    m.init_radius, m.weight_norm).to(dev)  # fmt: skip
-        rendering = RenderingNetwork(m.d_feature, m.render_hidden, m.render_layers, m.multires_view, m.weight_norm).to(dev)
+        implicit, rendering = (net.to(dev) for net in build_idr_networks(model_cfg))
         try:
             implicit.load_state_dict(state["implicit"])
             rendering.load_state_dict(state["rendering"])
@@ -589,14 +572,14 @@ class IDRSource(MLPSource):
     def _load_gt(self) -> Overlay:
         if self.cfg is None:
             return Overlay("none", message="no config: ground truth unknown")
-        from apps.evaluate import load_geometry
-        from apps.idr.trainer import default_gt, load_dataset
+        from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
+        from taichi_sdf.train.metrics import load_geometry
 
-        gt, frame = default_gt(self.cfg)
+        gt, frame = default_ground_truth(self.cfg.data, self.cfg.gt, self.cfg.gt_frame)
         if gt is None or not Path(gt).is_file():
             return Overlay("none", message=f"no ground truth found (looked for {gt})")
         try:
-            S = np.eye(4) if frame == "normalized" else load_dataset(self.cfg).scale_mat.double().numpy()
+            S = np.eye(4) if frame == "normalized" else load_multiview(self.cfg.data).scale_mat.double().numpy()
             geom = load_geometry(gt, np.linalg.inv(S))
         except (ValueError, OSError) as exc:
             return Overlay("none", message=f"ground truth {gt}: {exc}")
@@ -610,6 +593,15 @@ class IDRSource(MLPSource):
         if len(geom) > 20000:
             geom = geom[rng.choice(len(geom), 20000, replace=False)]
         return Overlay("points", geom.astype(np.float32), message=str(gt))
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What the viewer needs of a multi-view run's config to find its ground truth."""
+
+    data: object  # MultiViewDataConfig
+    gt: str | None
+    gt_frame: str
 
 
 def fold_weight_norm(net: torch.nn.Module) -> torch.nn.Module:
@@ -641,18 +633,18 @@ class DeepSDFSource(MLPSource):
 
     @classmethod
     def from_state(cls, state: dict, name: str, tracer: str = "dist", selector: str | None = None) -> DeepSDFSource:
-        from apps.deepsdf.config import DeepSDFConfig
-        from apps.deepsdf.train import build_decoder
-        from taichi_sdf.train.config import load_config
+        from taichi_sdf.models.deepsdf import DeepSDFModelConfig, build_decoder
 
-        with tempfile.TemporaryDirectory() as tmp:
-            save_config_dict(state["config"], Path(tmp) / "config.yaml")
-            try:
-                cfg = load_config(DeepSDFConfig, Path(tmp) / "config.yaml")
-            except ValueError as exc:
-                raise SourceError(f"{name}: the checkpoint's config does not fit this DeepSDF app: {exc}") from None
+        from taichi_sdf.train.config import config_from_dict
+
+        saved = state["config"]
+        try:
+            model_cfg = config_from_dict(DeepSDFModelConfig, saved.get("model", {}), f"{name}: config 'model'")
+            data_root = saved["data"]["root"]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SourceError(f"{name}: the checkpoint's config does not fit a DeepSDF run: {exc}") from None
         dev = taichi_sdf.device()
-        decoder = build_decoder(cfg.model).to(dev)
+        decoder = build_decoder(model_cfg).to(dev)
         try:
             decoder.load_state_dict(state["decoder"])
         except RuntimeError as exc:
@@ -670,12 +662,12 @@ class DeepSDFSource(MLPSource):
                 raise SourceError(f"{name}#{sel}: no such training shape (indices 0..{len(codes) - 1}, or a name: {shown})")
             index = matches[0]
         code = codes[index]
-        bound = cfg.model.code_bound
+        bound = model_cfg.code_bound
         if bound is not None and float(code.norm()) > bound:  # what the embedding's max_norm lookup returns
             code = code * (bound / float(code.norm()))
         instance = names[index] if index < len(names) else None
         label = f"{name}#{instance[-1] if instance else index}"
-        return cls(decoder.eval(), code, label, instance, cfg.data.root, tracer)
+        return cls(decoder.eval(), code, label, instance, data_root, tracer)
 
     def ground_truth(self) -> Overlay:
         if self.instance is None:
@@ -692,12 +684,6 @@ class DeepSDFSource(MLPSource):
         if len(pts) > 20000:
             pts = pts[np.random.default_rng(0).choice(len(pts), 20000, replace=False)]
         return Overlay("points", pts.astype(np.float32), message=str(it.surface_samples(self.data_root)))
-
-
-def save_config_dict(data: dict, path: Path) -> None:
-    import yaml
-
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 # name, predicate on the loaded checkpoint, loader(state, name, tracer[, selector=]) -> Source. Append to extend.

@@ -395,6 +395,18 @@ def load_config(
     return _build(cls, tree, "", meta, base, "defaults")
 
 
+def config_from_dict(cls: type[T], data: Mapping[str, Any], source: str = "a config dict") -> T:
+    """Build `cls` from a (saved) nested dict, with the same key and type checks as `load_config`;
+    `source` names where the dict came from in error messages."""
+    _check_cls(cls)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+    tree: dict[str, Any] = {}
+    meta: dict[str, tuple[str, str | None]] = {}
+    _merge(cls, tree, data, "", source, meta)
+    return _build(cls, tree, "", meta, None, source)
+
+
 def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
     """Return a copy of the dataclass instance `cfg` with `key=value` overrides applied."""
     return load_config(cfg, None, overrides)

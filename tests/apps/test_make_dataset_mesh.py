@@ -11,6 +11,7 @@ import torch
 
 from apps import make_dataset
 from apps.check_cameras import fraction_inside
+from taichi_sdf.data import builtin
 from taichi_sdf.data.multiview import load_idr, load_nerf
 
 CENTRE = np.array([1.0, -2.0, 0.5])
@@ -128,8 +129,8 @@ def test_mesh_dataset_is_consistent(tmp_path, fmt):
     inner = same[ds.masks.numpy()] & (q[:, 1] < 0.7)  # and uvs between the outer texel centres
     n = np.zeros((len(world), 3))
     n[np.arange(len(n)), axis] = sign
-    L = -np.array(make_dataset.SUN) / np.linalg.norm(make_dataset.SUN)
-    expected = _albedo(u, v) * (make_dataset.AMBIENT + make_dataset.DIFFUSE * np.clip(n @ L, 0, None))[:, None]
+    L = -np.array(builtin.SUN) / np.linalg.norm(builtin.SUN)
+    expected = _albedo(u, v) * (builtin.AMBIENT + builtin.DIFFUSE * np.clip(n @ L, 0, None))[:, None]
     got = ds.images[ds.masks].numpy()
     assert inner.sum() > 50
     np.testing.assert_allclose(got[inner], expected[inner], atol=0.02)
@@ -143,38 +144,38 @@ def test_mesh_albedo_sources_and_errors(tmp_path):
     from taichi_sdf.mesh.shading import DirectionalLight
 
     # render_mesh's default light is the built-in datasets' sun + ambient
-    assert DirectionalLight() == DirectionalLight(make_dataset.SUN, make_dataset.DIFFUSE, make_dataset.AMBIENT)
+    assert DirectionalLight() == DirectionalLight(builtin.SUN, builtin.DIFFUSE, builtin.AMBIENT)
 
     box = trimesh.creation.box(extents=(1.0, 2.0, 3.0))
     box.visual = trimesh.visual.ColorVisuals(box, vertex_colors=np.tile([255, 0, 0, 255], (8, 1)))
     box.export(tmp_path / "red.ply")
-    asset = make_dataset.load_mesh_asset(tmp_path / "red.ply")
+    asset = builtin.load_mesh_asset(tmp_path / "red.ply")
     assert asset.albedo == "vertex colours" and np.allclose(asset.colors, [1.0, 0.0, 0.0])
     trimesh.creation.box().export(tmp_path / "plain.obj")
-    assert make_dataset.load_mesh_asset(tmp_path / "plain.obj").albedo == "grey"
+    assert builtin.load_mesh_asset(tmp_path / "plain.obj").albedo == "grey"
     # an OBJ with uvs but no material: the image comes from --texture or a sibling <stem>_texture.png
     obj = write_box(tmp_path)
     text = obj.read_text().replace("mtllib box.mtl\nusemtl boxmat\n", "")
     (tmp_path / "bare.obj").write_text(text)
-    assert make_dataset.load_mesh_asset(tmp_path / "bare.obj").albedo == "grey"
-    assert make_dataset.load_mesh_asset(tmp_path / "bare.obj", texture=tmp_path / "tex.png").albedo == "texture"
+    assert builtin.load_mesh_asset(tmp_path / "bare.obj").albedo == "grey"
+    assert builtin.load_mesh_asset(tmp_path / "bare.obj", texture=tmp_path / "tex.png").albedo == "texture"
     (tmp_path / "bare_texture.png").write_bytes((tmp_path / "tex.png").read_bytes())
-    asset = make_dataset.load_mesh_asset(tmp_path / "bare.obj")
+    asset = builtin.load_mesh_asset(tmp_path / "bare.obj")
     assert asset.albedo == "texture" and asset.texture.shape == (TEX_H, TEX_W, 3)
     np.testing.assert_allclose(asset.texture, _texture(), atol=1 / 255)
 
     with pytest.raises(ValueError, match="missing.obj: mesh file not found"):
-        make_dataset.load_mesh_asset(tmp_path / "missing.obj")
+        builtin.load_mesh_asset(tmp_path / "missing.obj")
     (tmp_path / "garbage.glb").write_bytes(b"\x00\x01 not a mesh")
     with pytest.raises(ValueError, match="garbage.glb: cannot read mesh"):
-        make_dataset.load_mesh_asset(tmp_path / "garbage.glb")
+        builtin.load_mesh_asset(tmp_path / "garbage.glb")
     (tmp_path / "points.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
     with pytest.raises(ValueError, match="points.obj: the mesh has no faces"):
-        make_dataset.load_mesh_asset(tmp_path / "points.obj")
+        builtin.load_mesh_asset(tmp_path / "points.obj")
     (tmp_path / "nan.obj").write_text("v 0 0 0\nv 1 0 nan\nv 0 1 0\nf 1 2 3\n")
     with pytest.raises(ValueError, match="nan.obj: 1 vertices have non-finite coordinates"):
-        make_dataset.load_mesh_asset(tmp_path / "nan.obj")
+        builtin.load_mesh_asset(tmp_path / "nan.obj")
     with pytest.raises(ValueError, match="nope.png: texture file not found"):
-        make_dataset.load_mesh_asset(tmp_path / "bare.obj", texture=tmp_path / "nope.png")
+        builtin.load_mesh_asset(tmp_path / "bare.obj", texture=tmp_path / "nope.png")
     with pytest.raises(SystemExit):
         make_dataset.main(["--mesh", str(obj), "--scene", "csg", "--out", str(tmp_path / "x")])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from apps.view import OrbitController, Renderer, SourceError, Viewer, load_source, main, render_orbit
-from apps.viewer.sources import MeshSource, _raster_module
+from apps.viewer.sources import MeshSource
 from taichi_sdf.cameras.camera import orbit_cameras
 
 SIZE = 48
@@ -151,8 +151,6 @@ def front_camera_ctrl():
 def test_mesh_file(tmp_path, mode):
     import trimesh
 
-    if mode == "raster" and _raster_module() is None:
-        pytest.skip("taichi_sdf.mesh.raster not available")
     path = tmp_path / "ball.ply"
     trimesh.creation.icosphere(subdivisions=3, radius=3.0).apply_translation([5.0, 0.0, 0.0]).export(path)
     r = Renderer(str(path), mesh_mode=mode, grid=32)
@@ -171,7 +169,7 @@ def test_mesh_file(tmp_path, mode):
 def test_idr_checkpoint(tmp_path):
     from apps.idr.config import IDRConfig
     from apps.idr.trainer import IDRTrainer
-    from apps.make_dataset import render_scene_dataset, write_dataset
+    from taichi_sdf.data.builtin import render_scene_dataset, write_dataset
     from taichi_sdf.train.config import load_config
 
     data = tmp_path / "scan"
