@@ -18,8 +18,6 @@ import argparse
 import time
 
 import torch
-from taichi_sdf.kernels.implicit.sphere_trace import basic_trace_kernel
-from taichi_sdf.models.sdf_net import SDFNetwork
 
 import taichi_sdf
 from bench.common import machine, print_table, sync, timeit
@@ -27,6 +25,8 @@ from taichi_sdf.cameras import camera as cameras
 from taichi_sdf.implicit.scenes import make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
 from taichi_sdf.implicit.wavefront import DISTTracer, FieldEvaluator, IDRTracer, sphere_trace_mlp
+from taichi_sdf.kernels.implicit.sphere_trace import basic_trace_kernel
+from taichi_sdf.models.sdf_net import SDFNetwork
 from taichi_sdf.reference.implicit import sphere_trace as fused_twin
 from taichi_sdf.reference.implicit import wavefront as wavefront_twin
 
@@ -158,9 +158,8 @@ def bench_wavefront(size: int, device, quick: bool):
                 with torch.no_grad():
                     ev = FieldEvaluator(timed, 65536, torch.float32)
                     if fn is sphere_trace_mlp:
-                        from taichi_sdf.kernels.implicit.wavefront import wavefront_kernels
-
                         from taichi_sdf.implicit import wavefront as W
+                        from taichi_sdf.kernels.implicit.wavefront import wavefront_kernels
 
                         k = wavefront_kernels("f32")
                         out = W._trace_idr(k, ev, o, d, tracer) if name == "IDR" else W._trace_dist(k, ev, o, d, tracer, img)

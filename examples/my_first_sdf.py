@@ -11,14 +11,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from taichi_sdf.kernels.implicit import sdf_lib as L  # noqa: E402
-
 import taichi_sdf  # noqa: E402
 from taichi_sdf import cameras  # noqa: E402
 from taichi_sdf import viz as shading
 from taichi_sdf.data.image_io import write_image  # noqa: E402
 from taichi_sdf.implicit.fields import TaichiField  # noqa: E402
 from taichi_sdf.implicit.sphere_trace import sphere_trace  # noqa: E402
+from taichi_sdf.kernels.implicit import sdf_lib as L  # noqa: E402
 
 PARAMS = [0.5, 0.12, 0.2]  # torus radii, box half-size (read by `python -m apps.view examples/my_first_sdf.py`)
 BOUND_RADIUS = 1.0

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from taichi_sdf.models.deepsdf import DeepSDFDecoder
 
 from taichi_sdf.core.runtime import set_torch_threads
 from taichi_sdf.data.deepsdf import Instance, load_normalization, load_sdf_samples
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
+from taichi_sdf.models.deepsdf import DeepSDFDecoder
 from taichi_sdf.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from taichi_sdf.train.config import add_config_args, config_to_dict, load_config
 

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from taichi_sdf.models.deepsdf import LatentCodes, build_decoder
 
 from taichi_sdf.core.runtime import set_torch_threads
+from taichi_sdf.models.deepsdf import LatentCodes, build_decoder
 from taichi_sdf.train.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
 from taichi_sdf.train.config import config_to_dict, load_config, parse_config, save_config
 

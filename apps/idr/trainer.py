@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from taichi_sdf.models.idr import build_idr_networks
 
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
@@ -20,6 +19,7 @@ from taichi_sdf.data.multiview import MultiViewDataset
 from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.wavefront import IDRTracer, sphere_trace_mlp
+from taichi_sdf.models.idr import build_idr_networks
 from taichi_sdf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from taichi_sdf.train.config import config_to_dict, save_config
 from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr

@@ -541,9 +541,8 @@ class IDRSource(MLPSource):
 
     @classmethod
     def from_state(cls, state: dict, name: str, tracer: str = "dist") -> IDRSource:
-        from taichi_sdf.models.idr import IDRModelConfig, build_idr_networks
-
         from taichi_sdf.data.multiview.source import MultiViewDataConfig
+        from taichi_sdf.models.idr import IDRModelConfig, build_idr_networks
         from taichi_sdf.train.config import config_from_dict
 
         saved = state["config"]
@@ -634,7 +633,6 @@ class DeepSDFSource(MLPSource):
     @classmethod
     def from_state(cls, state: dict, name: str, tracer: str = "dist", selector: str | None = None) -> DeepSDFSource:
         from taichi_sdf.models.deepsdf import DeepSDFModelConfig, build_decoder
-
         from taichi_sdf.train.config import config_from_dict
 
         saved = state["config"]

@@ -341,8 +341,25 @@ def _parse_override(text: str) -> tuple[list[str], Any, str]:
     return parts, value, raw
 
 
-def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def preset_path(path: str | os.PathLike) -> str:
+    """`path` itself when it exists; else, for a preset named as in the source tree
+    (`configs/idr/cpu.yaml`) or below it (`idr/cpu.yaml`), the copy shipped in `taichi_sdf.configs`,
+    so the apps' default presets resolve from any working folder and in an installed package."""
     path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    import taichi_sdf.configs
+
+    shipped = pathlib.Path(taichi_sdf.configs.__file__).parent
+    rel = pathlib.PurePath(path)
+    if rel.parts and rel.parts[0] == "configs":
+        rel = pathlib.PurePath(*rel.parts[1:])
+    candidate = shipped / rel
+    return str(candidate) if not rel.is_absolute() and candidate.is_file() else path
+
+
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = preset_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path!r}")
     with open(path, encoding="utf-8") as f:

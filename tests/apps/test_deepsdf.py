@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from taichi_sdf.models.deepsdf import DeepSDFDecoder, LatentCodes
 
 from apps.deepsdf.config import DeepSDFConfig, Schedule, specs_to_overrides
 from apps.deepsdf.data import SDFSamples
@@ -17,6 +16,7 @@ from apps.deepsdf.evaluate import evaluate_shape, evaluate_split
 from apps.deepsdf.reconstruct import partial_samples, reconstruct_latent, reconstruct_split
 from apps.deepsdf.train import DeepSDFTrainer, deepsdf_loss
 from taichi_sdf.data.deepsdf import Instance, save_normalization, save_sdf_samples, save_split, save_surface_samples
+from taichi_sdf.models.deepsdf import DeepSDFDecoder, LatentCodes
 from taichi_sdf.train.config import load_config
 
 RADII = {"r30": 0.3, "r50": 0.5, "r70": 0.7}

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from taichi_sdf.models.idr import implicit_network
 
 from apps.idr.config import IDRConfig
 from apps.idr.trainer import IDRTrainer
 from taichi_sdf.data.builtin import render_scene_dataset, write_dataset
+from taichi_sdf.models.idr import implicit_network
 from taichi_sdf.train.config import load_config
 
 TINY = [

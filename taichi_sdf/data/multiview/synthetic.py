@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from taichi_sdf.cameras.camera import fibonacci_cameras
+from taichi_sdf.core.runtime import device
 from taichi_sdf.data.multiview.base import MultiViewDataset
-from taichi_sdf.reference.cameras.rays import image_rays
 
 
 def sphere_dataset(
@@ -16,7 +16,7 @@ def sphere_dataset(
     """A sphere of `radius` at the origin of the normalised frame seen from a Fibonacci sphere of
     cameras; colour = 0.5 + 0.5 * normal, black background. Exact masks (pixel-centre rays)."""
     cams = fibonacci_cameras(n_views, camera_distance, width, height, fov_x_deg)
-    o, d = image_rays(cams.K, cams.T_cam_world, height, width)
+    o, d = (x.cpu() for x in cams.to(device()).image_rays())  # the ray kernel runs where Taichi runs
     b = (o * d).sum(-1)
     disc = b * b - (o * o).sum(-1) + radius**2
     hit = disc > 0
