@@ -9,10 +9,12 @@ from taichi_sdf import _checkout  # noqa: F401  (first: gives a source checkout 
 from taichi_sdf.cameras.camera import Camera, fibonacci_cameras, look_at, orbit_cameras
 from taichi_sdf.core.runtime import device, init, is_initialized, sync
 from taichi_sdf.geometry.mesh_sdf import MeshSDF
-from taichi_sdf.implicit.fields import TaichiField, grid_field
+from taichi_sdf.implicit.fields import TaichiField, field_gradients, field_values, grid_field
+from taichi_sdf.implicit.implicit_diff import TraceResult
+from taichi_sdf.implicit.marchers import DISTMarcher, IDRMarcher, Marcher
 from taichi_sdf.implicit.scenes import make_scene
-from taichi_sdf.implicit.sphere_trace import TraceResult, field_gradients, field_values, sphere_trace
-from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
+from taichi_sdf.implicit.sphere_trace import sphere_trace
+from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, march_field, sphere_trace_mlp
 from taichi_sdf.mesh.raster import RasterSettings, SoftRasterizer, hard_rasterize, soft_rasterize
 from taichi_sdf.mesh.render import MeshRender, MeshRenderer, render_mesh
 from taichi_sdf.mesh.shading import DirectionalLight, Material, face_normals, sh_irradiance, vertex_normals
@@ -27,6 +29,7 @@ __all__ = [
     "render_mesh", "MeshRenderer", "MeshRender", "sample_texture", "DirectionalLight", "Material",
     "vertex_normals", "face_normals", "sh_irradiance",
     "sphere_trace", "field_values", "field_gradients", "TraceResult",
+    "march_field", "Marcher", "IDRMarcher", "DISTMarcher",
     "sphere_trace_mlp", "IDRTracer", "DISTTracer",
     "__version__",
 ]  # fmt: skip

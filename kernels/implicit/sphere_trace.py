@@ -4,7 +4,7 @@ A field is a `@ti.func sdf(p, params) -> scalar` where `p` is a `ti.Vector` of 3
 ndarray (any number of dims) of the field's parameters. The marching kernel is forward-only (never
 differentiated: Taichi 1.7 gets gradients through dynamic loops wrong); gradients come from the
 loop-free `field_values` / `field_gradients` kernels evaluated at the found points (implicit
-differentiation, done in `taichi_sdf.implicit.sphere_trace`).
+differentiation, done in `taichi_sdf.implicit.implicit_diff`).
 """
 
 import functools
@@ -224,8 +224,8 @@ def surface_kernel(sdf, dtype: str, params_ndim: int):
             if hit[r] != 0:
                 x = o + tr * d
                 cos = grad(x, params, h).dot(d)
-                if ti.abs(cos) < min_cos:
-                    cos = -min_cos
+                if ti.abs(cos) < min_cos:  # grazing: keep the sign (as `implicit_diff.clamp_cos`)
+                    cos = ti.select(cos > 0.0, min_cos, -min_cos)
                 tr -= sdf(x, params) / cos
                 t[r] = tr
             x = o + tr * d
@@ -302,7 +302,7 @@ def surface_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = PA
                 x, y, z = ox + tv * dx, oy + tv * dy, oz + tv * dz
                 gx, gy, gz = grad(x, y, z, params, h)
                 cos = gx * dx + gy * dy + gz * dz
-                cos = ti.select(ti.abs(cos) < min_cos, -min_cos, cos)
+                cos = ti.select(ti.abs(cos) < min_cos, ti.select(cos > 0.0, min_cos, -min_cos), cos)
                 tv = ti.select(hv > 0, tv - sdf_xyz(x, y, z, params) / cos, tv)
             x, y, z = ox + tv * dx, oy + tv * dy, oz + tv * dz
             gx, gy, gz = grad(x, y, z, params, h)

@@ -11,15 +11,25 @@ This is the prototyping path: write
 
 and get depth, normals, masks and gradients w.r.t. `field.params` and the rays. `params` can have
 any shape (a dense voxel grid is a `[X, Y, Z]` params tensor). Give `twin` (a torch function
-`(points [N, 3], params) -> [N]`) to compare with the pure-torch reference tracer.
+`(points [N, 3], params) -> [N]`) to compare with the pure-torch reference tracer (the built-in
+scenes' twins are looked up by name in `taichi_sdf.reference.implicit.scenes`).
+
+`field_values` / `field_gradients` are the loop-free, differentiable evaluations of a field that the
+fused tracer (`taichi_sdf.implicit.sphere_trace`) builds its gradients from.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.core.validation import FLOAT_DTYPES, check_finite, check_tensor
+from taichi_sdf.kernels.implicit.sphere_trace import field_gradient_kernel, field_value_kernel
 
 
 @dataclass
@@ -58,23 +68,49 @@ class TaichiField:
 
     def values(self, points: torch.Tensor) -> torch.Tensor:
         """Differentiable SDF values `[N]` at `points [N, 3]` (Taichi kernel)."""
-        from taichi_sdf.implicit.sphere_trace import field_values
-
         return field_values(self, points)
 
 
-def _grid_twin(lo, hi):
-    def twin(points, params):
-        from taichi_sdf.reference.implicit.grid import grid_sample
+@functools.cache
+def _field_ops(sdf: Callable, dtype: str, ndim: int) -> tuple[KernelOp, KernelOp]:
+    return (
+        KernelOp("field_values", field_value_kernel(sdf, dtype, ndim),
+                 lambda p, params: (p.new_empty(p.shape[0]),), input_names=("points", "params")),
+        KernelOp("field_gradients", field_gradient_kernel(sdf, dtype, ndim),
+                 lambda p, params: (torch.empty_like(p),), input_names=("points", "params")),
+    )  # fmt: skip
 
-        return grid_sample(params, points, lo, hi)
 
-    return twin
+def check_field(field: TaichiField) -> None:
+    """Raise `TypeError`/`ValueError` unless `field` is a `TaichiField` with finite float params."""
+    if not isinstance(field, TaichiField):
+        raise TypeError(f"field: expected a TaichiField, got {type(field).__name__}")
+    check_tensor("field.params", field.params, dtype=FLOAT_DTYPES)
+    check_finite("field.params", field.params)
+
+
+def field_values(field: TaichiField, points: torch.Tensor) -> torch.Tensor:
+    """SDF values `[N]` at `points [N, 3]`, differentiable w.r.t. points and `field.params`."""
+    check_field(field)
+    check_tensor("points", points, shape=(None, 3), dtype=field.params.dtype)
+    return _field_ops(field.sdf, dtype_name(field.params.dtype), field.params.dim())[0](points, field.params)
+
+
+def field_gradients(field: TaichiField, points: torch.Tensor, h: float | None = None) -> torch.Tensor:
+    """SDF gradients `[N, 3]` at `points [N, 3]` by central differences with step `h` (default 1e-4
+    in float32, 1e-6 in float64), differentiable w.r.t. points and `field.params`."""
+    check_field(field)
+    check_tensor("points", points, shape=(None, 3), dtype=field.params.dtype)
+    if h is None:
+        h = 1e-4 if field.params.dtype == torch.float32 else 1e-6
+    op = _field_ops(field.sdf, dtype_name(field.params.dtype), field.params.dim())[1]
+    return op(points, field.params, scalars=(float(h),))
 
 
 def grid_field(values: torch.Tensor, bound_min=-1.0, bound_max=1.0, name: str = "grid") -> TaichiField:
     """A dense voxel-grid SDF `values [X, Y, Z]` (nodes spanning the box, trilinear in between) as a
-    `TaichiField`; `values` may require grad (optimise the grid through the renderer)."""
+    `TaichiField`; `values` may require grad (optimise the grid through the renderer). Its twin is
+    `taichi_sdf.reference.implicit.grid.grid_sample(values, points, bound_min, bound_max)`."""
     from taichi_sdf.implicit.grid import _bound
     from taichi_sdf.kernels.implicit.grid import grid_sdf
 
@@ -82,4 +118,4 @@ def grid_field(values: torch.Tensor, bound_min=-1.0, bound_max=1.0, name: str = 
     if values.dim() != 3 or min(values.shape) < 2:
         raise ValueError(f"values: expected shape [X, Y, Z] with every side >= 2, got {list(values.shape)}")
     radius = max(max(abs(a), abs(b)) for a, b in zip(lo, hi)) * 3**0.5
-    return TaichiField(grid_sdf(lo, hi), values, radius, _grid_twin(lo, hi), name)
+    return TaichiField(grid_sdf(lo, hi), values, radius, None, name)

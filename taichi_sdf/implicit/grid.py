@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 
 from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.core.dtypes import dtype_name
 from taichi_sdf.core.validation import FLOAT_DTYPES, check_tensor
 from taichi_sdf.kernels.implicit.grid import grid_sample_kernels
 
-_DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64"}
 _ops: dict[tuple, KernelOp] = {}
 
 
@@ -63,4 +63,4 @@ def grid_sample(
     lo, hi = _bound("bound_min", bound_min), _bound("bound_max", bound_max)
     if any(h <= l for l, h in zip(lo, hi)):
         raise ValueError(f"bound_max: expected > bound_min on every axis, got {hi} vs {lo}")
-    return grid_sample_op(_DTYPE_NAMES[grid.dtype])(grid, points, scalars=lo + hi)
+    return grid_sample_op(dtype_name(grid.dtype))(grid, points, scalars=lo + hi)

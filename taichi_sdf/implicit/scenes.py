@@ -1,5 +1,6 @@
-"""Built-in scenes: `make_scene(name)` returns a `TaichiField` (Taichi SDF + torch twin) that needs
-no files. Each lies inside the unit sphere."""
+"""Built-in scenes: `make_scene(name)` returns a `TaichiField` that needs no files. Each lies inside
+the unit sphere. Their torch twins are `taichi_sdf.reference.implicit.scenes.<name>` (the library
+never imports the reference; tests look the twin up by `field.name`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch
 from taichi_sdf.core import runtime
 from taichi_sdf.implicit.fields import TaichiField
 from taichi_sdf.kernels.implicit import scenes as ti_scenes
-from taichi_sdf.reference.implicit import scenes as twins
 
 # name -> (default params, bound radius, description)
 SCENES: dict[str, tuple[tuple[float, ...], float, str]] = {
@@ -28,4 +28,4 @@ def make_scene(name: str, params=None, dtype: torch.dtype = torch.float32, devic
     p = torch.tensor(default if params is None else params, dtype=dtype, device=device)
     if p.shape != (len(default),):
         raise ValueError(f"params: scene {name!r} expects {len(default)} parameters, got shape {list(p.shape)}")
-    return TaichiField(getattr(ti_scenes, name), p, radius, getattr(twins, name), name, getattr(ti_scenes, name + "_xyz"))
+    return TaichiField(getattr(ti_scenes, name), p, radius, None, name, getattr(ti_scenes, name + "_xyz"))

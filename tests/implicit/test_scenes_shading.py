@@ -5,8 +5,10 @@ import torch
 
 from taichi_sdf import viz as shading
 from taichi_sdf.cameras import camera as C
+from taichi_sdf.implicit.fields import field_values
 from taichi_sdf.implicit.scenes import SCENES, make_scene
-from taichi_sdf.implicit.sphere_trace import field_values, sphere_trace
+from taichi_sdf.implicit.sphere_trace import sphere_trace
+from taichi_sdf.reference.implicit import scenes as scene_twins
 from taichi_sdf.reference.implicit import sphere_trace as twin
 
 
@@ -14,12 +16,12 @@ from taichi_sdf.reference.implicit import sphere_trace as twin
 def test_scene_matches_twin(device, name):
     field = make_scene(name, dtype=torch.float64, device=device)
     pts = (torch.rand(500, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
-    torch.testing.assert_close(field_values(field, pts), field.twin(pts, field.params), atol=1e-12, rtol=0)
+    torch.testing.assert_close(field_values(field, pts), scene_twins.twin(name)(pts, field.params), atol=1e-12, rtol=0)
     cam = C.look_at(torch.tensor([[1.5, 1.0, 2.0]]), width=32, height=32).to(device, torch.float32)
     o, d = (x.reshape(-1, 3).contiguous() for x in cam.image_rays())
     f32 = make_scene(name, device=device)
     r = sphere_trace(f32, o, d)
-    rt = twin.sphere_trace(f32.twin, f32.params, o, d)
+    rt = twin.sphere_trace(scene_twins.twin(f32.name), f32.params, o, d)
     assert r.hit.float().mean() > 0.05
     assert (r.hit == rt.hit).float().mean() >= 0.995
     both = r.hit & rt.hit

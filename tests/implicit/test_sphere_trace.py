@@ -10,6 +10,7 @@ from taichi_sdf.cameras.pose import PoseRefinement
 from taichi_sdf.implicit.fields import TaichiField, grid_field
 from taichi_sdf.implicit.sphere_trace import field_gradients, field_values, sphere_trace
 from taichi_sdf.reference.implicit import sphere_trace as twin
+from tests.helpers import assert_matches_twin
 
 
 @ti.func
@@ -202,10 +203,46 @@ def test_min_sdf_gradient_for_silhouettes(device):
     r = sphere_trace(TaichiField(ti_sphere, p), o, d)
     (g,) = torch.autograd.grad(r.min_sdf[miss].sum(), p)
     torch.testing.assert_close(g[3], torch.tensor(-float(miss.sum()), dtype=torch.float64, device=device), rtol=1e-6, atol=0)
+    # Every component, the centre included, with per-ray weights: at the (fixed) min-SDF point x of a
+    # miss, d f / d c = -(x - c) / |x - c| and d f / d r = -1; w.r.t. the origins, +(x - c) / |x - c|.
+    og = o.clone().requires_grad_()
+    r = sphere_trace(TaichiField(ti_sphere, p), og, d)
+    w = torch.linspace(0.5, 1.5, int(miss.sum()), dtype=torch.float64, device=device)
+    gp, go = torch.autograd.grad((r.min_sdf[miss] * w).sum(), (p, og))
+    x = (o + r.t_min_sdf[:, None] * d)[miss]
+    u = x / x.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(gp, torch.cat([-(u * w[:, None]).sum(0), -w.sum()[None]]), atol=1e-12, rtol=1e-10)
+    go_expected = torch.zeros_like(o)
+    go_expected[miss] = u * w[:, None]
+    torch.testing.assert_close(go, go_expected, atol=1e-12, rtol=1e-10)
     dist = torch.linalg.cross(o, d).norm(dim=-1)
     # The marching loop samples the ray: its minimum is >= the true one, and close to it.
     gap = r.min_sdf[miss].detach() - (dist - 0.4)[miss]
     assert gap.min() > -1e-9 and gap.max() < 0.05
+
+
+def test_field_gradients_match_central_differences_of_the_twin(device):
+    """`field_gradients` (Taichi central differences) against central differences of the scene's torch
+    twin, values and VJPs w.r.t. points and params (float64)."""
+    from taichi_sdf.implicit.scenes import make_scene
+    from taichi_sdf.reference.implicit import scenes as scene_twins
+
+    field = make_scene("blobs", dtype=torch.float64, device=device)
+    sdf_twin = scene_twins.twin(field.name)
+    h = 1e-4
+
+    def twin_gradients(x, params):
+        e = torch.eye(3, dtype=x.dtype, device=x.device) * h
+        return torch.stack([(sdf_twin(x + e[a], params) - sdf_twin(x - e[a], params)) / (2 * h) for a in range(3)], -1)
+
+    pts = (torch.rand(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8).to(device)
+    params = field.params.clone().requires_grad_()
+    assert_matches_twin(lambda x, p: field_gradients(field.with_params(p), x, h=h), twin_gradients,
+                        (pts.requires_grad_(), params), atol=1e-9)  # fmt: skip
+    # and they are the gradient up to O(h) (the smooth unions are C1 only): autograd of the twin
+    x = pts.detach().requires_grad_()
+    (exact,) = torch.autograd.grad(sdf_twin(x, field.params).sum(), x)
+    torch.testing.assert_close(field_gradients(field, pts.detach(), h=h), exact, atol=1e-5, rtol=0)
 
 
 def test_field_ops_gradcheck(device):

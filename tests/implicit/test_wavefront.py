@@ -7,10 +7,12 @@ import torch
 from taichi_sdf.models.sdf_net import SDFNetwork
 
 from taichi_sdf.cameras import camera as C
-from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
+from taichi_sdf.implicit.marchers import DISTMarcher, IDRMarcher
+from taichi_sdf.implicit.wavefront import march_field
+from taichi_sdf.reference.implicit import scenes as scene_twins
 from taichi_sdf.reference.implicit import wavefront as twin
 
-TRACERS = [IDRTracer(), DISTTracer()]
+TRACERS = [IDRMarcher(), DISTMarcher()]
 IDS = ["idr", "dist"]
 
 
@@ -48,7 +50,7 @@ def small_mlp(dtype, device, d_latent=0, seed=0):
 def test_sphere_depth_matches_closed_form(device, tracer, dtype):
     _, o, d = rays(dtype, device)
     R = 0.5
-    r = sphere_trace_mlp(lambda x: x.norm(dim=-1) - R, o, d, tracer=tracer, image_shape=(1, 20, 20))
+    r = march_field(lambda x: x.norm(dim=-1) - R, o, d, marcher=tracer, image_shape=(1, 20, 20))
     b = (o * d).sum(-1)
     disc = b * b - (o * o).sum(-1) + R * R
     t = -b - disc.clamp_min(0).sqrt()
@@ -63,8 +65,8 @@ def test_mlp_matches_twin(device, tracer):
     _, o, d = rays(torch.float32, device, size=32)
     net = small_mlp(torch.float32, device)
     fn = net.sdf
-    r = sphere_trace_mlp(fn, o, d, tracer=tracer, image_shape=(1, 32, 32))
-    rt = twin.sphere_trace_mlp(fn, o, d, tracer=tracer, image_shape=(1, 32, 32))
+    r = march_field(fn, o, d, marcher=tracer, image_shape=(1, 32, 32))
+    rt = twin.march_field(fn, o, d, marcher=tracer, image_shape=(1, 32, 32))
     assert r.hit.float().mean() > 0.1
     assert (r.hit == rt.hit).float().mean() >= 0.995
     both = r.hit & rt.hit
@@ -91,7 +93,7 @@ def _rel_err(a, b):
 # Finite differences of a re-traced depth are only as good as the depth itself: converge tightly so
 # that the FD reference is accurate (with IDR's eps = 5e-5 and Softplus(100) curvature, the Newton-
 # refined depth still jitters by ~1e-7 between nearby parameters, which swamps a 1e-6 FD step).
-TIGHT = [IDRTracer(eps=1e-10, sphere_tracing_iters=200, n_secant_steps=60), DISTTracer(eps=1e-12)]
+TIGHT = [IDRMarcher(eps=1e-10, sphere_tracing_iters=200, n_secant_steps=60), DISTMarcher(eps=1e-12)]
 
 
 @pytest.mark.parametrize("tracer", TIGHT, ids=IDS)
@@ -109,13 +111,13 @@ def test_gradient_wrt_mlp_weights_matches_fd(device, tracer):
 
         return sdf
 
-    ref = sphere_trace_mlp(net.sdf, o, d, tracer=tracer)
+    ref = march_field(net.sdf, o, d, marcher=tracer)
     mask = ref.hit.clone()
     assert mask.sum() > 10
     w = torch.linspace(0.5, 1.5, int(mask.sum()), dtype=torch.float64, device=device)
 
     def loss(rows):
-        return (sphere_trace_mlp(sdf_with(rows), o, d, tracer=tracer).t[mask] * w).sum()
+        return (march_field(sdf_with(rows), o, d, marcher=tracer).t[mask] * w).sum()
 
     x = base[:2].clone().requires_grad_()
     (g,) = torch.autograd.grad(loss(x), x)
@@ -128,13 +130,13 @@ def test_gradient_wrt_latent_code_matches_fd(device, tracer):
     _, o, d = rays(torch.float64, device, size=10)
     net = small_mlp(torch.float64, device, d_latent=4)
     z0 = torch.tensor([0.1, -0.2, 0.05, 0.3], dtype=torch.float64, device=device)
-    ref = sphere_trace_mlp(lambda x: net.sdf(x, z0), o, d, tracer=tracer)
+    ref = march_field(lambda x: net.sdf(x, z0), o, d, marcher=tracer)
     mask = ref.hit.clone()
     assert mask.sum() > 10
     w = torch.linspace(0.5, 1.5, int(mask.sum()), dtype=torch.float64, device=device)
 
     def loss(z):
-        r = sphere_trace_mlp(lambda x: net.sdf(x, z), o, d, tracer=tracer)
+        r = march_field(lambda x: net.sdf(x, z), o, d, marcher=tracer)
         return (r.t[mask] * w).sum() + (r.normals[mask][:, 2] * w).sum()
 
     z = z0.clone().requires_grad_()
@@ -148,7 +150,7 @@ def test_gradient_wrt_camera_pose_matches_fd(device):
 
     cam, o, d = rays(torch.float64, device, size=10)
     net = small_mlp(torch.float64, device)
-    ref = sphere_trace_mlp(net.sdf, o, d, tracer=TIGHT[0])
+    ref = march_field(net.sdf, o, d, marcher=TIGHT[0])
     mask = ref.hit.clone()
     w = torch.linspace(0.5, 1.5, int(mask.sum()), dtype=torch.float64, device=device)
 
@@ -156,7 +158,7 @@ def test_gradient_wrt_camera_pose_matches_fd(device):
         D = torch.cat([torch.cat([axis_angle_to_matrix(pose6[:3]), pose6[3:, None]], 1),
                        torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64, device=device)], 0)  # fmt: skip
         oo, dd = C.Camera(cam.K, (D @ cam.T_cam_world[0])[None], cam.width, cam.height).image_rays()
-        r = sphere_trace_mlp(net.sdf, oo.reshape(-1, 3), dd.reshape(-1, 3), tracer=TIGHT[0])
+        r = march_field(net.sdf, oo.reshape(-1, 3), dd.reshape(-1, 3), marcher=TIGHT[0])
         return (r.t[mask] * w).sum()
 
     x = torch.tensor([0.01, -0.02, 0.015, 0.02, -0.01, 0.03], dtype=torch.float64, device=device)
@@ -168,8 +170,8 @@ def test_gradient_wrt_camera_pose_matches_fd(device):
 def test_normals_carry_second_order_gradients(device):
     _, o, d = rays(torch.float32, device)
     net = small_mlp(torch.float32, device)
-    r = sphere_trace_mlp(net.sdf, o, d)
-    rt = twin.sphere_trace_mlp(net.sdf, o, d)
+    r = march_field(net.sdf, o, d)
+    rt = twin.march_field(net.sdf, o, d, marcher=IDRMarcher())
     both = r.hit & rt.hit
     # A normal loss (e.g. DIST's normal term) must train the weights through second derivatives.
     target = torch.tensor([0.0, 0.0, 1.0], device=device)
@@ -181,7 +183,7 @@ def test_normals_carry_second_order_gradients(device):
 
 def test_min_sdf_points_for_misses(device):
     _, o, d = rays(torch.float64, device)
-    r = sphere_trace_mlp(lambda x: x.norm(dim=-1) - 0.3, o, d, tracer=IDRTracer(min_sdf_samples=100))
+    r = march_field(lambda x: x.norm(dim=-1) - 0.3, o, d, marcher=IDRMarcher(min_sdf_samples=100))
     miss = ~r.hit
     true_min = torch.linalg.cross(o, d).norm(dim=-1) - 0.3
     gap = (r.min_sdf.detach() - true_min)[miss]
@@ -191,8 +193,8 @@ def test_min_sdf_points_for_misses(device):
 def test_chunking_does_not_change_results(device):
     _, o, d = rays(torch.float32, device)
     net = small_mlp(torch.float32, device)
-    a = sphere_trace_mlp(net.sdf, o, d, chunk_size=37)
-    b = sphere_trace_mlp(net.sdf, o, d)
+    a = march_field(net.sdf, o, d, chunk_size=37)
+    b = march_field(net.sdf, o, d)
     assert torch.equal(a.hit, b.hit)
     torch.testing.assert_close(a.t, b.t, atol=1e-6, rtol=0)
 
@@ -200,8 +202,8 @@ def test_chunking_does_not_change_results(device):
 def test_dist_pyramid_agrees_with_plain_marching(device):
     _, o, d = rays(torch.float32, device, size=32)
     net = small_mlp(torch.float32, device)
-    a = sphere_trace_mlp(net.sdf, o, d, tracer=DISTTracer(), image_shape=(1, 32, 32))
-    b = sphere_trace_mlp(net.sdf, o, d, tracer=DISTTracer())
+    a = march_field(net.sdf, o, d, marcher=DISTMarcher(), image_shape=(1, 32, 32))
+    b = march_field(net.sdf, o, d, marcher=DISTMarcher())
     assert (a.hit == b.hit).float().mean() >= 0.99
     both = a.hit & b.hit
     # Upsampled coarse depths can skip past a thin part (DIST's trade-off): nearly all rays agree.
@@ -217,27 +219,27 @@ def test_misses_inside_and_empty(device, tracer):
     fn = lambda x: x.norm(dim=-1) - 0.3  # noqa: E731
     o = torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, 0.8], [0.0, 0.0, 0.8]], device=device)
     d = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0]], device=device)
-    r = sphere_trace_mlp(fn, o, d, tracer=tracer)
+    r = march_field(fn, o, d, marcher=tracer)
     assert r.hit.tolist() == [False, True, False]
     assert abs(float(r.t[1]) - 0.5) < 1e-4
     for x in (r.t, r.points, r.normals, r.min_sdf):
         assert torch.isfinite(x).all()
-    e = sphere_trace_mlp(fn, torch.zeros(0, 3, device=device), torch.zeros(0, 3, device=device), tracer=tracer)
+    e = march_field(fn, torch.zeros(0, 3, device=device), torch.zeros(0, 3, device=device), marcher=tracer)
     assert e.hit.shape == (0,) and e.points.shape == (0, 3)
 
 
 def test_bad_callables_raise(device):
     _, o, d = rays(torch.float32, device, size=4)
     with pytest.raises(ValueError, match="fn: returned .* non-finite"):
-        sphere_trace_mlp(lambda x: x.norm(dim=-1) * float("nan"), o, d)
+        march_field(lambda x: x.norm(dim=-1) * float("nan"), o, d)
     with pytest.raises(ValueError, match=r"fn: expected output \[M\] or \[M, 1 \+ F\]"):
-        sphere_trace_mlp(lambda x: x[:1, 0], o, d)
+        march_field(lambda x: x[:1, 0], o, d)
     with pytest.raises(TypeError, match="fn: expected a callable"):
-        sphere_trace_mlp(3.0, o, d)
+        march_field(3.0, o, d)
     with pytest.raises(ValueError, match="image_shape"):
-        sphere_trace_mlp(lambda x: x.norm(dim=-1) - 0.3, o, d, image_shape=(1, 3, 3))
+        march_field(lambda x: x.norm(dim=-1) - 0.3, o, d, image_shape=(1, 3, 3))
     with pytest.raises(ValueError, match="directions: expected shape"):
-        sphere_trace_mlp(lambda x: x.norm(dim=-1) - 0.3, o, d[:3].contiguous())
+        march_field(lambda x: x.norm(dim=-1) - 0.3, o, d[:3].contiguous())
 
 
 @pytest.mark.parametrize("tracer", TRACERS, ids=IDS)
@@ -251,11 +253,146 @@ def test_wavefront_agrees_with_fused_tracer_on_csg(device, tracer):
     _, o, d = rays(torch.float32, device, size=48, eye=(1.2, 0.9, 2.0))
     with torch.no_grad():
         fused = sphere_trace(field, o, d)
-    wave = sphere_trace_mlp(lambda x: field.twin(x, field.params), o, d, tracer=tracer, image_shape=(1, 48, 48))
+    wave = march_field(lambda x: scene_twins.twin(field.name)(x, field.params), o, d, marcher=tracer, image_shape=(1, 48, 48))
     assert fused.hit.float().mean() > 0.1
     assert (fused.hit == wave.hit).float().mean() >= 0.995
     both = fused.hit & wave.hit
     # DIST's over-relaxed steps from upsampled coarse depths can land on a farther surface behind a
     # thin part (its published trade-off): allow 2% of its hits there.
     same_depth = ((fused.t - wave.t.detach())[both].abs() < 1e-3).float().mean()
-    assert same_depth >= (0.995 if isinstance(tracer, IDRTracer) else 0.98)
+    assert same_depth >= (0.995 if isinstance(tracer, IDRMarcher) else 0.98)
+
+
+# -- gradients at the settings used in training -------------------------------------------------------
+
+
+def _first_layer_rows_loss(net, o, d, mask, base):
+    """loss(rows, marcher, polish_steps): weighted depths of the `mask` rays with the net's first two
+    first-layer weight rows replaced by `rows`."""
+    w = torch.linspace(0.5, 1.5, int(mask.sum()), dtype=torch.float64, device=o.device)
+
+    def sdf_with(rows):
+        def sdf(x):
+            h = torch.nn.functional.linear(x, torch.cat([rows, base[2:]]), net.layers[0].bias)
+            for lin in net.layers[1:]:
+                h = lin(net.act(h))
+            return x.norm(dim=-1) - 0.5 + net.bump(h[:, 0])
+
+        return sdf
+
+    def loss(rows, marcher, polish_steps=1, image_shape=None):
+        r = march_field(sdf_with(rows), o, d, marcher=marcher, polish_steps=polish_steps, image_shape=image_shape)
+        return (r.t[mask] * w).sum()
+
+    return loss
+
+
+def test_idr_training_settings_gradients_match_fd_and_need_the_polish(device):
+    """IDR's default marcher (eps = 5e-5, as in training) with the Newton polish gives the gradient of
+    the true intersection distance; without the polish it is measurably worse. The FD reference
+    differentiates a tightly converged trace (the default one jitters by more than a 1e-6 FD step
+    can resolve). Measured (CPU, f64): rel. error 1e-7 with the polish, 9e-5 without."""
+    _, o, d = rays(torch.float64, device, size=10)
+    net = small_mlp(torch.float64, device)
+    base = net.layers[0].weight.detach().clone()
+    default = IDRMarcher()
+    assert default.eps == 5e-5
+    mask = march_field(net.sdf, o, d, marcher=TIGHT[0]).hit & march_field(net.sdf, o, d, marcher=default).hit
+    assert mask.sum() > 10
+    loss = _first_layer_rows_loss(net, o, d, mask, base)
+    fd = _fd(lambda rows: loss(rows, TIGHT[0]), base[:2])
+    errs = {}
+    for polish in (1, 0):
+        x = base[:2].clone().requires_grad_()
+        (g,) = torch.autograd.grad(loss(x, default, polish), x)
+        errs[polish] = _rel_err(g, fd)
+    assert errs[1] < 1e-3
+    assert errs[0] > 10 * errs[1], errs
+
+
+def _pose_delta(pose6):
+    from taichi_sdf.cameras.pose import axis_angle_to_matrix
+
+    R = axis_angle_to_matrix(pose6[:3])
+    bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=pose6.dtype, device=pose6.device)
+    return torch.cat([torch.cat([R, pose6[3:, None]], 1), bottom], 0)
+
+
+@pytest.mark.parametrize("pyramid", [False, True], ids=["plain", "pyramid"])
+def test_dist_gradient_wrt_camera_pose_matches_fd(device, pyramid):
+    """DIST w.r.t. a camera pose (depths and normals), with and without the image pyramid."""
+    size = 12
+    cam, o, d = rays(torch.float64, device, size=size)
+    net = small_mlp(torch.float64, device)
+    shape = (1, size, size) if pyramid else None
+    marcher = TIGHT[1]
+
+    def trace(pose6):
+        T = (_pose_delta(pose6) @ cam.T_cam_world[0])[None]
+        oo, dd = C.Camera(cam.K, T, cam.width, cam.height).image_rays()
+        return march_field(net.sdf, oo.reshape(-1, 3), dd.reshape(-1, 3), marcher=marcher, image_shape=shape)
+
+    x = torch.tensor([0.01, -0.02, 0.015, 0.02, -0.01, 0.03], dtype=torch.float64, device=device)
+    mask = trace(x).hit.clone()  # the hits at the pose differentiated (FD steps do not cross a silhouette)
+    assert mask.sum() > 10
+    w = torch.linspace(0.5, 1.5, int(mask.sum()), dtype=torch.float64, device=device)
+
+    def loss(pose6):
+        r = trace(pose6)
+        return (r.t[mask] * w).sum() + (r.normals[mask][:, 1] * w).sum()
+
+    xg = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(loss(xg), xg)
+    assert g.abs().max() > 1e-3
+    assert _rel_err(g, _fd(loss, x)) < 1e-3
+
+
+def test_dist_pyramid_gradient_wrt_weights_matches_fd(device):
+    size = 12
+    _, o, d = rays(torch.float64, device, size=size)
+    net = small_mlp(torch.float64, device)
+    base = net.layers[0].weight.detach().clone()
+    shape = (1, size, size)
+    mask = march_field(net.sdf, o, d, marcher=TIGHT[1], image_shape=shape).hit.clone()
+    assert mask.sum() > 10
+    rows_loss = _first_layer_rows_loss(net, o, d, mask, base)
+
+    def loss(rows):
+        return rows_loss(rows, TIGHT[1], image_shape=shape)
+
+    x = base[:2].clone().requires_grad_()
+    (g,) = torch.autograd.grad(loss(x), x)
+    assert g.abs().max() > 1e-3
+    assert _rel_err(g, _fd(loss, base[:2])) < 1e-3
+
+
+def test_min_sdf_gradients_of_misses(device):
+    """IDR's mask loss: d min_sdf / d (centre, radius) of a sphere field for the missing rays is
+    -(x - c)/|x - c| and -1 at the reported min-SDF point x (the point is held fixed), and the
+    gradient w.r.t. the ray origins is the spatial gradient there."""
+    _, o, d = rays(torch.float64, device)
+    p = torch.tensor([0.05, -0.03, 0.02, 0.3], dtype=torch.float64, device=device, requires_grad=True)
+    og = o.clone().requires_grad_()
+    r = march_field(lambda x: (x - p[:3]).norm(dim=-1) - p[3], og, d, marcher=IDRMarcher(min_sdf_samples=100))
+    miss = ~r.hit
+    assert miss.sum() > 20
+    cot = torch.linspace(0.5, 1.5, int(miss.sum()), dtype=torch.float64, device=device)
+    gp, go = torch.autograd.grad((r.min_sdf[miss] * cot).sum(), (p, og))
+    x = (o + r.t_min_sdf[:, None] * d)[miss]
+    u = (x - p[:3].detach()) / (x - p[:3].detach()).norm(dim=-1, keepdim=True)
+    expected = torch.cat([-(u * cot[:, None]).sum(0), -cot.sum()[None]])
+    torch.testing.assert_close(gp, expected, atol=1e-10, rtol=1e-10)
+    expected_o = torch.zeros_like(o)
+    expected_o[miss] = u * cot[:, None]
+    torch.testing.assert_close(go, expected_o, atol=1e-10, rtol=1e-10)
+
+
+def test_old_names_are_aliases():
+    from taichi_sdf.implicit import wavefront as W
+
+    assert W.IDRTracer is IDRMarcher and W.DISTTracer is DISTMarcher
+    o = torch.tensor([[0.0, 0.0, 2.0]])
+    dd = torch.tensor([[0.0, 0.0, -1.0]])
+    r = W.sphere_trace_mlp(lambda x: x.norm(dim=-1) - 0.5, o, dd, tracer=W.DISTTracer())
+    assert bool(r.hit[0]) and abs(float(r.t[0]) - 1.5) < 1e-4
+    assert r.marching_evals > 0 and r.num_evals > r.marching_evals

@@ -31,3 +31,11 @@ def blobs(p: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     ball = L.sd_sphere(L.translate(p, [0.0, 0.25, 0.0]), params[2])
     stick = L.sd_capsule(p, [-0.25, -0.375, 0.125], [0.375, 0.0, -0.125], params[4])
     return L.op_smooth_union(L.op_smooth_union(torus, ball, params[3]), stick, params[3])
+
+
+TWINS = {"sphere": sphere, "csg": csg, "sphere_box": sphere_box, "blobs": blobs}
+
+
+def twin(name: str):
+    """The twin `(points [N, 3], params) -> [N]` of the built-in scene `name` (`field.name`)."""
+    return TWINS[name]

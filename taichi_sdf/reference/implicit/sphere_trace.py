@@ -1,5 +1,6 @@
 """Torch twin of the fused tracer `taichi_sdf.implicit.sphere_trace.sphere_trace` (dense: every ray is
-evaluated at every step until all are done; results identical)."""
+evaluated at every step until all are done; results identical). A leaf: torch and the twins' own
+implicit step only."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from taichi_sdf.implicit.sphere_trace import TraceResult, implicit_surface
-from taichi_sdf.implicit.wavefront import differentiable_field
+from taichi_sdf.reference.implicit.implicit_step import Trace, trace_outputs
 
 
 def sphere_bounds(o: torch.Tensor, d: torch.Tensor, radius: float):
@@ -33,8 +33,8 @@ def sphere_trace(
     max_steps: int = 128,
     eps: float | None = None,
     step_scale: float = 1.0,
-) -> TraceResult:
-    """Twin of `sphere_trace(TaichiField(sdf_func, params, bound_radius, twin=sdf), ...)`, with
+) -> Trace:
+    """Twin of `sphere_trace(TaichiField(sdf_func, params, bound_radius), ...)`, with
     `sdf(points [N, 3], params) -> [N]` a torch function."""
     if eps is None:
         eps = 1e-5 if params.dtype == torch.float32 else 1e-7
@@ -62,8 +62,5 @@ def sphere_trace(
             t = torch.where(active, t + step_scale * f, t)
             active &= (t <= t_far) & (t >= 0)
         t0 = torch.where(hit, t, best_t)
-    values_fn, gradients_fn = differentiable_field(lambda x: sdf(x, params))
-    result = implicit_surface(values_fn, gradients_fn, origins, directions, hit, t0, best_t)
-    result.steps = steps
-    result.num_evals += int(steps.sum())
-    return result
+    return trace_outputs(lambda x: sdf(x, params), origins, directions, hit, t0, best_t, steps=steps,
+                         marching_evals=int(steps.sum()))  # fmt: skip

@@ -1,7 +1,11 @@
-"""Torch twins of the wavefront tracers (`taichi_sdf.implicit.wavefront`): the same IDR and DIST algorithms
-written with dense masks, as a readable reference. Marching evaluates the field on every ray inside
-the bounding sphere at every iteration (finished rays are frozen with `torch.where`); only the
-sampler and secant phases evaluate the subset that needs them."""
+"""Torch twins of the marchers of torch-callable fields (`taichi_sdf.implicit.wavefront.march_field`
+with `IDRMarcher` / `DISTMarcher`): the same algorithms written with dense masks, as a readable
+reference. Marching evaluates the field on every ray inside the bounding sphere at every iteration
+(finished rays are frozen with `torch.where`); only the sampler and secant phases evaluate the subset
+that needs them.
+
+A leaf: torch and the twins' own implicit step only. The marcher object passed in is read for its
+options (attributes) and its `name`, which picks the twin algorithm (`MARCHERS`)."""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ from collections.abc import Callable
 
 import torch
 
-from taichi_sdf.implicit.sphere_trace import TraceResult, implicit_surface
-from taichi_sdf.implicit.wavefront import DISTTracer, FieldEvaluator, IDRTracer, differentiable_field
+from taichi_sdf.reference.implicit.implicit_step import Trace, trace_outputs
 from taichi_sdf.reference.implicit.sphere_trace import sphere_bounds
 
 
-def _trace_idr(ev, o, d, cfg: IDRTracer):
+def _trace_idr(ev, o, d, cfg, image_shape=None):
+    """(hit, t, t_min) of IDR's algorithm; `ev(points) -> [M]` values of an SDF, `cfg` an `IDRMarcher`."""
     n = o.shape[0]
     t_near, t_far, t_close, active = sphere_bounds(o, d, cfg.bound_radius)
     t_s, t_e = t_near.clone(), t_far.clone()
@@ -110,12 +114,23 @@ def _trace_idr(ev, o, d, cfg: IDRTracer):
 
 
 def _block_rays(o, d, shape, scale):
-    from taichi_sdf.implicit.wavefront import _block_rays as block
+    """Mean origin and (renormalised) direction of each `scale x scale` pixel block of `shape = (B, H, W)`
+    images (partial blocks at the border average their pixels); returns (o, d, (B, h, w))."""
+    B, H, W = shape
+    if scale == 1:
+        return o, d, shape
+    h, w = -(-H // scale), -(-W // scale)
+    pad = lambda x: torch.nn.functional.pad(x, (0, 0, 0, w * scale - W, 0, h * scale - H))  # noqa: E731
+    block_sum = lambda x: pad(x).reshape(B, h, scale, w, scale, -1).sum((2, 4))  # noqa: E731
+    count = block_sum(torch.ones(B, H, W, 1, dtype=o.dtype, device=o.device))
+    oc = block_sum(o.reshape(B, H, W, 3)) / count
+    dc = block_sum(d.reshape(B, H, W, 3)) / count
+    dc = dc / dc.norm(dim=-1, keepdim=True)
+    return oc.reshape(-1, 3), dc.reshape(-1, 3), (B, h, w)
 
-    return block(o, d, shape, scale)
 
-
-def _trace_dist(ev, o, d, cfg: DISTTracer, image_shape):
+def _trace_dist(ev, o, d, cfg, image_shape):
+    """(hit, t, t_min) of DIST's algorithm; `ev(points) -> [M]` values of an SDF, `cfg` a `DISTMarcher`."""
     scales = cfg.scales if image_shape is not None else (1,)
     steps = cfg.steps_per_scale if image_shape is not None else (-1,)
     budget = cfg.march_steps
@@ -156,27 +171,46 @@ def _trace_dist(ev, o, d, cfg: DISTTracer, image_shape):
     return hit, best_t.clone(), best_t
 
 
-def sphere_trace_mlp(
+MARCHERS = {"idr": _trace_idr, "dist": _trace_dist}  # Marcher.name -> twin algorithm
+
+
+class _Evaluator:
+    """Column 0 of `fn`, no grad, counting points (the twin of `FieldEvaluator`, without its checks)."""
+
+    def __init__(self, fn):
+        self.fn, self.count = fn, 0
+
+    def values(self, x):
+        y = self.fn(x)
+        return (y[:, 0] if y.dim() == 2 else y).to(x.dtype)
+
+    def __call__(self, x):
+        self.count += x.shape[0]
+        with torch.no_grad():
+            return self.values(x)
+
+
+def march_field(
     fn: Callable[[torch.Tensor], torch.Tensor],
     origins: torch.Tensor,
     directions: torch.Tensor,
     *,
-    tracer: IDRTracer | DISTTracer = IDRTracer(),
+    marcher,
+    level: float = 0.0,
     image_shape: tuple[int, int, int] | None = None,
     chunk_size: int = 65536,
     create_graph: bool = True,
     polish_steps: int = 1,
-) -> TraceResult:
-    """Twin of `taichi_sdf.implicit.wavefront.sphere_trace_mlp` (same arguments and outputs)."""
-    ev = FieldEvaluator(fn, chunk_size, origins.dtype)
+) -> Trace:
+    """Twin of `taichi_sdf.implicit.wavefront.march_field` (same arguments and outputs; `chunk_size` is
+    ignored: the twin evaluates each batch at once)."""
+    ev = _Evaluator(fn)
     o, d = origins.detach(), directions.detach()
-    if isinstance(tracer, IDRTracer):
-        hit, t0, t_min = _trace_idr(ev, o, d, tracer)
-    else:
-        hit, t0, t_min = _trace_dist(ev, o, d, tracer, image_shape)
-    marching = ev.count
-    values_fn, gradients_fn = differentiable_field(ev.sdf, create_graph)
-    result = implicit_surface(values_fn, gradients_fn, origins, directions, hit, t0, t_min, polish_steps=polish_steps)
-    result.num_evals += marching
-    result.marching_evals = marching
-    return result
+    hit, t0, t_min = MARCHERS[marcher.name](lambda x: ev(x) - level, o, d, marcher, image_shape)
+    return trace_outputs(ev.values, origins, directions, hit, t0, t_min, level=level, polish_steps=polish_steps,
+                         create_graph=create_graph, marching_evals=ev.count)  # fmt: skip
+
+
+def sphere_trace_mlp(fn, origins, directions, *, tracer, **kwargs) -> Trace:
+    """Former name of `march_field` (`tracer` is its `marcher`)."""
+    return march_field(fn, origins, directions, marcher=tracer, **kwargs)

@@ -1,0 +1,62 @@
+"""Kernels shared by the marchers of torch-callable fields (`taichi_sdf.implicit.marchers`).
+
+A marcher alternates: a kernel proposes points for the active rays (the active set is compacted
+here), torch evaluates the field on them in one batch without gradients, a kernel scatters the
+values back and advances each ray's state. None of these kernels is differentiated.
+
+Index arrays are int32; `t`-like arrays are per-ray `[N]` in the marcher's float type. Each
+algorithm's own kernels live beside this module (`idr.py`, `dist.py`), one cached factory each.
+"""
+
+import functools
+from types import SimpleNamespace
+
+import taichi as ti
+from taichi_sdf.kernels.dtypes import ti_float
+
+
+@functools.cache
+def common_kernels(dtype: str) -> SimpleNamespace:
+    """`sphere_bounds`, `compact`, `sample_points` for `dtype` ("f32" | "f64")."""
+    f = ti_float(dtype)
+    vec = ti.types.ndarray(dtype=f, ndim=2)
+    arr = ti.types.ndarray(dtype=f, ndim=1)
+    iarr = ti.types.ndarray(dtype=ti.i32, ndim=1)
+
+    @ti.kernel
+    def sphere_bounds(o: vec, d: vec, t_near: arr, t_far: arr, t_close: arr, active: iarr, radius: f):
+        """Chord of each ray through the sphere |x| = radius (near clamped at 0 for origins inside)."""
+        for r in range(o.shape[0]):
+            b = o[r, 0] * d[r, 0] + o[r, 1] * d[r, 1] + o[r, 2] * d[r, 2]
+            c = o[r, 0] * o[r, 0] + o[r, 1] * o[r, 1] + o[r, 2] * o[r, 2] - radius * radius
+            disc = b * b - c
+            t_close[r] = ti.max(-b, 0.0)
+            active[r] = 0
+            t_near[r] = t_close[r]
+            t_far[r] = t_close[r]
+            if disc > 0.0:
+                sq = ti.sqrt(disc)
+                if -b + sq > 0.0:
+                    active[r] = 1
+                    t_near[r] = ti.max(-b - sq, 0.0)
+                    t_far[r] = -b + sq
+
+    @ti.kernel
+    def compact(flags: iarr, out_idx: iarr, count: iarr):
+        """Indices of the rays with flags != 0 (in any order) and their number in count[0]."""
+        count[0] = 0
+        for r in range(flags.shape[0]):
+            if flags[r] != 0:
+                out_idx[ti.atomic_add(count[0], 1)] = r
+
+    @ti.kernel
+    def sample_points(o: vec, d: vec, t_lo: arr, t_hi: arr, idx: iarr, n_samples: ti.i32, points: vec):
+        """n_samples uniform points on [t_lo, t_hi] (both ends included) of each ray idx[k]."""
+        for k, s in ti.ndrange(idx.shape[0], n_samples):
+            r = idx[k]
+            w = ti.cast(s, f) / ti.cast(n_samples - 1, f)
+            t = t_lo[r] + w * (t_hi[r] - t_lo[r])
+            for c in ti.static(range(3)):
+                points[k * n_samples + s, c] = o[r, c] + t * d[r, c]
+
+    return SimpleNamespace(sphere_bounds=sphere_bounds, compact=compact, sample_points=sample_points)
