@@ -22,13 +22,17 @@ import torch
 import taichi_sdf
 from bench.common import machine, print_table, sync, timeit
 from taichi_sdf.cameras import camera as cameras
+from taichi_sdf.implicit.marchers.base import FieldEvaluator
+from taichi_sdf.implicit.marchers.dist import DISTMarcher
+from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.implicit.scenes import make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
-from taichi_sdf.implicit.wavefront import DISTTracer, FieldEvaluator, IDRTracer, sphere_trace_mlp
+from taichi_sdf.implicit.wavefront import march_field
 from taichi_sdf.kernels.implicit.sphere_trace import basic_trace_kernel
 from taichi_sdf.models.sdf_net import SDFNetwork
 from taichi_sdf.reference.implicit import sphere_trace as fused_twin
 from taichi_sdf.reference.implicit import wavefront as wavefront_twin
+from taichi_sdf.reference.implicit.scenes import twin as scene_twin
 
 
 def camera_rays(size, eye, device, fov=40.0):
@@ -75,7 +79,7 @@ def bench_fused(size: int, device, quick: bool):
     csg = make_scene("csg", device=device)
     with torch.no_grad():
         t_ti = timeit(lambda: sphere_trace(csg, o, d), repeat=5)
-        t_tw = timeit(lambda: fused_twin.sphere_trace(csg.twin, csg.params, o, d), warmup=0 if quick else 1, repeat=1 if quick else 3)
+        t_tw = timeit(lambda: fused_twin.sphere_trace(scene_twin(csg.name), csg.params, o, d), warmup=0 if quick else 1, repeat=1 if quick else 3)
         r = sphere_trace(csg, o, d)
     rows.append([f"(a) CSG scene {size}^2, fused tracer (early exit, all outputs, no grad)", t_ti * 1e3, n / t_ti / 1e6, f"twin {t_tw * 1e3:.0f} ms -> {t_tw / t_ti:.1f}x", f"{float(r.steps.float().mean()):.1f} steps/ray"])
     pg = csg.params.clone().requires_grad_()
@@ -86,7 +90,7 @@ def bench_fused(size: int, device, quick: bool):
         rr.t[rr.hit].sum().backward()
 
     def twin_with_grad():
-        rr = fused_twin.sphere_trace(csg.twin, pg, o, d)
+        rr = fused_twin.sphere_trace(scene_twin(csg.name), pg, o, d)
         rr.t[rr.hit].sum().backward()
 
     t_g = timeit(with_grad, repeat=3)
@@ -105,7 +109,7 @@ def bench_fused(size: int, device, quick: bool):
     def torch_fixed():
         t = torch.zeros(n, device=device)
         for _ in range(steps):
-            t = t + sb.twin(o + t[:, None] * d, sb.params)
+            t = t + scene_twin(sb.name)(o + t[:, None] * d, sb.params)
         return t
 
     t_torch = timeit(torch_fixed, warmup=0 if quick else 1, repeat=1 if quick else 3)
@@ -149,23 +153,20 @@ def bench_wavefront(size: int, device, quick: bool):
     o, d = camera_rays(size, (0.0, 0.0, 3.0), device)
     n = o.shape[0]
     rows = []
-    for name, tracer, img in [("IDR", IDRTracer(), None), ("DIST", DISTTracer(), (1, size, size))]:
+    for name, marcher, img in [("IDR", IDRMarcher(), None), ("DIST", DISTMarcher(), (1, size, size))]:
         results = {}
-        for impl, fn in [("taichi", sphere_trace_mlp), ("twin", wavefront_twin.sphere_trace_mlp)]:
+        for impl in ("taichi", "twin"):
             timed = TimedField(net.sdf)
 
-            def march(fn=fn, timed=timed, name=name, tracer=tracer, img=img):
+            def march(impl=impl, timed=timed, marcher=marcher, img=img):
+                # the no-grad search alone: the marcher through the protocol vs the twin's algorithm
                 with torch.no_grad():
                     ev = FieldEvaluator(timed, 65536, torch.float32)
-                    if fn is sphere_trace_mlp:
-                        from taichi_sdf.implicit import wavefront as W
-                        from taichi_sdf.kernels.implicit.wavefront import wavefront_kernels
-
-                        k = wavefront_kernels("f32")
-                        out = W._trace_idr(k, ev, o, d, tracer) if name == "IDR" else W._trace_dist(k, ev, o, d, tracer, img)
+                    if impl == "taichi":
+                        r = marcher.march(ev, o, d, level=0.0, image_shape=img)
+                        out = (r.hit, r.t, r.t_min)
                     else:
-                        T = wavefront_twin
-                        out = T._trace_idr(ev, o, d, tracer) if name == "IDR" else T._trace_dist(ev, o, d, tracer, img)
+                        out = wavefront_twin.MARCHERS[marcher.name](ev, o, d, marcher, img)
                 return out, ev.count
 
             march()  # compile
@@ -180,8 +181,8 @@ def bench_wavefront(size: int, device, quick: bool):
         agree = float((hw == ht).float().mean())
         rows.append([f"(b) {name} wavefront, 8x256 MLP, {size}^2 (marching)", tw * 1e3, ew, f"twin {tt * 1e3:.0f} ms, {et:.1f} evals/px -> {tt / tw:.2f}x, {et / ew:.2f}x fewer evals", f"hit masks agree {agree * 100:.2f}%"])
         rows.append([f"(c) {name} share of marching time outside the MLP", (tw - mw) * 1e3, "", f"{(tw - mw) / tw * 100:.1f}% (twin {(tt - mt) / tt * 100:.1f}%)", ""])
-        full = timeit(lambda tracer=tracer, img=img: sphere_trace_mlp(net.sdf, o, d, tracer=tracer, image_shape=img), warmup=1, repeat=1 if quick else 2)
-        rows.append([f"(b) {name} full sphere_trace_mlp (+ differentiable points, normals, min-SDF)", full * 1e3, "", "", ""])
+        full = timeit(lambda marcher=marcher, img=img: march_field(net.sdf, o, d, marcher=marcher, image_shape=img), warmup=1, repeat=1 if quick else 2)
+        rows.append([f"(b) {name} full march_field (+ differentiable points, normals, min-SDF)", full * 1e3, "", "", ""])
     return rows
 
 

@@ -163,11 +163,7 @@ def module_level_cycles(root: Path) -> list[list[str]]:
 
 # Being fixed on the way (issue 11): twins that still share the implementation's code, and the library
 # wiring of twins into scenes/fields. Each entry must go; none may be added.
-PENDING = (
-    "taichi_sdf/implicit/fields.py", "taichi_sdf/implicit/scenes.py", "taichi_sdf/reference/mesh/render.py",
-    "taichi_sdf/reference/mesh/raster.py", "taichi_sdf/reference/implicit/wavefront.py",
-    "taichi_sdf/reference/implicit/sphere_trace.py",
-)  # fmt: skip
+PENDING = ("taichi_sdf/reference/mesh/render.py", "taichi_sdf/reference/mesh/raster.py")
 
 
 def test_layering_contracts_hold():
