@@ -40,9 +40,11 @@ import torch
 import taichi_sdf
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.implicit.fields import TaichiField, grid_field
+from taichi_sdf.implicit.marchers.dist import DISTMarcher
+from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.implicit.scenes import SCENES, make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
-from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, sphere_trace_mlp
+from taichi_sdf.implicit.wavefront import march_field
 from taichi_sdf.mesh.raster import hard_rasterize, interpolate
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
@@ -496,15 +498,15 @@ class MLPSource(Source):
             raise SourceError(f"tracer: expected dist or idr, got {tracer!r}")
         self.sdf_fn, self.color_fn, self.name = sdf_fn, color_fn, name
         self.bound_radius = float(bound_radius)
-        self.tracer = DISTTracer(bound_radius=bound_radius) if tracer == "dist" else IDRTracer(bound_radius=bound_radius)
+        self.marcher = DISTMarcher(bound_radius=bound_radius) if tracer == "dist" else IDRMarcher(bound_radius=bound_radius)
         self.chunk_size = chunk_size
         self.has_color = color_fn is not None
 
     def trace(self, camera, origins, directions) -> Hits:
-        shape = (1, camera.height, camera.width) if isinstance(self.tracer, DISTTracer) else None
+        shape = (1, camera.height, camera.width)  # image rays: coarse-to-fine marchers use the pyramid
         with torch.no_grad():
-            r = sphere_trace_mlp(self.sdf_fn, origins, directions, tracer=self.tracer, image_shape=shape,
-                                 chunk_size=self.chunk_size, create_graph=False)  # fmt: skip
+            r = march_field(self.sdf_fn, origins, directions, marcher=self.marcher, image_shape=shape,
+                            chunk_size=self.chunk_size, create_graph=False)  # fmt: skip
         return Hits(r.hit, r.t, r.points, r.normals, r.num_evals)
 
     def color(self, points, normals, directions):
