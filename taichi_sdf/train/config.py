@@ -67,13 +67,18 @@ T = TypeVar("T")
 
 
 class ConfigValueError(ValueError):
-    """A value of the right type that breaks a constraint; `key` is dotted from the config's root
-    once the loader (or `validate_config`) has placed it."""
+    """A value of the right type that breaks a constraint. `config_key` is dotted from the config's root
+    once the loader (or `validate_config`) has placed it. Any ValueError with `config_key` and `reason`
+    attributes is treated alike (models/ cannot import this module and raise such ValueErrors)."""
 
     def __init__(self, key: str, reason: str, source: str | None = None) -> None:
-        self.key, self.reason, self.source = key, reason, source
+        self.config_key, self.reason, self.source = key, reason, source
         where = f" (from {source})" if source else ""
         super().__init__(f"config key '{key}'{where}: {reason}")
+
+
+def _is_constraint(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError) and hasattr(exc, "config_key") and hasattr(exc, "reason")
 
 
 def check(ok: bool, key: str, expected: str, value: Any) -> None:
@@ -231,16 +236,18 @@ class _Loader:
         except MissingMandatoryValue as exc:
             key = exc.full_key or "?"
             raise ValueError(f"config key '{key}' is required (no default) but was not given") from None
-        except ConfigValueError:
-            prefix, exc = _locate(self.cfg, "")
-            key = prefix + exc.key
-            raise ConfigValueError(key, exc.reason, self.source_of(key)) from None
         except OmegaConfBaseException as exc:  # e.g. an interpolation to a missing key
             key = getattr(exc, "full_key", None) or "?"
             raise ValueError(f"config key '{key}' (from {self.source_of(key)}): {str(exc).splitlines()[0]}") from None
+        except ValueError as exc:
+            if not _is_constraint(exc):
+                raise
+            prefix, inner = _locate(self.cfg, "")
+            key = prefix + inner.config_key
+            raise ConfigValueError(key, inner.reason, self.source_of(key)) from None
 
 
-def _locate(node: DictConfig, prefix: str) -> tuple[str, ConfigValueError]:
+def _locate(node: DictConfig, prefix: str) -> tuple[str, Any]:
     """(dotted prefix, error) of the innermost section whose `__post_init__` fails."""
     for k in node.keys():
         child = node._get_node(k)
@@ -251,8 +258,10 @@ def _locate(node: DictConfig, prefix: str) -> tuple[str, ConfigValueError]:
                 pass
     try:
         OmegaConf.to_object(node)
-    except ConfigValueError as exc:
-        return prefix, exc
+    except ValueError as exc:
+        if _is_constraint(exc):
+            return prefix, exc
+        raise
     raise LookupError(prefix)
 
 
@@ -351,8 +360,10 @@ def validate_config(cfg: Any, prefix: str = "") -> None:
     if post is not None:
         try:
             post()
-        except ConfigValueError as exc:
-            raise ConfigValueError(prefix + exc.key, exc.reason) from None
+        except ValueError as exc:
+            if not _is_constraint(exc):
+                raise
+            raise ConfigValueError(prefix + exc.config_key, exc.reason) from None
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -417,7 +428,7 @@ def _fmt(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
 
 
-def config_help(cfg: Any, title: str = "config keys (set with key=value)") -> str:
+def config_help(cfg: Any, title: str = "config keys (set each with KEY=VALUE)") -> str:
     """The keys of the dataclass (instance or type) `cfg`, one a line, with their values (the
     defaults, or `cfg`'s) and the comment written beside each field."""
     if isinstance(cfg, type):
@@ -452,23 +463,38 @@ def config_help(cfg: Any, title: str = "config keys (set with key=value)") -> st
 # ----------------------------------------------------------------------------- argparse
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: Any = None) -> argparse.ArgumentParser:
+def add_config_args(parser: argparse.ArgumentParser, cls: Any = None, title: str | None = None) -> argparse.ArgumentParser:
     """Add `--config PATH` and trailing `key=value` overrides (dest "overrides") to `parser`; with a
-    config dataclass `cls`, `--help` also lists its keys and defaults (see `config_help`)."""
-    parser.add_argument("--config", metavar="PATH", default=None, help="YAML preset (e.g. configs/idr/cpu.yaml)")
+    config dataclass (or instance) `cls`, `--help` also lists its keys and values (`config_help`)."""
+    example = "; KEY is dotted as the preset nests it"
+    if cls is not None:
+        key, value = _first_leaf(cls if not isinstance(cls, type) else None, cls if isinstance(cls, type) else type(cls))
+        example = f", e.g. {key}={value} (the keys are listed below)"
+    parser.add_argument("--config", metavar="PATH", default=None, help="YAML preset (a file, or configs/<app>/<name>.yaml)")
     parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        default=[],
-        help="config overrides applied after the preset, e.g. section.key=1e-3"
-        + (" (the keys are listed below)" if cls is not None else ""),
+        "overrides", nargs="*", metavar="KEY=VALUE", default=[], help="config overrides applied after the preset" + example
     )
     if cls is not None:
-        if parser.formatter_class is argparse.HelpFormatter:
-            parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the key list's lines
-        parser.epilog = ((parser.epilog or "") + "\n\n" + config_help(cls)).strip()
+        _add_epilog(parser, config_help(cls, title or "config keys, with their defaults (set each with KEY=VALUE)"))
     return parser
+
+
+def _first_leaf(cfg: Any, cls: type) -> tuple[str, str]:
+    f = next(f for f in dataclasses.fields(cls) if f.init)
+    sub = _dataclass_in(_hints(cls).get(f.name))
+    value = getattr(cfg, f.name) if cfg is not None else None
+    if sub is not None and (value is None or dataclasses.is_dataclass(value)):
+        key, text = _first_leaf(value, sub)
+        return f"{f.name}.{key}", text
+    if cfg is None:
+        value = f.default if f.default is not dataclasses.MISSING else "..."
+    return f.name, _fmt(value)
+
+
+def _add_epilog(parser: argparse.ArgumentParser, text: str) -> None:
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the key list's lines
+    parser.epilog = ((parser.epilog or "") + "\n\n" + text).strip()
 
 
 def config_from_args(cls: type[T] | T, args: argparse.Namespace) -> T:
@@ -501,20 +527,18 @@ def parse_config(
 
     parser = parser or argparse.ArgumentParser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    shown: Any = cls
+    shown, title = cls, "config keys, with their defaults (set each with KEY=VALUE)"
+    wants_help = "-h" in argv or "--help" in argv
     preset = _preset_in(argv)
-    if "-h" in argv or "--help" in argv:
+    if wants_help and preset is not None:
         try:  # the values a run would start from
-            shown = load_config(cls, preset)
+            shown, title = load_config(cls, preset), f"config keys, with their values under {preset} (set each with KEY=VALUE)"
         except (ValueError, FileNotFoundError):
-            preset = None
+            pass
     if not any(a.dest == "overrides" for a in parser._actions):
-        add_config_args(parser)
-    if ("-h" in argv or "--help" in argv) and "config keys" not in (parser.epilog or ""):
-        if parser.formatter_class is argparse.HelpFormatter:
-            parser.formatter_class = argparse.RawDescriptionHelpFormatter
-        title = f"config keys, with their values under {preset}" if preset else "config keys, with their defaults"
-        parser.epilog = ((parser.epilog or "") + "\n\n" + config_help(shown, title + " (set with key=value)")).strip()
+        add_config_args(parser, shown, title)
+    elif wants_help and "config keys" not in (parser.epilog or ""):
+        _add_epilog(parser, config_help(shown, title))
     args = parser.parse_intermixed_args(argv)  # options may sit between key=value overrides
     try:
         return config_from_args(cls, args), args
