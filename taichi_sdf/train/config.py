@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import functools
 import inspect
 import io
 import os
@@ -106,6 +107,7 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
@@ -155,9 +157,7 @@ def _leaves(cls: type, data: Any, prefix: str, source: str) -> list[tuple[str, A
     out = []
     for k, v in data.items():
         key = f"{prefix}{k}"
-        tp = _field_type(cls, key, source) if isinstance(k, str) else None
-        if tp is None:
-            raise ValueError(f"unknown config key {key!r} in {source}: keys are strings")
+        tp = _field_type(cls, key, source)
         if _dataclass_in(tp) is not None and isinstance(v, Mapping):
             out += _leaves(cls, v, key + ".", source)
         else:
@@ -177,9 +177,7 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
 def _error(cls: type, exc: OmegaConfBaseException, key: str, source: str) -> ValueError:
     key = getattr(exc, "full_key", None) or key
     detail = str(exc).split("\n")[0].strip()
-    if isinstance(exc, KeyError):  # ConfigKeyError / ConfigAttributeError: an unknown key
-        _field_type(cls, key, source)  # raises the named error when the schema agrees
-    tp = _field_type(cls, key, source)
+    tp = _field_type(cls, key, source)  # an unknown key raises here, named
     return ValueError(f"config key '{key}' (from {source}): expected {_type_name(tp)} ({detail})")
 
 
@@ -194,11 +192,11 @@ class _Loader:
     def merge(self, data: Any, source: str) -> None:
         leaves = _leaves(self.cls, data, "", source)  # unknown keys: our message, before OmegaConf's
         try:
-            self.cfg = OmegaConf.merge(self.cfg, data)
+            self.cfg.merge_with(data)  # in place (a failed merge is never used: we raise below)
         except OmegaConfBaseException:
             for key, value in leaves:  # find the leaf at fault, to name it
                 try:
-                    self.cfg = OmegaConf.merge(self.cfg, _nested(key, value))
+                    self.cfg.merge_with(_nested(key, value))
                 except OmegaConfBaseException as exc:
                     raise _error(self.cls, exc, key, source) from None
             raise  # pragma: no cover - the whole failed but no single leaf did
@@ -250,8 +248,8 @@ class _Loader:
 def _locate(node: DictConfig, prefix: str) -> tuple[str, Any]:
     """(dotted prefix, error) of the innermost section whose `__post_init__` fails."""
     for k in node.keys():
-        child = node._get_node(k)
-        if isinstance(child, DictConfig) and not child._is_none() and _dataclass_in(OmegaConf.get_type(child)):
+        child = None if OmegaConf.is_missing(node, k) else node[k]
+        if isinstance(child, DictConfig) and _dataclass_in(OmegaConf.get_type(child)):
             try:
                 return _locate(child, f"{prefix}{k}.")
             except LookupError:
