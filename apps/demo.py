@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,19 +26,26 @@ from taichi_sdf.data.image_io import to_uint8, write_image
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.scenes import SCENES, make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
-from taichi_sdf.train.config import config_to_dict, parse_config, save_config
+from taichi_sdf.train.config import check, config_to_dict, parse_config, save_config
 
 
 @dataclass
 class DemoConfig:
-    scene: str = "csg"
+    scene: str = "csg"  # a scene of taichi_sdf.implicit.scenes
     views: int = 8  # turntable frames
     size: int = 256  # image width = height
     elevation_deg: float = 25.0
     camera_distance: float = 2.75
     mesh_resolution: int = 128
-    arch: str = "auto"
+    arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"  # Taichi backend
     out: str = "outputs/demo"
+
+    def __post_init__(self) -> None:
+        check(self.scene in SCENES, "scene", f"one of {sorted(SCENES)}", self.scene)
+        for key, least in (("views", 1), ("size", 1), ("mesh_resolution", 2)):
+            check(getattr(self, key) >= least, key, f">= {least}", getattr(self, key))
+        check(self.camera_distance > 0, "camera_distance", "> 0", self.camera_distance)
+        check(self.out.strip() != "", "out", "an output folder (an empty one would write into the current folder)", self.out)
 
 
 class Example:

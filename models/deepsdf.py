@@ -170,6 +170,24 @@ class DeepSDFModelConfig:
     code_bound: float | None = 1.0  # CodeBound: max norm of a code at lookup
     code_init_std: float = 1.0  # CodeInitStdDev, divided by sqrt(latent_size)
 
+    def __post_init__(self) -> None:  # a ValueError with config_key/reason: the loader names the dotted key
+        n = len(self.dims)
+        rules = [
+            ("latent_size", self.latent_size >= 1, ">= 1"),
+            ("dims", n >= 1 and min(self.dims) >= 1, "one or more layer widths >= 1"),
+            ("dropout_prob", 0 <= self.dropout_prob < 1, "in [0, 1)"),
+            ("latent_in", all(1 <= i < n for i in self.latent_in), f"layers in 1..{n - 1}"),
+            ("dropout", all(0 <= i < n for i in self.dropout or ()), f"layers in 0..{n - 1} or null (all)"),
+            ("norm_layers", all(0 <= i < n for i in self.norm_layers or ()), f"layers in 0..{n - 1} or null (all)"),
+            ("code_bound", self.code_bound is None or self.code_bound > 0, "> 0 or null"),
+            ("code_init_std", self.code_init_std >= 0, ">= 0"),
+        ]
+        for key, ok, expected in rules:
+            if not ok:
+                err = ValueError(f"config key '{key}': expected {expected}, got {getattr(self, key)!r}")
+                err.config_key, err.reason = key, f"expected {expected}, got {getattr(self, key)!r}"
+                raise err
+
 
 def build_decoder(cfg: DeepSDFModelConfig) -> DeepSDFDecoder:
     """The decoder of `cfg` (codes are built by the trainer: their count is the dataset's)."""

@@ -50,7 +50,6 @@ class RenderingNetwork(nn.Module):
 class IDRModelConfig:
     """IDR's network sizes (confs/dtu_fixed_cameras.conf); the `model` section of the IDR app's config."""
 
-
     hidden: int = 512  # implicit network width (IDR: 512)
     n_layers: int = 8  # implicit network hidden layers (IDR: 8)
     skip_in: tuple[int, ...] = (4,)
@@ -62,6 +61,18 @@ class IDRModelConfig:
     render_hidden: int = 512  # rendering network (IDR: 4 x 512)
     render_layers: int = 4
     multires_view: int = 4
+
+    def __post_init__(self) -> None:  # a ValueError with config_key/reason: the loader names the dotted key
+        n = self.n_layers
+        rules = [(k, getattr(self, k) >= 1, ">= 1") for k in ("hidden", "n_layers", "d_feature", "render_hidden", "render_layers")]
+        rules += [(k, getattr(self, k) >= 0, ">= 0") for k in ("multires", "multires_view")]
+        rules += [("skip_in", all(1 <= k <= n for k in self.skip_in), f"layers in 1..{n}"),
+                  ("softplus_beta", self.softplus_beta > 0, "> 0"), ("init_radius", self.init_radius > 0, "> 0")]  # fmt: skip
+        for key, ok, expected in rules:
+            if not ok:
+                err = ValueError(f"config key '{key}': expected {expected}, got {getattr(self, key)!r}")
+                err.config_key, err.reason = key, f"expected {expected}, got {getattr(self, key)!r}"
+                raise err
 
 
 def build_idr_networks(cfg: IDRModelConfig) -> tuple[SDFNetwork, RenderingNetwork]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from taichi_sdf.models.deepsdf import DeepSDFModelConfig as ModelConfig
+from taichi_sdf.train.config import check, validate_config
 
 
 @dataclass
@@ -21,6 +22,15 @@ class Schedule:  # one entry of the original's LearningRateSchedule
     factor: float = 0.5
     final: float = 5e-4  # warmup: the lr reached after `length` epochs
     length: int = 1
+
+    def __post_init__(self) -> None:
+        check(self.initial > 0, "initial", "a learning rate > 0", self.initial)
+        if self.type == "step":
+            check(self.interval >= 1, "interval", ">= 1", self.interval)
+            check(self.factor > 0, "factor", "> 0", self.factor)
+        if self.type == "warmup":
+            check(self.length >= 1, "length", ">= 1", self.length)
+            check(self.final > 0, "final", "a learning rate > 0", self.final)
 
     def lr(self, epoch: int) -> float:
         if self.type == "step":
@@ -47,6 +57,14 @@ class TrainConfig:
     snapshots: tuple[int, ...] = (100, 500)  # AdditionalSnapshots
     checkpoint_every: int = 10  # LogFrequency: refresh checkpoints/latest.pt every this many epochs
 
+    def __post_init__(self) -> None:
+        for key, least in (("epochs", 1), ("scenes_per_batch", 1), ("samples_per_scene", 2), ("batch_split", 1),
+                           ("code_reg_warmup", 1), ("checkpoint_every", 1), ("snapshot_every", 1)):  # fmt: skip
+            check(getattr(self, key) >= least, key, f">= {least}", getattr(self, key))
+        check(self.clamp > 0, "clamp", "> 0", self.clamp)
+        check(self.code_reg_lambda >= 0, "code_reg_lambda", ">= 0", self.code_reg_lambda)
+        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "> 0 or null", self.grad_clip)
+
 
 @dataclass
 class DataConfig:
@@ -70,12 +88,26 @@ class ReconstructConfig:  # reconstruct.py of the original
     partial_direction: tuple[float, float, float] = (0.0, 0.0, 1.0)  # --partial keeps samples with x . d >= offset
     partial_offset: float = 0.0
 
+    def __post_init__(self) -> None:
+        for key, least in (("iterations", 1), ("samples", 2), ("lr_decay_every", 1), ("resolution", 2), ("chunk_size", 1)):
+            check(getattr(self, key) >= least, key, f">= {least}", getattr(self, key))
+        for key in ("lr", "lr_decay"):
+            check(getattr(self, key) > 0, key, "> 0", getattr(self, key))
+        check(self.init_std >= 0, "init_std", ">= 0", self.init_std)
+        check(self.code_reg >= 0, "code_reg", ">= 0", self.code_reg)
+        d = self.partial_direction
+        check(sum(x * x for x in d) > 0, "partial_direction", "a non-zero vector", d)
+
 
 @dataclass
 class EvaluateConfig:  # evaluate.py of the original (+ our Chamfer-L1 / F-score)
     points: int = 30000  # points sampled on each reconstruction (the GT SurfaceSamples hold 30k)
     fscore_threshold: float = 0.01  # in the normalised unit-sphere frame
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.points >= 1, "points", ">= 1", self.points)
+        check(self.fscore_threshold > 0, "fscore_threshold", "> 0", self.fscore_threshold)
 
 
 @dataclass
@@ -90,35 +122,15 @@ class DeepSDFConfig:
     torch_threads: int = 0  # 0 = auto (1 on <= 4 cores; see taichi_sdf.core.runtime.set_torch_threads)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check(self.out.strip() != "", "out", "an experiment folder (an empty one would write into the current folder)", self.out)
+        check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
+
 
 def check_config(cfg: DeepSDFConfig) -> None:
-    """Value checks the types cannot express; errors name the key."""
-    t, m, r = cfg.train, cfg.model, cfg.reconstruct
-    checks = [
-        ("model.latent_size", m.latent_size >= 1), ("model.dims", len(m.dims) >= 1 and min(m.dims) >= 1),
-        ("model.dropout_prob", 0 <= m.dropout_prob < 1), ("train.epochs", t.epochs >= 1),
-        ("train.scenes_per_batch", t.scenes_per_batch >= 1), ("train.samples_per_scene", t.samples_per_scene >= 2),
-        ("train.batch_split", t.batch_split >= 1), ("train.clamp", t.clamp > 0),
-        ("train.code_reg_warmup", t.code_reg_warmup >= 1), ("train.checkpoint_every", t.checkpoint_every >= 1),
-        ("train.snapshot_every", t.snapshot_every >= 1), ("reconstruct.iterations", r.iterations >= 1),
-        ("reconstruct.samples", r.samples >= 2), ("reconstruct.lr_decay_every", r.lr_decay_every >= 1),
-        ("reconstruct.resolution", r.resolution >= 2), ("evaluate.points", cfg.evaluate.points >= 1),
-        ("reconstruct.partial_direction", sum(x * x for x in r.partial_direction) > 0),
-    ]  # fmt: skip
-    for key, ok in checks:
-        if not ok:
-            raise ValueError(f"config key '{key}': invalid value {_get(cfg, key)!r}")
-    for key, s in (("train.decoder_lr", t.decoder_lr), ("train.latent_lr", t.latent_lr)):
-        if s.type == "step" and s.interval < 1:
-            raise ValueError(f"config key '{key}.interval': expected >= 1, got {s.interval}")
-        if s.type == "warmup" and s.length < 1:
-            raise ValueError(f"config key '{key}.length': expected >= 1, got {s.length}")
-
-
-def _get(cfg, key: str):
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
+    """Kept for callers: the value checks now run in the dataclasses' `__post_init__` whenever a config
+    is built; this re-runs them on `cfg` (errors name the key), e.g. after editing its attributes."""
+    validate_config(cfg)
 
 
 # -- the original's specs.json ----------------------------------------------------------------------------

@@ -4,9 +4,11 @@ original `confs/dtu_fixed_cameras.conf`, `cpu.yaml` is small enough for 2 CPU co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from taichi_sdf.data.multiview.source import MultiViewDataConfig as DataConfig
 from taichi_sdf.models.idr import IDRModelConfig as ModelConfig
+from taichi_sdf.train.config import check
 
 
 @dataclass
@@ -17,6 +19,13 @@ class TracerConfig:  # IDR ray_tracer conf
     n_steps: int = 100
     n_secant_steps: int = 8
     min_sdf_samples: int = 100  # the mask loss's minimum-SDF search on rays that miss
+
+    def __post_init__(self) -> None:
+        check(self.eps > 0, "eps", "> 0", self.eps)
+        for key in ("sphere_tracing_iters", "n_steps", "min_sdf_samples"):
+            check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        for key in ("line_step_iters", "n_secant_steps"):
+            check(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
 
 
 @dataclass
@@ -38,6 +47,16 @@ class TrainConfig:
     checkpoint_every: int = 100  # epochs
     log_every: int = 10  # iterations
 
+    def __post_init__(self) -> None:
+        for key in ("epochs", "pixels", "checkpoint_every", "log_every"):
+            check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        for key in ("lr", "camera_lr", "lr_factor", "alpha", "alpha_factor"):
+            check(getattr(self, key) > 0, key, "> 0", getattr(self, key))
+        for key in ("rgb_weight", "eikonal_weight", "mask_weight", "eikonal_points"):
+            check(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        for key in ("lr_milestones", "alpha_milestones"):
+            check(all(m >= 0 for m in getattr(self, key)), key, "epochs >= 0", getattr(self, key))
+
 
 @dataclass
 class IDRConfig:
@@ -45,13 +64,21 @@ class IDRConfig:
     tracer: TracerConfig = field(default_factory=TracerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    out: str = "outputs/idr"
-    arch: str = "auto"
+    out: str = "outputs/idr"  # run folder
+    arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"  # Taichi backend
     torch_threads: int = 0  # 0 = auto (1 on <= 4 cores: torch's and Taichi's thread pools oversubscribe)
     seed: int = 0
     mesh_resolution: int = 256
     render_size: int = 0  # 0 = dataset resolution
     turntable_frames: int = 24
     gt: str | None = None  # ground-truth mesh or point cloud for Chamfer / F-score
-    gt_frame: str = "world"  # world (file units) | normalized (the dataset's unit-sphere frame)
+    gt_frame: Literal["world", "normalized"] = "world"  # world (file units) | normalized (the dataset's unit-sphere frame)
     fscore_threshold: float = 0.01  # metrics are computed in the normalised (unit-sphere) frame
+
+    def __post_init__(self) -> None:
+        check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
+        check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
+        check(self.mesh_resolution >= 2, "mesh_resolution", ">= 2", self.mesh_resolution)
+        check(self.render_size >= 0, "render_size", ">= 0 (0 = dataset resolution)", self.render_size)
+        check(self.turntable_frames >= 1, "turntable_frames", ">= 1", self.turntable_frames)
+        check(self.fscore_threshold > 0, "fscore_threshold", "> 0", self.fscore_threshold)

@@ -1,9 +1,12 @@
-"""Typed configs: nested dataclasses <- YAML presets <- `key=value` command-line overrides.
+"""Typed configs: nested dataclasses <- YAML presets <- `key=value` command-line overrides, on OmegaConf.
 
     @dataclass
     class Train:
         lr: float = 1e-4
-        steps: int = 2000
+        epochs: int = 2000  # passes over the data
+
+        def __post_init__(self):
+            check(self.epochs >= 1, "epochs", ">= 1", self.epochs)
 
     @dataclass
     class Config:
@@ -12,16 +15,15 @@
 
     cfg = load_config(Config, "configs/x/cpu.yaml", ["train.lr=1e-3", "device=cpu"])
 
-Precedence: dataclass defaults < YAML file < overrides (in order). Every key is checked against
-the dataclass (unknown key -> ValueError naming the key and where it came from) and every value
-is checked/coerced against the field's annotation (int, float, bool, str, pathlib.Path, Enum,
-Literal, Optional/Union, tuple/list/dict of those, nested dataclasses).
-
-Coercions are deliberately few: int -> float; integral float -> int; numeric strings -> int/float
-(PyYAML reads `1e-3` without a dot as a string); list -> tuple; str -> Path; Enum by name or
-value. Anything else of the wrong type is an error, never a silent cast. For command-line
-overrides, a value YAML parses into a non-string (e.g. `name=2024`) is retried as the raw text,
-so string fields need no quoting.
+Precedence: dataclass defaults < YAML file < overrides (in order). This is
+`OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.load(path), *overrides)` + `OmegaConf.to_object`,
+so keys and types (int, float, bool, str, Path, Enum, Literal, Optional/Union, tuple/list/dict,
+nested dataclasses) are OmegaConf's checks, `1e-3` is a float and `${other.key}` interpolates. What is
+added here: each source is merged on its own so that errors name the key *and* where it came from (a
+file, an override, a dict); a string field takes an override's raw text (`name=2024`, `out=0123`);
+value constraints live in the dataclasses' `__post_init__` (which `to_object` runs) as `check(...)`
+calls, and their errors get the key's full dotted path; `--help` lists the keys with their defaults
+and the comments written beside the fields.
 
 No side effects at import.
 """
@@ -31,66 +33,86 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import functools
+import inspect
+import io
 import os
 import pathlib
+import tokenize
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 __all__ = [
+    "ConfigValueError",
+    "check",
     "load_config",
+    "config_from_dict",
+    "validate_config",
     "save_config",
     "config_to_dict",
     "apply_overrides",
     "add_config_args",
     "config_from_args",
     "parse_config",
+    "config_help",
+    "preset_path",
 ]
 
 T = TypeVar("T")
-_MISSING = dataclasses.MISSING
 
 
-class _CoerceError(Exception):
-    """Internal: value does not fit the type; carries an optional detail."""
+class ConfigValueError(ValueError):
+    """A value of the right type that breaks a constraint. `config_key` is dotted from the config's root
+    once the loader (or `validate_config`) has placed it. Any ValueError with `config_key` and `reason`
+    attributes is treated alike (models/ cannot import this module and raise such ValueErrors)."""
+
+    def __init__(self, key: str, reason: str, source: str | None = None) -> None:
+        self.config_key, self.reason, self.source = key, reason, source
+        where = f" (from {source})" if source else ""
+        super().__init__(f"config key '{key}'{where}: {reason}")
 
 
-# ----------------------------------------------------------------------------- type helpers
+def _is_constraint(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError) and hasattr(exc, "config_key") and hasattr(exc, "reason")
+
+
+def check(ok: bool, key: str, expected: str, value: Any) -> None:
+    """In a config dataclass's `__post_init__`: raise ConfigValueError for field `key` unless `ok`."""
+    if not ok:
+        raise ConfigValueError(key, f"expected {expected}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- schema helpers
 
 
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "None"
-    origin = typing.get_origin(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+        return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(_type_name(a) for a in args)
     if origin is not None:
-        args = typing.get_args(tp)
         name = getattr(origin, "__name__", str(origin))
-        if args:
-            return f"{name}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]"
-        return name
+        return f"{name}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]" if args else name
     if isinstance(tp, type):
-        if dataclasses.is_dataclass(tp):
-            return f"{tp.__name__} (mapping)"
-        return tp.__name__
+        return f"{tp.__name__} (mapping)" if dataclasses.is_dataclass(tp) else tp.__name__
     return str(tp)
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - unresolvable forward refs: fall back to raw annotations
         return {f.name: f.type for f in dataclasses.fields(cls)}
-
-
-def _init_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.init]
 
 
 def _dataclass_in(tp: Any) -> type | None:
@@ -104,241 +126,146 @@ def _dataclass_in(tp: Any) -> type | None:
     return None
 
 
-def _default_of(f: dataclasses.Field) -> Any:
-    if f.default is not _MISSING:
-        return f.default
-    if f.default_factory is not _MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return _MISSING
+def _field_type(cls: type, key: str, source: str) -> Any:
+    """The annotation of dotted `key` in `cls`; ValueError naming the key and `source` if unknown."""
+    tp: Any = cls
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        sub = _dataclass_in(tp)
+        if sub is None:
+            return Any  # inside a dict/list field: OmegaConf checks the element type
+        names = [f.name for f in dataclasses.fields(sub) if f.init]
+        if part not in names:
+            raise ValueError(
+                f"unknown config key '{key}' in {source}; valid keys at this level"
+                f"{' (' + '.'.join(parts[:i]) + ')' if i else ''}: {', '.join(names)}"
+            )
+        tp = _hints(sub).get(part, Any)
+    return tp
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` converted to `tp`, or raise _CoerceError."""
-    if tp is Any or tp is object:
-        return value
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _CoerceError()
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    if origin is typing.Literal:
-        for a in args:
-            if value == a and type(value) is type(a):
-                return a
-        raise _CoerceError()
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        # Exact type matches first, so `int | str` keeps "1" a str and 1 an int.
-        for a in args:
-            if isinstance(a, type) and a is not type(None) and type(value) is a:
-                return value
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except _CoerceError:
-                continue
-        raise _CoerceError()
-    if origin is typing.Annotated:  # pragma: no cover - rare
-        return _coerce(value, args[0], key)
-
-    if origin in (tuple, list, set, frozenset, Sequence, typing.Sequence) or tp in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise _CoerceError("expected a list")
-        container = origin or tp
-        if container in (Sequence, typing.Sequence):
-            container = tuple
-        if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise _CoerceError(f"expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return container(items)
-    if origin in (dict, Mapping, typing.Mapping) or tp is dict:
-        if not isinstance(value, dict):
-            raise _CoerceError("expected a mapping")
-        kt, vt = args if args else (Any, Any)
-        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
-
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, dict):
-            return _build(tp, value, key + ".", {}, None, "value")
-        raise _CoerceError()
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _CoerceError()
-    if tp is int:
-        if isinstance(value, bool):
-            raise _CoerceError()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                try:
-                    f = float(value)
-                except ValueError:
-                    raise _CoerceError() from None
-                if f.is_integer():
-                    return int(f)
-        raise _CoerceError()
-    if tp is float:
-        if isinstance(value, bool):
-            raise _CoerceError()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _CoerceError() from None
-        raise _CoerceError()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _CoerceError()
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, str) and value in tp.__members__:
-            return tp[value]
-        try:
-            return tp(value)
-        except ValueError:
-            raise _CoerceError() from None
-    if isinstance(tp, type) and issubclass(tp, pathlib.PurePath):
-        if isinstance(value, (str, pathlib.PurePath)):
-            return tp(value)
-        raise _CoerceError()
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _CoerceError()
-    return value  # unknown annotation (e.g. an unresolved string): pass through unchecked
+def _wants_text(tp: Any) -> bool:
+    """True for str / Path fields (optionally `| None`): an override's raw text is their value."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    args = [a for a in args if a is not type(None)]
+    return bool(args) and all(a is str or (isinstance(a, type) and issubclass(a, pathlib.PurePath)) for a in args)
 
 
-def _coerce_field(value: Any, tp: Any, key: str, source: str, raw_text: str | None) -> Any:
-    try:
-        return _coerce(value, tp, key)
-    except _CoerceError as exc:
-        if raw_text is not None and raw_text != value:
-            try:  # CLI: `name=2024` on a str field means the string "2024"
-                return _coerce(raw_text, tp, key)
-            except _CoerceError:
-                pass
-        detail = f" ({exc})" if str(exc) else ""
-        raise ValueError(
-            f"config key '{key}' (from {source}): expected {_type_name(tp)}, "
-            f"got {value!r} of type {type(value).__name__}{detail}"
-        ) from None
+def _leaves(cls: type, data: Any, prefix: str, source: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of the plain mapping `data`, descending where the schema has a
+    nested dataclass; unknown keys raise ValueError naming the key and `source`."""
+    out = []
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        tp = _field_type(cls, key, source)
+        if _dataclass_in(tp) is not None and isinstance(v, Mapping):
+            out += _leaves(cls, v, key + ".", source)
+        else:
+            out.append((key, v))
+    return out
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
 
 
 # ----------------------------------------------------------------------------- merge + build
 
 
+def _error(cls: type, exc: OmegaConfBaseException, key: str, source: str) -> ValueError:
+    key = getattr(exc, "full_key", None) or key
+    detail = str(exc).split("\n")[0].strip()
+    tp = _field_type(cls, key, source)  # an unknown key raises here, named
+    return ValueError(f"config key '{key}' (from {source}): expected {_type_name(tp)} ({detail})")
+
+
+class _Loader:
+    """One config being built: the merged DictConfig and which source last set each key."""
+
+    def __init__(self, cls: type, base: Any = None) -> None:
+        self.cls = cls
+        self.cfg = OmegaConf.structured(base if base is not None else cls)
+        self.set_by: dict[str, str] = {}
+
+    def merge(self, data: Any, source: str) -> None:
+        leaves = _leaves(self.cls, data, "", source)  # unknown keys: our message, before OmegaConf's
+        try:
+            self.cfg.merge_with(data)  # in place (a failed merge is never used: we raise below)
+        except OmegaConfBaseException:
+            for key, value in leaves:  # find the leaf at fault, to name it
+                try:
+                    self.cfg.merge_with(_nested(key, value))
+                except OmegaConfBaseException as exc:
+                    raise _error(self.cls, exc, key, source) from None
+            raise  # pragma: no cover - the whole failed but no single leaf did
+        for key, _ in leaves:
+            for stale in [k for k in self.set_by if k.startswith(key + ".")]:
+                del self.set_by[stale]
+            self.set_by[key] = source
+
+    def override(self, text: str) -> None:
+        source = f"override {text!r}"
+        if not isinstance(text, str) or "=" not in text:
+            raise ValueError(f"override {text!r}: expected the form key=value (e.g. out=outputs/x)")
+        key, raw = (s.strip() for s in text.split("=", 1))
+        if not key or any(not p for p in key.split(".")):
+            raise ValueError(f"override {text!r}: empty key or key part")
+        tp = _field_type(self.cls, key, source)
+        try:
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}"]), resolve=False)["v"]
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError):
+            value = raw  # not parseable: the type check decides
+        if _wants_text(tp) and not isinstance(value, str) and (value is not None or not raw):
+            value = raw  # `name=2024` on a str field is the text "2024", `out=` the empty string
+        self.merge(_nested(key, value), source)
+
+    def source_of(self, key: str) -> str:
+        while key:
+            if key in self.set_by:
+                return self.set_by[key]
+            key = key.rpartition(".")[0]
+        return "the defaults"
+
+    def build(self) -> Any:
+        try:
+            return OmegaConf.to_object(self.cfg)
+        except MissingMandatoryValue as exc:
+            key = exc.full_key or "?"
+            raise ValueError(f"config key '{key}' is required (no default) but was not given") from None
+        except OmegaConfBaseException as exc:  # e.g. an interpolation to a missing key
+            key = getattr(exc, "full_key", None) or "?"
+            raise ValueError(f"config key '{key}' (from {self.source_of(key)}): {str(exc).splitlines()[0]}") from None
+        except ValueError as exc:
+            if not _is_constraint(exc):
+                raise
+            prefix, inner = _locate(self.cfg, "")
+            key = prefix + inner.config_key
+            raise ConfigValueError(key, inner.reason, self.source_of(key)) from None
+
+
+def _locate(node: DictConfig, prefix: str) -> tuple[str, Any]:
+    """(dotted prefix, error) of the innermost section whose `__post_init__` fails."""
+    for k in node.keys():
+        child = None if OmegaConf.is_missing(node, k) else node[k]
+        if isinstance(child, DictConfig) and _dataclass_in(OmegaConf.get_type(child)):
+            try:
+                return _locate(child, f"{prefix}{k}.")
+            except LookupError:
+                pass
+    try:
+        OmegaConf.to_object(node)
+    except ValueError as exc:
+        if _is_constraint(exc):
+            return prefix, exc
+        raise
+    raise LookupError(prefix)
+
+
 def _check_cls(cls: Any) -> None:
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"cls: expected a dataclass type, got {cls!r}")
-
-
-def _unknown_key(cls: type, key: str, source: str) -> ValueError:
-    valid = ", ".join(f.name for f in _init_fields(cls))
-    return ValueError(f"unknown config key '{key}' in {source}; valid keys at this level: {valid}")
-
-
-def _merge(
-    cls: type,
-    tree: dict[str, Any],
-    data: Mapping[str, Any],
-    prefix: str,
-    source: str,
-    meta: dict[str, tuple[str, str | None]],
-    raw_text: str | None = None,
-) -> None:
-    """Merge `data` into the nested dict `tree`, checking every key against `cls`.
-
-    `meta[dotted key] = (source, raw CLI text or None)` is kept for error messages.
-    """
-    names = {f.name for f in _init_fields(cls)}
-    hints = _hints(cls)
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if not isinstance(k, str) or k not in names:
-            raise _unknown_key(cls, key, source)
-        sub = _dataclass_in(hints[k])
-        if sub is not None and isinstance(v, Mapping):
-            node = tree.get(k)
-            if not isinstance(node, dict):
-                node = tree[k] = {}
-            _merge(sub, node, v, key + ".", source, meta, raw_text)
-        else:
-            tree[k] = v
-            # Forget metadata of sub-keys this value replaces.
-            for stale in [m for m in meta if m.startswith(key + ".")]:
-                del meta[stale]
-            meta[key] = (source, raw_text)
-
-
-def _build(
-    cls: type,
-    tree: Mapping[str, Any],
-    prefix: str,
-    meta: dict[str, tuple[str, str | None]],
-    base: Any,
-    default_source: str,
-) -> Any:
-    """Instantiate `cls` from the checked nested dict `tree` on top of `base` (or the defaults)."""
-    hints = _hints(cls)
-    names = {f.name for f in _init_fields(cls)}
-    for k in tree:
-        if k not in names:
-            raise _unknown_key(cls, f"{prefix}{k}", meta.get(f"{prefix}{k}", (default_source, None))[0])
-    kwargs: dict[str, Any] = {}
-    for f in _init_fields(cls):
-        key = f"{prefix}{f.name}"
-        tp = hints.get(f.name, f.type)
-        if f.name in tree:
-            value = tree[f.name]
-            sub = _dataclass_in(tp)
-            if sub is not None and isinstance(value, Mapping):
-                sub_base = getattr(base, f.name) if base is not None else _default_of(f)
-                if sub_base is _MISSING or not isinstance(sub_base, sub):
-                    sub_base = None  # e.g. Optional[Sub] = None: start from Sub's defaults
-                kwargs[f.name] = _build(sub, value, key + ".", meta, sub_base, default_source)
-            else:
-                source, raw = meta.get(key, (default_source, None))
-                kwargs[f.name] = _coerce_field(value, tp, key, source, raw)
-        elif base is not None:
-            kwargs[f.name] = getattr(base, f.name)
-        elif f.default is _MISSING and f.default_factory is _MISSING:  # type: ignore[misc]
-            raise ValueError(f"config key '{key}' is required (no default) but was not given")
-    return cls(**kwargs)
-
-
-def _parse_override(text: str) -> tuple[list[str], Any, str]:
-    if not isinstance(text, str) or "=" not in text:
-        raise ValueError(f"override {text!r}: expected the form key=value (e.g. train.lr=1e-3)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    parts = key.split(".")
-    if not key or any(not p for p in parts):
-        raise ValueError(f"override {text!r}: empty key or key part")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw  # not valid YAML: treat as a plain string, type check decides
-    return parts, value, raw
 
 
 def preset_path(path: str | os.PathLike) -> str:
@@ -362,16 +289,13 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = preset_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path!r}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {path!r} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path!r}: top level must be a mapping, got {type(data).__name__}")
-    return data
+    try:
+        data = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        raise ValueError(f"config file {path!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, DictConfig):
+        raise ValueError(f"config file {path!r}: top level must be a mapping, got a list")
+    return OmegaConf.to_container(data, resolve=False)
 
 
 def load_config(
@@ -383,14 +307,14 @@ def load_config(
 
     Args:
         cls: a (possibly nested) dataclass type, or an instance used as the starting values.
-        path: optional YAML preset; its keys must mirror the dataclass fields (nested mappings
-            for nested dataclasses). Unknown keys raise ValueError naming the key and the file.
-        overrides: strings "a.b=value"; the value is parsed with `yaml.safe_load`, then checked
-            against the field type of `a.b`.
+        path: optional YAML preset; its keys mirror the dataclass fields (nested mappings for nested
+            dataclasses).
+        overrides: strings "a.b=value", the value read as YAML (`[1, 2]`, `null`, `1e-3`).
 
     Raises:
-        ValueError: unknown key, wrong value type (names the key and the expected type), a
-            malformed override, invalid YAML, or a required field left unset.
+        ValueError: unknown key or wrong value type (naming the key and the file or override), a
+            value breaking a dataclass's constraint (ConfigValueError), a malformed override, invalid
+            YAML, or a required field left unset.
         FileNotFoundError: `path` does not exist.
     """
     base = None
@@ -399,34 +323,45 @@ def load_config(
     _check_cls(cls)
     if isinstance(overrides, str):
         overrides = [overrides]  # a single "k=v" string, not its characters
-    tree: dict[str, Any] = {}
-    meta: dict[str, tuple[str, str | None]] = {}
+    loader = _Loader(cls, base)
     if path is not None:
-        _merge(cls, tree, _read_yaml(path), "", f"config file {os.fspath(path)!r}", meta)
+        loader.merge(_read_yaml(path), f"config file {os.fspath(path)!r}")
     for text in overrides:
-        parts, value, raw = _parse_override(text)
-        nested: Any = value
-        for p in reversed(parts[1:]):
-            nested = {p: nested}
-        _merge(cls, tree, {parts[0]: nested}, "", f"override {text!r}", meta, raw_text=raw)
-    return _build(cls, tree, "", meta, base, "defaults")
+        loader.override(text)
+    return loader.build()
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], source: str = "a config dict") -> T:
-    """Build `cls` from a (saved) nested dict, with the same key and type checks as `load_config`;
-    `source` names where the dict came from in error messages."""
+    """Build `cls` from a (saved) nested dict, with the same checks as `load_config`; `source` names
+    where the dict came from in error messages."""
     _check_cls(cls)
     if not isinstance(data, Mapping):
         raise ValueError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-    tree: dict[str, Any] = {}
-    meta: dict[str, tuple[str, str | None]] = {}
-    _merge(cls, tree, data, "", source, meta)
-    return _build(cls, tree, "", meta, None, source)
+    loader = _Loader(cls)
+    loader.merge(dict(data), source)
+    return loader.build()
 
 
 def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
     """Return a copy of the dataclass instance `cfg` with `key=value` overrides applied."""
     return load_config(cfg, None, overrides)
+
+
+def validate_config(cfg: Any, prefix: str = "") -> None:
+    """Re-run the `__post_init__` checks of `cfg` and its sections (e.g. after editing attributes);
+    errors carry the full dotted key. Building a config through this module already runs them."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate_config(value, f"{prefix}{f.name}.")
+    post = getattr(cfg, "__post_init__", None)
+    if post is not None:
+        try:
+            post()
+        except ValueError as exc:
+            if not _is_constraint(exc):
+                raise
+            raise ConfigValueError(prefix + exc.config_key, exc.reason) from None
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -461,25 +396,118 @@ def save_config(cfg: Any, path: str | os.PathLike) -> str:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# ----------------------------------------------------------------------------- --help
+
+
+def _comments(cls: type) -> tuple[str, dict[str, str]]:
+    """(comment on the `class` line, else the docstring's first line; {field: comment beside it})."""
+    doc = (cls.__doc__ or "").strip().split("\n")[0]
+    if doc.startswith(f"{cls.__name__}("):  # the docstring dataclass() writes
+        doc = ""
+    try:
+        lines, _ = inspect.getsourcelines(cls)
+        tokens = list(tokenize.generate_tokens(io.StringIO("".join(lines)).readline))
+    except (OSError, TypeError, tokenize.TokenError, IndentationError, SyntaxError):
+        return doc, {}
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+    head = next((i for i, line in enumerate(lines, 1) if line.lstrip().startswith("class ")), 1)
+    fields = {}
+    for i, line in enumerate(lines, 1):
+        name = line.strip().split(":", 1)[0]
+        if i > head and i in comments and ":" in line and name.isidentifier():
+            fields.setdefault(name, comments[i])
+    return comments.get(head) or doc, fields
+
+
+def _fmt(value: Any) -> str:
+    value = config_to_dict(value)
+    if isinstance(value, str):
+        return value if value.strip() == value and value else repr(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
+
+
+def config_help(cfg: Any, title: str = "config keys (set each with KEY=VALUE)") -> str:
+    """The keys of the dataclass (instance or type) `cfg`, one a line, with their values (the
+    defaults, or `cfg`'s) and the comment written beside each field."""
+    if isinstance(cfg, type):
+        try:
+            cfg = load_config(cfg)
+        except ValueError as exc:  # e.g. a field without a default
+            return f"{title}: see {cfg.__name__} ({exc})"
+    rows: list[tuple[str, str]] = []
+
+    def walk(obj: Any, prefix: str, depth: int) -> None:
+        _, notes = _comments(type(obj))
+        indent = "  " * depth
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                head, _ = _comments(type(value))
+                rows.append((f"{indent}{prefix}{f.name}:", notes.get(f.name) or head))
+                walk(value, f"{prefix}{f.name}.", depth + 1)
+            else:
+                rows.append((f"{indent}{prefix}{f.name} = {_fmt(value)}", notes.get(f.name, "")))
+
+    walk(cfg, "", 1)
+    width = min(56, max(len(k) for k, _ in rows) + 2)
+    lines = [f"{title}:"]
+    for k, note in rows:
+        lines.append(f"{k:<{width}}{note}".rstrip() if len(k) < width or not note else f"{k}  {note}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- argparse
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add `--config PATH` and trailing `key=value` overrides (dest "overrides") to `parser`."""
-    parser.add_argument("--config", metavar="PATH", default=None, help="YAML preset (e.g. configs/x/cpu.yaml)")
+def add_config_args(parser: argparse.ArgumentParser, cls: Any = None, title: str | None = None) -> argparse.ArgumentParser:
+    """Add `--config PATH` and trailing `key=value` overrides (dest "overrides") to `parser`; with a
+    config dataclass (or instance) `cls`, `--help` also lists its keys and values (`config_help`)."""
+    example = "; KEY is dotted as the preset nests it"
+    if cls is not None:
+        key, value = _first_leaf(cls if not isinstance(cls, type) else None, cls if isinstance(cls, type) else type(cls))
+        example = f", e.g. {key}={value} (the keys are listed below)"
+    parser.add_argument("--config", metavar="PATH", default=None, help="YAML preset (a file, or configs/<app>/<name>.yaml)")
     parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        default=[],
-        help="config overrides applied after the preset, e.g. train.lr=1e-3 train.steps=100",
+        "overrides", nargs="*", metavar="KEY=VALUE", default=[], help="config overrides applied after the preset" + example
     )
+    if cls is not None:
+        _add_epilog(parser, config_help(cls, title or "config keys, with their defaults (set each with KEY=VALUE)"))
     return parser
+
+
+def _first_leaf(cfg: Any, cls: type) -> tuple[str, str]:
+    f = next(f for f in dataclasses.fields(cls) if f.init)
+    sub = _dataclass_in(_hints(cls).get(f.name))
+    value = getattr(cfg, f.name) if cfg is not None else None
+    if sub is not None and (value is None or dataclasses.is_dataclass(value)):
+        key, text = _first_leaf(value, sub)
+        return f"{f.name}.{key}", text
+    if cfg is None:
+        value = f.default if f.default is not dataclasses.MISSING else "..."
+    return f.name, _fmt(value)
+
+
+def _add_epilog(parser: argparse.ArgumentParser, text: str) -> None:
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the key list's lines
+    parser.epilog = ((parser.epilog or "") + "\n\n" + text).strip()
 
 
 def config_from_args(cls: type[T] | T, args: argparse.Namespace) -> T:
     """`load_config(cls, args.config, args.overrides)` for a parser set up by `add_config_args`."""
     return load_config(cls, getattr(args, "config", None), getattr(args, "overrides", None) or ())
+
+
+def _preset_in(argv: Sequence[str]) -> str | None:
+    preset = None
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            preset = argv[i + 1]
+        elif a.startswith("--config="):
+            preset = a.split("=", 1)[1]
+    return preset
 
 
 def parse_config(
@@ -489,12 +517,26 @@ def parse_config(
 ) -> tuple[T, argparse.Namespace]:
     """Parse `argv` (default sys.argv[1:]) into (config, namespace) in one call.
 
-    Config errors are reported through `parser.error` (usage + message, exit code 2), the
+    `--help` lists the config's keys with their values under the `--config` preset in `argv` (else the
+    defaults). Config errors are reported through `parser.error` (usage + message, exit code 2), the
     argparse way, so a typo on the command line never prints a traceback.
     """
+    import sys
+
     parser = parser or argparse.ArgumentParser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    shown, title = cls, "config keys, with their defaults (set each with KEY=VALUE)"
+    wants_help = "-h" in argv or "--help" in argv
+    preset = _preset_in(argv)
+    if wants_help and preset is not None:
+        try:  # the values a run would start from
+            shown, title = load_config(cls, preset), f"config keys, with their values under {preset} (set each with KEY=VALUE)"
+        except (ValueError, FileNotFoundError):
+            pass
     if not any(a.dest == "overrides" for a in parser._actions):
-        add_config_args(parser)
+        add_config_args(parser, shown, title)
+    elif wants_help and "config keys" not in (parser.epilog or ""):
+        _add_epilog(parser, config_help(shown, title))
     args = parser.parse_intermixed_args(argv)  # options may sit between key=value overrides
     try:
         return config_from_args(cls, args), args

@@ -12,13 +12,18 @@ from typing import Literal, Optional
 import pytest
 
 from taichi_sdf.train.config import (
+    ConfigValueError,
     add_config_args,
     apply_overrides,
+    check,
     config_from_args,
+    config_from_dict,
+    config_help,
     config_to_dict,
     load_config,
     parse_config,
     save_config,
+    validate_config,
 )
 
 
@@ -81,7 +86,6 @@ def test_override_coercion():
         Config,
         overrides=[
             "train.lr=1",  # int -> float
-            "train.steps=1e3",  # integral float string -> int
             "train.betas=[0.5, 0.6]",
             "name=2024",  # str field: raw text, no quoting needed
             "out=/tmp/x",
@@ -91,7 +95,6 @@ def test_override_coercion():
         ],
     )
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
-    assert cfg.train.steps == 1000 and isinstance(cfg.train.steps, int)
     assert cfg.train.betas == (0.5, 0.6)
     assert cfg.name == "2024"
     assert cfg.out == Path("/tmp/x")
@@ -119,7 +122,7 @@ def test_unknown_override_key():
     [
         ("train.steps=1.5", "train.steps", "int"),
         ("train.steps=abc", "train.steps", "int"),
-        ("train.resume=3", "train.resume", "bool"),
+        ("train.resume=[true]", "train.resume", "bool"),  # (OmegaConf reads 0 / 1 / yes / no as bools)
         ("train.lr=[1]", "train.lr", "float"),
         ("device=gpu", "device", "one of 'auto', 'cpu', 'cuda'"),
         ("train.betas=[0.1]", "train.betas", "tuple"),
@@ -204,3 +207,96 @@ def test_options_may_sit_between_overrides():
     parser.add_argument("--resume", action="store_true")
     cfg, args = parse_config(Config, ["train.lr=1e-3", "--resume", "name=x"], parser)
     assert args.resume and (cfg.train.lr, cfg.name) == (1e-3, "x")
+
+
+# -- OmegaConf specifics: what stays as it was ------------------------------------------------------------
+
+
+def test_tuples_stay_tuples_everywhere(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {layers: [1, 2, 3]}\nextra: {layers: [4]}\n")
+    cfg = load_config(Config, p, ["train.betas=[0.1, 0.2]"])
+    for value in (cfg.model.layers, cfg.extra.layers, cfg.train.betas, Config().train.betas):
+        assert type(value) is tuple
+    assert cfg.model.layers == (1, 2, 3) and cfg.extra.layers == (4,)
+    back = config_from_dict(Config, config_to_dict(cfg))  # lists in a saved dict come back as tuples
+    assert type(back.model.layers) is tuple and back == cfg
+    assert type(cfg.tags) is list  # a list field stays a list
+
+
+def test_floats_literals_optionals_and_text():
+    cfg = load_config(Config, overrides=["train.lr=1e-3", "device=cuda", "model.skip=null", "out=0123", "name=1e5"])
+    assert cfg.train.lr == 1e-3 and type(cfg.train.lr) is float
+    assert cfg.device == "cuda" and cfg.model.skip is None
+    assert cfg.out == Path("0123") and cfg.name == "1e5"  # str / Path fields take the raw text
+    assert load_config(Config, overrides=["model.skip=3"]).model.skip == 3
+    with pytest.raises(ValueError, match=r"'model.skip'.*int"):
+        load_config(Config, overrides=["model.skip=x"])
+    assert load_config(Config, overrides=["train.resume=0"]).train.resume is False
+
+
+def test_interpolation():
+    cfg = load_config(Config, overrides=["name=run7", "out=outputs/${name}"])
+    assert cfg.out == Path("outputs/run7")
+
+
+def test_unknown_key_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config key 'train.stepz' in override 'train.stepz=1'.*lr, steps"):
+        load_config(Config, overrides=["train.stepz=1"])
+    with pytest.raises(ValueError, match=r"unknown config key 'x' in a saved run"):
+        config_from_dict(Config, {"x": 1}, "a saved run")
+    with pytest.raises(ValueError, match=r"'train.lr' \(from a saved run\).*float"):
+        config_from_dict(Config, {"train": {"lr": "fast"}}, "a saved run")
+
+
+# -- value constraints in __post_init__ ------------------------------------------------------------------
+
+
+@dataclass
+class Inner:
+    n: int = 1
+
+    def __post_init__(self):
+        check(self.n >= 1, "n", ">= 1", self.n)
+
+
+@dataclass
+class Outer:
+    a: Inner = field(default_factory=Inner)
+    b: Inner = field(default_factory=Inner)
+    out: str = "x"
+
+    def __post_init__(self):
+        check(self.out != "", "out", "a non-empty folder", self.out)
+
+
+def test_constraints_name_the_full_key_and_its_source(tmp_path):
+    with pytest.raises(ConfigValueError, match=r"config key 'b.n' \(from override 'b.n=0'\): expected >= 1, got 0"):
+        load_config(Outer, overrides=["a.n=2", "b.n=0"])
+    p = tmp_path / "c.yaml"
+    p.write_text("a: {n: -1}\n")
+    with pytest.raises(ConfigValueError, match=r"'a.n' \(from config file .*c.yaml'\)"):
+        load_config(Outer, p)
+    with pytest.raises(ConfigValueError, match=r"'out' \(from override 'out='\)"):
+        load_config(Outer, overrides=["out="])
+    with pytest.raises(ConfigValueError, match=r"'out'"):
+        Outer(out="")  # built by hand: the same check
+    cfg = Outer()
+    cfg.b.n = 0  # edited after construction: validate_config re-runs the checks
+    with pytest.raises(ConfigValueError, match=r"config key 'b.n': expected >= 1"):
+        validate_config(cfg)
+
+
+# -- --help ----------------------------------------------------------------------------------------------
+
+
+def test_help_lists_keys_defaults_and_comments(tmp_path, capsys):
+    text = config_help(Config)
+    assert "train.lr = 0.0001" in text and "model.layers = [512, 512]" in text and "extra = null" in text
+    p = tmp_path / "p.yaml"
+    p.write_text("train: {steps: 11}\n")
+    with pytest.raises(SystemExit):
+        parse_config(Config, ["--config", str(p), "--help"])
+    out = capsys.readouterr().out
+    assert f"values under {p}" in out and "train.steps = 11" in out
+    assert "train.steps=100" not in out  # no example key that the config may not have

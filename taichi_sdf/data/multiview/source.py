@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from taichi_sdf.data.multiview.base import MultiViewDataset
 from taichi_sdf.data.multiview.idr import load_idr
 from taichi_sdf.data.multiview.nerf import load_nerf
+from taichi_sdf.train.config import check
 
 
 @dataclass
@@ -17,13 +19,18 @@ class MultiViewDataConfig:
     """Where a multi-view app's images, masks and cameras come from (the `data` section of its config)."""
 
     data: str | None = None  # IDR/DTU scan or NeRF folder; None = the built-in dataset
-    format: str = "auto"  # auto | idr | nerf
+    format: Literal["auto", "idr", "nerf"] = "auto"  # auto: nerf when the folder has transforms_train.json
     scene: str = "csg"  # built-in scene when data is None
     views: int = 48  # built-in dataset size
     size: int = 64  # built-in image width = height
     test_every: int = 8  # views 3, 11, 19, ... are held out (as in ../shared/data/spot)
     test_offset: int = 3
 
+    def __post_init__(self) -> None:
+        for key in ("views", "size", "test_every"):
+            check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        check(self.test_offset >= 0, "test_offset", ">= 0", self.test_offset)
+        check(self.data is None or self.data.strip() != "", "data", "a dataset folder or null (the built-in one)", self.data)
 
 
 def builtin_folder(d: MultiViewDataConfig) -> Path:
