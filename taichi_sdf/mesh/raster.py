@@ -37,6 +37,7 @@ upstream are torch, so gradients reach world vertices, K and T_cam_world by auto
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,10 +49,10 @@ from torch import nn
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.core import runtime
 from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.core.dtypes import dtype_name
 from taichi_sdf.core.validation import FLOAT_DTYPES, check_tensor
 from taichi_sdf.kernels.mesh.soft_raster import PW, RECORD, RasterConfig, binning_kernels, raster_kernels
 
-_DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64"}
 MODES = ("softras", "dibr", "hard")
 # Tile lists are int32 (CSR); refuse more entries than this rather than overflow or exhaust memory.
 MAX_TILE_ENTRIES = 2**25  # ~2.7 GB of float32 tile records (80 bytes per entry)
@@ -148,9 +149,6 @@ class _Launch:
     background: torch.Tensor
 
 
-_ops: dict[RasterConfig, KernelOp] = {}
-
-
 def _softras_op(cfg: RasterConfig) -> KernelOp:
     fwd_kernel, bwd_kernel = raster_kernels(cfg)
 
@@ -245,10 +243,9 @@ def _packet_flags(need: torch.Tensor) -> torch.Tensor:
     return blocks.any(4).any(2).to(torch.int32).contiguous()
 
 
+@functools.cache
 def _op(cfg: RasterConfig) -> KernelOp:
-    if cfg not in _ops:
-        _ops[cfg] = _softras_op(cfg) if cfg.mode == "softras" else _dibr_op(cfg)
-    return _ops[cfg]
+    return _softras_op(cfg) if cfg.mode == "softras" else _dibr_op(cfg)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -343,7 +340,7 @@ def bin_faces(
     """Bin screen-space faces (pixel x, y and camera z per corner) into tile_size x tile_size tiles;
     each face's bounding box is grown by `radius` pixels. Raises ValueError when the lists would hold
     more than MAX_TILE_ENTRIES entries."""
-    setup, count, fill = binning_kernels(_DTYPE_NAMES[face_vertices.dtype])
+    setup, count, fill = binning_kernels(dtype_name(face_vertices.dtype))
     B, F = face_vertices.shape[:2]
     dev = face_vertices.device
     ntx = -(-width // tile_size)
@@ -397,7 +394,7 @@ def _rasterize_screen(screen, faces, colors, width: int, height: int, mode: str,
     if F == 0:
         return _empty_output(screen, colors, height, width, settings, with_grad=mode != "hard")
     C = 0 if colors is None else colors.shape[-1]
-    cfg = RasterConfig(_DTYPE_NAMES[screen.dtype], mode, C)
+    cfg = RasterConfig(dtype_name(screen.dtype), mode, C)
     idx = faces.reshape(-1)
     # [B, F, 3, 3]; autograd scatters face gradients back to the vertices (index_select is ~100x
     # faster than advanced indexing `screen[:, faces]` on the CPU)
