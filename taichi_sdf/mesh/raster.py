@@ -172,18 +172,18 @@ def _softras_op(cfg: RasterConfig) -> KernelOp:
         )  # fmt: skip
 
     def backward(fv, fc, rgb, alpha, depth, face_id, bary, m, w,
-                 g_rgb, g_alpha, g_depth, g_bary, g_m, g_w, g_fv, g_fc, L: _Launch):  # fmt: skip
+                 grad_rgb, grad_alpha, grad_depth, grad_bary, grad_m, grad_w, grad_fv, grad_fc, L: _Launch):  # fmt: skip
         B, H, W = alpha.shape
-        g_a = g_alpha * (1.0 - alpha)  # d alpha / d x_j = (1 - alpha) D_j
-        cols = [g_a, g_depth]
-        need = (g_a != 0) | ((g_depth != 0) & (face_id >= 0))
+        grad_a = grad_alpha * (1.0 - alpha)  # d alpha / d x_j = (1 - alpha) D_j
+        cols = [grad_a, grad_depth]
+        need = (grad_a != 0) | ((grad_depth != 0) & (face_id >= 0))
         if cfg.channels:
-            cols += [m, 1.0 / w, (g_rgb * rgb).sum(-1), *g_rgb.unbind(-1)]
-            need |= (g_rgb != 0).any(-1)
+            cols += [m, 1.0 / w, (grad_rgb * rgb).sum(-1), *grad_rgb.unbind(-1)]
+            need |= (grad_rgb != 0).any(-1)
         pix = torch.stack(cols, -1).contiguous()
         bwd_kernel(
             fc, L.bins.records.view(-1), L.bins.face_pixels, face_id.view(-1), pix.view(-1), _packet_flags(need),
-            g_fv, g_fc, H, W, L.s2, L.sigma, L.thr, L.gamma, L.far, L.near, CLIP_EPS,
+            grad_fv, grad_fc, H, W, L.s2, L.sigma, L.thr, L.gamma, L.far, L.near, CLIP_EPS,
         )  # fmt: skip
 
     return KernelOp(
@@ -214,18 +214,18 @@ def _dibr_op(cfg: RasterConfig) -> KernelOp:
         )  # fmt: skip
 
     def backward(fv, fc, rgb, alpha, depth, face_id, bary, prod, nzero, last,
-                 g_rgb, g_alpha, g_depth, g_bary, g_prod, g_fv, g_fc, L: _Launch):  # fmt: skip
+                 grad_rgb, grad_alpha, grad_depth, grad_bary, grad_prod, grad_fv, grad_fc, L: _Launch):  # fmt: skip
         B, H, W = alpha.shape
-        cols = [g_alpha, g_depth, prod]
-        fg_grad = g_depth != 0
+        cols = [grad_alpha, grad_depth, prod]
+        fg_grad = grad_depth != 0
         if cfg.channels:
-            cols += list(g_rgb.unbind(-1))
-            fg_grad |= (g_rgb != 0).any(-1)
-        need = ((g_alpha != 0) & (face_id < 0)) | ((face_id >= 0) & fg_grad)
+            cols += list(grad_rgb.unbind(-1))
+            fg_grad |= (grad_rgb != 0).any(-1)
+        need = ((grad_alpha != 0) & (face_id < 0)) | ((face_id >= 0) & fg_grad)
         pix = torch.stack(cols, -1).contiguous()
         bwd_kernel(
             fc, L.bins.records.view(-1), L.bins.face_pixels, face_id.view(-1), nzero.view(-1), last.view(-1),
-            pix.view(-1), _packet_flags(need), g_fv, g_fc, H, W, L.s2, L.inv_delta,
+            pix.view(-1), _packet_flags(need), grad_fv, grad_fc, H, W, L.s2, L.inv_delta,
         )  # fmt: skip
 
     return KernelOp(
