@@ -37,6 +37,7 @@ upstream are torch, so gradients reach world vertices, K and T_cam_world by auto
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -105,6 +106,26 @@ class RasterSettings:
     knum: int = 30
     background: float | Sequence[float] = 0.0
     tile_size: int = 16
+
+    @classmethod
+    def resolve(cls, settings: RasterSettings | None, overrides: dict) -> RasterSettings:
+        """`settings` (default: `RasterSettings()`) with single fields replaced by `overrides`
+        (the keyword arguments of the public functions); not validated."""
+        base = settings or cls()
+        return base if not overrides else dataclasses.replace(base, **overrides)
+
+    def background_color(self, channels: int, like: torch.Tensor) -> torch.Tensor:
+        """`background` as a `[max(channels, 1)]` tensor of like's dtype and device; raises ValueError
+        when it gives neither one float nor `channels` floats."""
+        bg = self.background
+        vals = [float(bg)] * max(channels, 1) if isinstance(bg, (int, float)) else [float(v) for v in bg]
+        if channels and len(vals) != channels:
+            raise ValueError(
+                f"background: expected a float or {channels} floats (one per colour channel), got {bg!r}"
+            )
+        if not channels:
+            vals = vals[:1] or [0.0]
+        return torch.tensor(vals, dtype=like.dtype, device=like.device)
 
     def validate(self) -> None:
         for name in ("sigma", "gamma", "sigmainv", "boxlen"):
@@ -288,16 +309,6 @@ def _check_mesh(vertices, faces, colors, batch: int | None, dims: dict):
             raise ValueError(f"colors: expected 1 to 64 channels, got {colors.shape[-1]}")
 
 
-def _background(settings: RasterSettings, C: int, like: torch.Tensor) -> torch.Tensor:
-    bg = settings.background
-    vals = [float(bg)] * max(C, 1) if isinstance(bg, (int, float)) else [float(v) for v in bg]
-    if C and len(vals) != C:
-        raise ValueError(f"background: expected a float or {C} floats (one per colour channel), got {bg!r}")
-    if not C:
-        vals = vals[:1] or [0.0]
-    return torch.tensor(vals, dtype=like.dtype, device=like.device)
-
-
 def _radius_px(mode: str, s: RasterSettings, ndc_per_px: float) -> float:
     """How far (pixels) a face's influence reaches beyond its triangle; bbox growth for binning."""
     if mode == "softras":
@@ -376,7 +387,7 @@ def _empty_output(screen, colors, height, width, settings, with_grad: bool) -> R
     rgb = None
     if colors is not None:
         C = colors.shape[-1]
-        bg = _background(settings, C, screen)
+        bg = settings.background_color(C, screen)
         rgb = bg.expand(B, height, width, C) + colors.sum() * 0.0 + zero
     alpha = screen.new_zeros(B, height, width) + zero
     depth = screen.new_zeros(B, height, width) + zero
@@ -406,7 +417,7 @@ def _rasterize_screen(screen, faces, colors, width: int, height: int, mode: str,
     ndc_per_px = 2.0 / min(width, height)
     s = settings
     bins = bin_faces(fv.detach(), width, height, _radius_px(mode, s, ndc_per_px), s.near, s.tile_size)
-    bg = _background(s, C, screen)
+    bg = s.background_color(C, screen)
     L = _Launch(
         tile=s.tile_size, ntx=bins.ntx, nty=bins.nty, s2=ndc_per_px**2, sigma=s.sigma,
         thr=s.sigma * math.log(1.0 / s.dist_eps - 1.0), gamma=s.gamma, far=s.far, near=s.near, eps=s.eps,
@@ -431,7 +442,15 @@ def _rasterize_screen(screen, faces, colors, width: int, height: int, mode: str,
     return RasterOutput(rgb if C else None, alpha, depth, face_id, bary.detach())
 
 
-def _check_common(vertices, faces, colors, batch):
+def check_mesh_inputs(
+    vertices: torch.Tensor,  # [B, V, 3] or [V, 3]
+    faces: torch.Tensor,  # [F, 3]
+    colors: torch.Tensor | None,  # [B, V, C] or [V, C]
+    batch: int | None,
+) -> None:
+    """Validate a mesh as `soft_rasterize` takes it (float vertices, int faces indexing them, optional
+    per-vertex colours of the vertices' dtype, batch sizes equal to `batch` where given); raises
+    ValueError/TypeError naming the argument. Shared by the renderers built on the rasterizer."""
     check_tensor("vertices", vertices, dtype=FLOAT_DTYPES)
     dims: dict[str, int] = {}
     if vertices.dim() == 2:
@@ -454,11 +473,6 @@ def _colors_batched(colors, B):
 def _check_mode(mode: str, allowed=("softras", "dibr")) -> None:
     if mode not in allowed:
         raise ValueError(f"mode: expected one of {allowed}, got {mode!r}")
-
-
-def _settings(settings: RasterSettings | None, overrides: dict) -> RasterSettings:
-    base = settings or RasterSettings()
-    return base if not overrides else RasterSettings(**{**base.__dict__, **overrides})
 
 
 # ----------------------------------------------------------------------------------------- public
@@ -493,8 +507,8 @@ def soft_rasterize(
     _check_mode(mode)
     if not isinstance(cameras, Camera):
         raise TypeError(f"cameras: expected a taichi_sdf.Camera, got {type(cameras).__name__}")
-    _check_common(vertices, faces, colors, len(cameras))
-    s = _settings(settings, overrides)
+    check_mesh_inputs(vertices, faces, colors, len(cameras))
+    s = RasterSettings.resolve(settings, overrides)
     s.validate()
     screen = project_vertices(vertices, cameras, s.near)
     return _rasterize_screen(
@@ -517,8 +531,8 @@ def soft_rasterize_screen(
     _check_mode(mode)
     _check_size(width, height)
     check_tensor("screen_vertices", screen_vertices, shape=(None, None, 3), dtype=FLOAT_DTYPES)
-    _check_common(screen_vertices, faces, colors, screen_vertices.shape[0])
-    s = _settings(settings, overrides)
+    check_mesh_inputs(screen_vertices, faces, colors, screen_vertices.shape[0])
+    s = RasterSettings.resolve(settings, overrides)
     return _rasterize_screen(
         screen_vertices, faces, _colors_batched(colors, screen_vertices.shape[0]), width, height, mode, s
     )
@@ -536,7 +550,7 @@ def hard_rasterize(
     Interpolate attributes with `interpolate(attributes, faces, out)`."""
     if not isinstance(cameras, Camera):
         raise TypeError(f"cameras: expected a taichi_sdf.Camera, got {type(cameras).__name__}")
-    _check_common(vertices, faces, None, len(cameras))
+    check_mesh_inputs(vertices, faces, None, len(cameras))
     s = RasterSettings(near=near, tile_size=tile_size)
     s.validate()
     with torch.no_grad():
@@ -555,7 +569,7 @@ def hard_rasterize_screen(
     """`hard_rasterize` for already projected vertices (see `soft_rasterize_screen`)."""
     _check_size(width, height)
     check_tensor("screen_vertices", screen_vertices, shape=(None, None, 3), dtype=FLOAT_DTYPES)
-    _check_common(screen_vertices, faces, None, screen_vertices.shape[0])
+    check_mesh_inputs(screen_vertices, faces, None, screen_vertices.shape[0])
     s = RasterSettings(near=near, tile_size=tile_size)
     with torch.no_grad():
         return _rasterize_screen(screen_vertices.detach(), faces, None, width, height, "hard", s)
@@ -595,7 +609,7 @@ class SoftRasterizer(nn.Module):
         super().__init__()
         _check_mode(mode)
         self.mode = mode
-        self.settings = _settings(settings, overrides)
+        self.settings = RasterSettings.resolve(settings, overrides)
         self.settings.validate()
 
     def forward(self, vertices, faces, cameras: Camera, colors=None) -> RasterOutput:

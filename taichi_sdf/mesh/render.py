@@ -46,7 +46,7 @@ from torch import nn
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.core.validation import check_tensor
 from taichi_sdf.mesh import raster
-from taichi_sdf.mesh.raster import MODES, RasterSettings, interpolate
+from taichi_sdf.mesh.raster import MODES, RasterSettings, check_mesh_inputs, interpolate
 from taichi_sdf.mesh.shading import (
     DirectionalLight,
     Material,
@@ -164,7 +164,7 @@ def _render(
     _check_choice("shading", shading, SHADINGS)
     _check_choice("address", address, ADDRESS_MODES)
     B = len(cameras)
-    raster._check_common(vertices, faces, colors, B)
+    check_mesh_inputs(vertices, faces, colors, B)
     if colors is not None and colors.shape[-1] != 3:
         raise ValueError(f"colors: expected 3 channels (RGB), got {colors.shape[-1]}")
     if colors is not None and texture is not None:
@@ -182,9 +182,9 @@ def _render(
     light, material = _check_light(shading, light, material, vertices)
     if shading == "sh" and light.dim() == 3 and light.shape[0] not in (1, B):
         raise ValueError(f"light: expected SH coefficients for 1 or {B} images, got {light.shape[0]}")
-    s = raster._settings(settings, overrides)
+    s = RasterSettings.resolve(settings, overrides)
     s.validate()
-    bg = raster._background(s, 3, vertices)  # [3]
+    bg = s.background_color(3, vertices)  # [3]
 
     F = faces.shape[0]
     idx = faces.reshape(-1).long()
@@ -297,7 +297,7 @@ class MeshRenderer(nn.Module):
         _check_choice("normals", normals, NORMALS)
         _check_choice("address", address, ADDRESS_MODES)
         self.mode, self.shading, self.normals, self.address = mode, shading, normals, address
-        self.settings = raster._settings(settings, overrides)
+        self.settings = RasterSettings.resolve(settings, overrides)
         self.settings.validate()
         self.light, self.material = light, material
 
