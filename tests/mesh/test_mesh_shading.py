@@ -266,6 +266,17 @@ def test_render_matches_twin(device, mode, shading, source, normals):
     assert_matches_twin(run(mesh_render.render_mesh), run(twin.render_mesh), inputs, atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize("light", [None, DirectionalLight(direction=((0.3, -1.0, -0.5), (0.5, -0.2, -1.0)),
+                                                            color=(0.9, 0.7, 0.5), ambient=((0.2,) * 3, (0.1,) * 3))])
+def test_sh_of_a_directional_light_matches_twin(device, light):
+    """The twin projects the light onto SH on its own (not with `DirectionalLight.to_sh`)."""
+    v, f, uv, tex, colors, cam = _sphere_scene(device, size=12)
+    a = mesh_render.render_mesh(v, f, cam, colors=colors, shading="sh", light=light, mode="hard")
+    b = twin.render_mesh(v, f, cam, colors=colors, shading="sh", light=light, mode="hard")
+    assert float((a.face_id >= 0).double().mean()) > 0.2
+    torch.testing.assert_close(a.rgb, b.rgb, atol=1e-12, rtol=1e-12)
+
+
 def test_batched_meshes_and_textures_match_per_image_renders(device):
     v, f, uv, tex, colors, cam = _sphere_scene(device, size=16)
     vb = torch.stack([v, 0.8 * v])
