@@ -1,22 +1,33 @@
-"""Turn tracer outputs into pictures: normal maps, depth maps, Lambert and Phong shading.
+"""Turn tracer outputs into pictures: normal maps, depth maps, and Lambert / Phong shaded images.
 
 All functions take `[..., 3]` normals / `[...]` depths and a `[...]` hit mask and return float RGB
 `[..., 3]` in [0, 1] (background = `background`), differentiable where the inputs are.
+
+`lambert` and `phong` are the library's one deferred shading (`taichi_sdf.mesh.shading`, which
+`render_mesh` uses for mesh pixels) applied to SDF hits, with a light given as a direction of travel
+`light_dir` and an `ambient` share: `DirectionalLight(light_dir, color=1 - ambient, ambient)`, so a
+pixel facing the light gets exactly its albedo. The result is clamped to [0, 1] and composited over
+`background` where `hit` is False.
 """
 
 from __future__ import annotations
 
 import torch
 
+from taichi_sdf.mesh import shading as _shading
+
 
 def _bg(like: torch.Tensor, background) -> torch.Tensor:
     return torch.as_tensor(background, dtype=like.dtype, device=like.device).expand_as(like)
 
 
+def _composite(rgb: torch.Tensor, hit: torch.Tensor, background) -> torch.Tensor:
+    return torch.where(hit[..., None], rgb, _bg(rgb, background))
+
+
 def normal_map(normals: torch.Tensor, hit: torch.Tensor, background=(0.0, 0.0, 0.0)) -> torch.Tensor:
     """World-space normals `[..., 3]` as colours 0.5 + 0.5 n."""
-    rgb = 0.5 + 0.5 * normals
-    return torch.where(hit[..., None], rgb, _bg(rgb, background))
+    return _composite(0.5 + 0.5 * normals, hit, background)
 
 
 def depth_map(depth: torch.Tensor, hit: torch.Tensor, near: float | None = None, far: float | None = None,
@@ -29,32 +40,30 @@ def depth_map(depth: torch.Tensor, hit: torch.Tensor, near: float | None = None,
     else:
         near, far = 0.0, 1.0
     v = 1.0 - 0.8 * ((depth - near) / max(far - near, 1e-8)).clamp(0, 1)
-    rgb = v[..., None].expand(*v.shape, 3)
-    return torch.where(hit[..., None], rgb, _bg(rgb, background))
+    return _composite(v[..., None].expand(*v.shape, 3), hit, background)
+
+
+def _light(light_dir, ambient: float) -> _shading.DirectionalLight:
+    return _shading.DirectionalLight(direction=light_dir, color=1.0 - ambient, ambient=ambient)
+
+
+def _albedo(albedo, normals: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(albedo, dtype=normals.dtype, device=normals.device)
 
 
 def lambert(normals: torch.Tensor, hit: torch.Tensor, light_dir=(-0.3, -1.0, -0.5), albedo=(0.8, 0.8, 0.8),
             ambient: float = 0.2, background=(0.0, 0.0, 0.0)) -> torch.Tensor:  # fmt: skip
-    """Diffuse shading under a directional light travelling along `light_dir` (world), with ambient.
-
-    `albedo` is a colour `[3]` or per-pixel `[..., 3]`.
-    """
-    L = -torch.as_tensor(light_dir, dtype=normals.dtype, device=normals.device)
-    L = L / L.norm()
-    albedo = torch.as_tensor(albedo, dtype=normals.dtype, device=normals.device)
-    diffuse = (normals * L).sum(-1).clamp_min(0)[..., None]
-    rgb = albedo * (ambient + (1 - ambient) * diffuse)
-    return torch.where(hit[..., None], rgb.clamp(0, 1), _bg(rgb, background))
+    """Diffuse shading under a directional light travelling along `light_dir` (world):
+    albedo * (ambient + (1 - ambient) * max(n . l, 0)). `albedo` is a colour `[3]` or per-pixel `[..., 3]`."""
+    rgb = _shading.lambert(_albedo(albedo, normals), normals, _light(light_dir, ambient))
+    return _composite(rgb.clamp(0, 1), hit, background)
 
 
 def phong(normals: torch.Tensor, directions: torch.Tensor, hit: torch.Tensor, light_dir=(-0.3, -1.0, -0.5),
           albedo=(0.8, 0.8, 0.8), ambient: float = 0.15, specular: float = 0.4, shininess: float = 32.0,
           background=(0.0, 0.0, 0.0)) -> torch.Tensor:  # fmt: skip
-    """Lambert plus a Phong highlight for viewing rays `directions [..., 3]`."""
-    base = lambert(normals, hit, light_dir, albedo, ambient, background)
-    L = -torch.as_tensor(light_dir, dtype=normals.dtype, device=normals.device)
-    L = L / L.norm()
-    R = 2 * (normals * L).sum(-1, keepdim=True) * normals - L
-    spec = specular * (R * -directions).sum(-1).clamp_min(0) ** shininess
-    rgb = (base + spec[..., None]).clamp(0, 1)
-    return torch.where(hit[..., None], rgb, _bg(rgb, background))
+    """`lambert` plus a Phong highlight specular * (1 - ambient) * max(r . v, 0)^shininess for unit
+    viewing rays `directions [..., 3]` (v = -direction; off where n . l <= 0)."""
+    material = _shading.Material(specular=specular, shininess=shininess)
+    rgb = _shading.phong(_albedo(albedo, normals), normals, -directions, _light(light_dir, ambient), material)
+    return _composite(rgb.clamp(0, 1), hit, background)

@@ -11,6 +11,9 @@ def assert_matches_twin(op, twin, inputs, *, atol, rtol=0.0, seed=0):
     Args:
         op, twin: callables returning a tensor or a tuple of tensors.
         inputs: tensors; the floating ones that require grad get gradients compared.
+
+    Every floating output must require grad exactly when the twin's does (a detached output would
+    otherwise skip its VJP check silently).
     """
     leaves = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
     leaves_twin = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
@@ -21,9 +24,16 @@ def assert_matches_twin(op, twin, inputs, *, atol, rtol=0.0, seed=0):
     assert len(out) == len(out_twin)
     gen = torch.Generator().manual_seed(seed)
     loss, loss_twin = 0.0, 0.0
-    for a, b in zip(out, out_twin):
+    for i, (a, b) in enumerate(zip(out, out_twin)):
         torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
-        if a.is_floating_point() and a.requires_grad:
+        if a is None or not a.is_floating_point():
+            continue
+        # An op output that is wrongly detached (or wrongly differentiable) would otherwise drop out
+        # of the VJP comparison unnoticed.
+        assert a.requires_grad == b.requires_grad, (
+            f"output {i}: requires_grad is {a.requires_grad} for the op but {b.requires_grad} for the twin"
+        )
+        if a.requires_grad:
             cot = torch.randn(a.shape, generator=gen, dtype=a.dtype).to(a.device)
             loss = loss + (a * cot).sum()
             loss_twin = loss_twin + (b * cot).sum()

@@ -194,8 +194,8 @@ def raster_kernels(cfg: RasterConfig):
     factors, i32) and last (id of the last soft-mask candidate, i32), all [B,H,W].
     backward(fc, fd [B*F*R] (flat), fpx [B,F,4] i32, face_id (flat), [dibr: nzero, last (flat)],
              pix [B*H*W*K] (per-pixel record, see the kernels), flags [B, ceil(H/PW), ceil(W/PW)] i32
-             (packets holding any gradient), g_fv [B,F,3,3], g_fc [B,F,3,C'], height, width,
-             scalars...) accumulates into the zero-filled g_fv, g_fc.
+             (packets holding any gradient), grad_fv [B,F,3,3], grad_fc [B,F,3,C'], height, width,
+             scalars...) accumulates into the zero-filled grad_fv, grad_fc.
     """
     f = ti_float(cfg.dtype)
     C = cfg.channels
@@ -482,18 +482,18 @@ def raster_kernels(cfg: RasterConfig):
         return gq0 / z0, gq1 / z1, gq2 / z2, -gq0 * w0 / (z0 * z0), -gq1 * w1 / (z1 * z1), -gq2 * w2 / (z2 * z2)
 
     @ti.func
-    def write_face_grads(g_fv: ti.template(), g_fc: ti.template(), b, j, gxy, gz, gcol):
+    def write_face_grads(grad_fv: ti.template(), grad_fc: ti.template(), b, j, gxy, gz, gcol):
         for kk in ti.static(range(3)):
-            g_fv[b, j, kk, 0] += gxy[kk, 0]
-            g_fv[b, j, kk, 1] += gxy[kk, 1]
-            g_fv[b, j, kk, 2] += gz[kk]
+            grad_fv[b, j, kk, 0] += gxy[kk, 0]
+            grad_fv[b, j, kk, 1] += gxy[kk, 1]
+            grad_fv[b, j, kk, 2] += gz[kk]
             if ti.static(C > 0):
                 for c in ti.static(range(C)):
-                    g_fc[b, j, kk, c] += gcol[kk, c]
+                    grad_fc[b, j, kk, c] += gcol[kk, c]
 
     @ti.kernel
     def softras_backward(
-        fc: fc_t, fd: f1_t, fpx: i3_t, face_id: i1_t, pix: f1_t, flags: i3_t, g_fv: fv_t, g_fc: fc_t,
+        fc: fc_t, fd: f1_t, fpx: i3_t, face_id: i1_t, pix: f1_t, flags: i3_t, grad_fv: fv_t, grad_fc: fc_t,
         height: ti.i32, width: ti.i32, s2: f, sigma: f, thr: f, gamma: f, far: f, near: f, clip_eps: f,
     ):  # fmt: skip
         # One thread per face, looping over the image-aligned PW x PW packets its pixel rectangle
@@ -502,10 +502,10 @@ def raster_kernels(cfg: RasterConfig):
         # maximum m, 1 / W, grad rgb . rgb and grad rgb [C].
         K = K_SOFTRAS
         ti.loop_config(block_dim=4)
-        for b, j in ti.ndrange(g_fv.shape[0], g_fv.shape[1]):
+        for b, j in ti.ndrange(grad_fv.shape[0], grad_fv.shape[1]):
             i_lo, i_hi, j_lo, j_hi = fpx[b, j, 0], fpx[b, j, 1], fpx[b, j, 2], fpx[b, j, 3]
             if i_lo <= i_hi:
-                base = (b * g_fv.shape[1] + j) * RECORD
+                base = (b * grad_fv.shape[1] + j) * RECORD
                 xmin, xmax, ymin, ymax = fd[base + R_XMIN], fd[base + R_XMAX], fd[base + R_YMIN], fd[base + R_YMAX]
                 col = load_colors(fc, b, j)
                 gx0, gy0, gx1, gy1, gx2, gy2 = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
@@ -517,13 +517,13 @@ def raster_kernels(cfg: RasterConfig):
                             continue
                         pxv, pyv, valid, qv = packet_lanes(b, pr, pc, i_lo, i_hi, j_lo, j_hi, height, width)
                         valid &= (pxv >= xmin) & (pxv <= xmax) & (pyv >= ymin) & (pyv <= ymax)
-                        g_a = gather(pix, qv, K, 0)
+                        grad_a = gather(pix, qv, K, 0)
                         is_front = gather_i(face_id, qv) == j
                         need = valid
                         if ti.static(C == 0):
                             # nothing flows back through lanes with saturated alpha (or no alpha
                             # gradient) unless this face is the z-buffer's (depth gradient)
-                            need &= (g_a != 0.0) | is_front
+                            need &= (grad_a != 0.0) | is_front
                         if not need.any():
                             continue
                         w0, w1, w2, inside, l0, l1, l2, sd0, sd1, sd2, t0, t1, t2, rx0, ry0, rx1, ry1, rx2, ry2 = (
@@ -536,7 +536,7 @@ def raster_kernels(cfg: RasterConfig):
                         x = ti.min(ti.max(sgn * d2n / sigma, -X_MAX), X_MAX)
                         d = 1.0 / (1.0 + ti.exp(-x))
                         # alpha = 1 - prod(1 - D_i): d alpha / d x_j = (1 - alpha) * D_j
-                        gx = g_a * d
+                        gx = grad_a * d
                         gw0, gw1, gw2 = V(0.0), V(0.0), V(0.0)
                         if ti.static(C > 0):
                             dm = 1.0 / (1.0 + ti.exp(x))
@@ -605,7 +605,7 @@ def raster_kernels(cfg: RasterConfig):
                         gx2 += a4 + c4
                         gy2 += a5 + c5
                 gxy = ti.Matrix([[gx0.sum(), gy0.sum()], [gx1.sum(), gy1.sum()], [gx2.sum(), gy2.sum()]])
-                write_face_grads(g_fv, g_fc, b, j, gxy, ti.Vector([gz0.sum(), gz1.sum(), gz2.sum()]), gcol)
+                write_face_grads(grad_fv, grad_fc, b, j, gxy, ti.Vector([gz0.sum(), gz1.sum(), gz2.sum()]), gcol)
 
     # --------------------------------------------------------------------------------------- dibr / hard
     @ti.kernel
@@ -679,16 +679,16 @@ def raster_kernels(cfg: RasterConfig):
     @ti.kernel
     def dibr_backward(
         fc: fc_t, fd: f1_t, fpx: i3_t, face_id: i1_t, nzero_out: i1_t, last_out: i1_t,
-        pix: f1_t, flags: i3_t, g_fv: fv_t, g_fc: fc_t, height: ti.i32, width: ti.i32, s2: f, inv_delta: f,
+        pix: f1_t, flags: i3_t, grad_fv: fv_t, grad_fc: fc_t, height: ti.i32, width: ti.i32, s2: f, inv_delta: f,
     ):  # fmt: skip
         # Per-pixel record pix [B*H*W, K]: grad alpha, grad depth, the soft mask's product of the
         # non-zero factors, grad rgb [C]; packets without any gradient (flags) are skipped.
         K = K_DIBR
         ti.loop_config(block_dim=4)
-        for b, j in ti.ndrange(g_fv.shape[0], g_fv.shape[1]):
+        for b, j in ti.ndrange(grad_fv.shape[0], grad_fv.shape[1]):
             i_lo, i_hi, j_lo, j_hi = fpx[b, j, 0], fpx[b, j, 1], fpx[b, j, 2], fpx[b, j, 3]
             if i_lo <= i_hi:
-                base = (b * g_fv.shape[1] + j) * RECORD
+                base = (b * grad_fv.shape[1] + j) * RECORD
                 xmin, xmax, ymin, ymax = fd[base + R_XMIN], fd[base + R_XMAX], fd[base + R_YMIN], fd[base + R_YMAX]
                 col = load_colors(fc, b, j)
                 gx0, gy0, gx1, gy1, gx2, gy2 = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
@@ -750,7 +750,7 @@ def raster_kernels(cfg: RasterConfig):
                         gx2 += a4 + c4
                         gy2 += a5 + c5
                 gxy = ti.Matrix([[gx0.sum(), gy0.sum()], [gx1.sum(), gy1.sum()], [gx2.sum(), gy2.sum()]])
-                write_face_grads(g_fv, g_fc, b, j, gxy, ti.Vector([gz0.sum(), gz1.sum(), gz2.sum()]), gcol)
+                write_face_grads(grad_fv, grad_fc, b, j, gxy, ti.Vector([gz0.sum(), gz1.sum(), gz2.sum()]), gcol)
 
     if mode == "softras":
         return softras_forward, softras_backward

@@ -8,17 +8,14 @@ camera z-depth.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.core.dtypes import dtype_name
 from taichi_sdf.core.validation import FLOAT_DTYPES, check_same_dtype, check_tensor
 from taichi_sdf.kernels.cameras.rays import image_rays_kernel, pixel_rays_kernel
-
-_DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64"}
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    return _DTYPE_NAMES[t.dtype]
 
 
 def _check_camera_tensors(K, T_cam_world, dims):
@@ -50,7 +47,7 @@ def image_rays(
     _check_camera_tensors(K, T_cam_world, {})
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         raise ValueError(f"height, width: expected positive ints, got {height!r}, {width!r}")
-    name = _dtype_name(K)
+    name = dtype_name(K.dtype)
     op = _image_rays_op(name)
     return op(K, T_cam_world, alloc_args=(height, width))
 
@@ -71,40 +68,33 @@ def pixel_rays(
     dims: dict[str, int] = {}
     _check_camera_tensors(K, T_cam_world, dims)
     check_tensor("pixels", pixels, shape=("B", None, 2), dims=dims, dtype=K.dtype)
-    return _pixel_rays_op(_dtype_name(K))(K, T_cam_world, pixels)
+    return _pixel_rays_op(dtype_name(K.dtype))(K, T_cam_world, pixels)
 
 
-_ops: dict = {}
-
-
+@functools.cache
 def _image_rays_op(dtype: str) -> KernelOp:
-    key = ("image_rays", dtype)
-    if key not in _ops:
-        _ops[key] = KernelOp(
-            name="image_rays",
-            forward=image_rays_kernel(dtype),
-            allocate=lambda K, T, height, width: (
-                K.new_empty(K.shape[0], height, width, 3),
-                K.new_empty(K.shape[0], height, width, 3),
-            ),
-            input_names=("K", "T_cam_world"),
-        )
-    return _ops[key]
+    return KernelOp(
+        name="image_rays",
+        forward=image_rays_kernel(dtype),
+        allocate=lambda K, T, height, width: (
+            K.new_empty(K.shape[0], height, width, 3),
+            K.new_empty(K.shape[0], height, width, 3),
+        ),
+        input_names=("K", "T_cam_world"),
+    )
 
 
+@functools.cache
 def _pixel_rays_op(dtype: str) -> KernelOp:
-    key = ("pixel_rays", dtype)
-    if key not in _ops:
-        _ops[key] = KernelOp(
-            name="pixel_rays",
-            forward=pixel_rays_kernel(dtype),
-            allocate=lambda K, T, pixels: (
-                K.new_empty(*pixels.shape[:2], 3),
-                K.new_empty(*pixels.shape[:2], 3),
-            ),
-            input_names=("K", "T_cam_world", "pixels"),
-        )
-    return _ops[key]
+    return KernelOp(
+        name="pixel_rays",
+        forward=pixel_rays_kernel(dtype),
+        allocate=lambda K, T, pixels: (
+            K.new_empty(*pixels.shape[:2], 3),
+            K.new_empty(*pixels.shape[:2], 3),
+        ),
+        input_names=("K", "T_cam_world", "pixels"),
+    )
 
 
 def z_per_t(T_cam_world: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,12 @@ All readers raise ValueError naming the file when an array is missing, mis-shape
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from taichi_sdf.train.checkpoint import atomic_write
 
 SDF_SAMPLES = "SdfSamples"
 SURFACE_SAMPLES = "SurfaceSamples"
@@ -45,21 +45,6 @@ class Instance(NamedTuple):
 
     def normalization(self, root: str | Path) -> Path:
         return self.path(root, NORMALIZATION, ".npz")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: no half-written file is
-    ever seen under the final name (a killed sampler leaves nothing to mistake for a result)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # -------------------------------------------------------------------------------------- samples
@@ -89,7 +74,7 @@ def save_sdf_samples(path: str | Path, pos: np.ndarray, neg: np.ndarray) -> Path
     path = Path(path)
     pos = _check_samples("pos", pos, str(path))
     neg = _check_samples("neg", neg, str(path))
-    _atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), pos=pos, neg=neg))
+    atomic_write(path, lambda f: np.savez(f, pos=pos, neg=neg))
     return path
 
 
@@ -140,7 +125,7 @@ def denormalize(points: np.ndarray, offset: np.ndarray, scale: float) -> np.ndar
 def save_normalization(path: str | Path, offset: np.ndarray, scale: float) -> Path:
     path = Path(path)
     offset = np.asarray(offset, dtype=np.float64).reshape(3)
-    _atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), offset=offset, scale=np.float64(scale)))
+    atomic_write(path, lambda f: np.savez(f, offset=offset, scale=np.float64(scale)))
     return path
 
 
@@ -170,12 +155,11 @@ def save_surface_samples(path: str | Path, points: np.ndarray) -> Path:
         f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
     ).encode()
 
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(pts.tobytes())
+    def write(f):
+        f.write(header)
+        f.write(pts.tobytes())
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -205,7 +189,7 @@ def save_split(path: str | Path, instances: list[Instance]) -> Path:
     for it in instances:
         split.setdefault(it.dataset, {}).setdefault(it.class_name, []).append(it.instance)
     path = Path(path)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(split, indent=2) + "\n"))
+    atomic_write(path, lambda f: f.write((json.dumps(split, indent=2) + "\n").encode()))
     return path
 
 

@@ -13,18 +13,19 @@ faces are all flipped still gets the right sign. `normal` is the unit gradient o
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from taichi_sdf.core import runtime
+from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.core.runtime import serial_torch
 from taichi_sdf.core.validation import FLOAT_DTYPES, check_finite, check_tensor
 from taichi_sdf.kernels.geometry import mesh_distance as kmd
 
-_DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64"}
 SIGN_MODES = ("winding", "pseudonormal")
 # The winding-number sign is first taken at this (cheaper) accuracy and recomputed at `winding_beta`
 # only where the estimate is ambiguous (0.25 < |w| < 0.75).
@@ -62,23 +63,6 @@ def _quantisation(points: torch.Tensor) -> tuple[list[float], list[float]]:
     ext = points.amax(0) - lo
     scale = torch.where(ext > 0, 1024.0 / torch.where(ext > 0, ext, torch.ones_like(ext)), torch.zeros_like(ext))
     return lo.tolist(), scale.tolist()
-
-
-@contextlib.contextmanager
-def _serial_torch(device: torch.device):
-    """Runs torch's intra-op work single-threaded on CPU. The torch glue around the kernels is a
-    string of small ops; on a loaded machine each multi-threaded op can stall for a scheduler slice
-    waiting for its worker thread (2 cores, 2 other busy processes: a 100k-face build took 0.16-0.57 s
-    instead of 0.06 s), while single-threaded they cost about the same when the machine is idle.
-    (Taichi's kernels use their own thread pool.)"""
-    threads = torch.get_num_threads() if device.type == "cpu" else 1
-    if threads > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if threads > 1:
-            torch.set_num_threads(threads)
 
 
 def split_long_triangles(
@@ -180,7 +164,7 @@ class MeshSDF:
         if not math.isfinite(float(winding_beta)):
             raise ValueError(f"winding_beta: expected a finite float, got {winding_beta!r}")
         dev = runtime.device()
-        with _serial_torch(dev):  # see _serial_torch: the checks below are many small torch ops
+        with serial_torch(dev):  # see serial_torch: the checks below are many small torch ops
             v = _as_tensor("vertices", vertices, None, dev)
             f = _as_tensor("faces", faces, None, dev)
             if not v.is_floating_point():
@@ -208,7 +192,7 @@ class MeshSDF:
             self.chunk_size = chunk_size
             self.vertices = check_finite("vertices", v.to(dtype).contiguous())  # [V, 3] (finite after the cast too)
             self.faces = f.to(torch.int64).contiguous()  # [F, 3]
-            self._dt = _DTYPE_NAMES[dtype]
+            self._dt = dtype_name(dtype)
             self._pn: torch.Tensor | None = None
             if split_edge is None:
                 diagonal = float((self.vertices.amax(0) - self.vertices.amin(0)).norm())
@@ -231,7 +215,7 @@ class MeshSDF:
 
     def _build(self) -> None:
         runtime.ensure_initialized()
-        with _serial_torch(self.vertices.device):
+        with serial_torch(self.vertices.device):
             self._build_tree()
 
     def _build_tree(self) -> None:
@@ -316,7 +300,7 @@ class MeshSDF:
 
     def _check_points(self, points) -> torch.Tensor:
         check_tensor("points", points, shape=(None, 3), dtype=FLOAT_DTYPES, contiguous=False)
-        with _serial_torch(points.device):
+        with serial_torch(points.device):
             check_finite("points", points)
             return points.detach().to(self.dtype).contiguous()
 
@@ -330,7 +314,7 @@ class MeshSDF:
         return torch.sort(codes)[1].to(torch.int32)
 
     def _run_query(self, points: torch.Tensor, mode: str):
-        with _serial_torch(points.device):
+        with serial_torch(points.device):
             return self._run_query_serial_torch(points, mode)
 
     def _run_query_serial_torch(self, points: torch.Tensor, mode: str):
@@ -431,6 +415,7 @@ class _SignedDistance(torch.autograd.Function):
         return sdf
 
     @staticmethod
+    @once_differentiable  # the normal is a kernel output: a second derivative (curvature) would be silently 0
     def backward(ctx, grad_sdf: torch.Tensor):
         (normal,) = ctx.saved_tensors
         return None, None, (grad_sdf[:, None] * normal).to(ctx.in_dtype)

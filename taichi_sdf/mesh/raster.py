@@ -37,6 +37,8 @@ upstream are torch, so gradients reach world vertices, K and T_cam_world by auto
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,10 +50,10 @@ from torch import nn
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.core import runtime
 from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.core.dtypes import dtype_name
 from taichi_sdf.core.validation import FLOAT_DTYPES, check_tensor
 from taichi_sdf.kernels.mesh.soft_raster import PW, RECORD, RasterConfig, binning_kernels, raster_kernels
 
-_DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64"}
 MODES = ("softras", "dibr", "hard")
 # Tile lists are int32 (CSR); refuse more entries than this rather than overflow or exhaust memory.
 MAX_TILE_ENTRIES = 2**25  # ~2.7 GB of float32 tile records (80 bytes per entry)
@@ -105,6 +107,26 @@ class RasterSettings:
     background: float | Sequence[float] = 0.0
     tile_size: int = 16
 
+    @classmethod
+    def resolve(cls, settings: RasterSettings | None, overrides: dict) -> RasterSettings:
+        """`settings` (default: `RasterSettings()`) with single fields replaced by `overrides`
+        (the keyword arguments of the public functions); not validated."""
+        base = settings or cls()
+        return base if not overrides else dataclasses.replace(base, **overrides)
+
+    def background_color(self, channels: int, like: torch.Tensor) -> torch.Tensor:
+        """`background` as a `[max(channels, 1)]` tensor of like's dtype and device; raises ValueError
+        when it gives neither one float nor `channels` floats."""
+        bg = self.background
+        vals = [float(bg)] * max(channels, 1) if isinstance(bg, (int, float)) else [float(v) for v in bg]
+        if channels and len(vals) != channels:
+            raise ValueError(
+                f"background: expected a float or {channels} floats (one per colour channel), got {bg!r}"
+            )
+        if not channels:
+            vals = vals[:1] or [0.0]
+        return torch.tensor(vals, dtype=like.dtype, device=like.device)
+
     def validate(self) -> None:
         for name in ("sigma", "gamma", "sigmainv", "boxlen"):
             v = getattr(self, name)
@@ -148,9 +170,6 @@ class _Launch:
     background: torch.Tensor
 
 
-_ops: dict[RasterConfig, KernelOp] = {}
-
-
 def _softras_op(cfg: RasterConfig) -> KernelOp:
     fwd_kernel, bwd_kernel = raster_kernels(cfg)
 
@@ -174,18 +193,18 @@ def _softras_op(cfg: RasterConfig) -> KernelOp:
         )  # fmt: skip
 
     def backward(fv, fc, rgb, alpha, depth, face_id, bary, m, w,
-                 g_rgb, g_alpha, g_depth, g_bary, g_m, g_w, g_fv, g_fc, L: _Launch):  # fmt: skip
+                 grad_rgb, grad_alpha, grad_depth, grad_bary, grad_m, grad_w, grad_fv, grad_fc, L: _Launch):  # fmt: skip
         B, H, W = alpha.shape
-        g_a = g_alpha * (1.0 - alpha)  # d alpha / d x_j = (1 - alpha) D_j
-        cols = [g_a, g_depth]
-        need = (g_a != 0) | ((g_depth != 0) & (face_id >= 0))
+        grad_a = grad_alpha * (1.0 - alpha)  # d alpha / d x_j = (1 - alpha) D_j
+        cols = [grad_a, grad_depth]
+        need = (grad_a != 0) | ((grad_depth != 0) & (face_id >= 0))
         if cfg.channels:
-            cols += [m, 1.0 / w, (g_rgb * rgb).sum(-1), *g_rgb.unbind(-1)]
-            need |= (g_rgb != 0).any(-1)
+            cols += [m, 1.0 / w, (grad_rgb * rgb).sum(-1), *grad_rgb.unbind(-1)]
+            need |= (grad_rgb != 0).any(-1)
         pix = torch.stack(cols, -1).contiguous()
         bwd_kernel(
             fc, L.bins.records.view(-1), L.bins.face_pixels, face_id.view(-1), pix.view(-1), _packet_flags(need),
-            g_fv, g_fc, H, W, L.s2, L.sigma, L.thr, L.gamma, L.far, L.near, CLIP_EPS,
+            grad_fv, grad_fc, H, W, L.s2, L.sigma, L.thr, L.gamma, L.far, L.near, CLIP_EPS,
         )  # fmt: skip
 
     return KernelOp(
@@ -216,18 +235,18 @@ def _dibr_op(cfg: RasterConfig) -> KernelOp:
         )  # fmt: skip
 
     def backward(fv, fc, rgb, alpha, depth, face_id, bary, prod, nzero, last,
-                 g_rgb, g_alpha, g_depth, g_bary, g_prod, g_fv, g_fc, L: _Launch):  # fmt: skip
+                 grad_rgb, grad_alpha, grad_depth, grad_bary, grad_prod, grad_fv, grad_fc, L: _Launch):  # fmt: skip
         B, H, W = alpha.shape
-        cols = [g_alpha, g_depth, prod]
-        fg_grad = g_depth != 0
+        cols = [grad_alpha, grad_depth, prod]
+        fg_grad = grad_depth != 0
         if cfg.channels:
-            cols += list(g_rgb.unbind(-1))
-            fg_grad |= (g_rgb != 0).any(-1)
-        need = ((g_alpha != 0) & (face_id < 0)) | ((face_id >= 0) & fg_grad)
+            cols += list(grad_rgb.unbind(-1))
+            fg_grad |= (grad_rgb != 0).any(-1)
+        need = ((grad_alpha != 0) & (face_id < 0)) | ((face_id >= 0) & fg_grad)
         pix = torch.stack(cols, -1).contiguous()
         bwd_kernel(
             fc, L.bins.records.view(-1), L.bins.face_pixels, face_id.view(-1), nzero.view(-1), last.view(-1),
-            pix.view(-1), _packet_flags(need), g_fv, g_fc, H, W, L.s2, L.inv_delta,
+            pix.view(-1), _packet_flags(need), grad_fv, grad_fc, H, W, L.s2, L.inv_delta,
         )  # fmt: skip
 
     return KernelOp(
@@ -245,10 +264,9 @@ def _packet_flags(need: torch.Tensor) -> torch.Tensor:
     return blocks.any(4).any(2).to(torch.int32).contiguous()
 
 
+@functools.cache
 def _op(cfg: RasterConfig) -> KernelOp:
-    if cfg not in _ops:
-        _ops[cfg] = _softras_op(cfg) if cfg.mode == "softras" else _dibr_op(cfg)
-    return _ops[cfg]
+    return _softras_op(cfg) if cfg.mode == "softras" else _dibr_op(cfg)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -289,16 +307,6 @@ def _check_mesh(vertices, faces, colors, batch: int | None, dims: dict):
             check_tensor("colors", colors, shape=("B", "V", None), dims=dims, dtype=vertices.dtype)
         if colors.shape[-1] < 1 or colors.shape[-1] > 64:
             raise ValueError(f"colors: expected 1 to 64 channels, got {colors.shape[-1]}")
-
-
-def _background(settings: RasterSettings, C: int, like: torch.Tensor) -> torch.Tensor:
-    bg = settings.background
-    vals = [float(bg)] * max(C, 1) if isinstance(bg, (int, float)) else [float(v) for v in bg]
-    if C and len(vals) != C:
-        raise ValueError(f"background: expected a float or {C} floats (one per colour channel), got {bg!r}")
-    if not C:
-        vals = vals[:1] or [0.0]
-    return torch.tensor(vals, dtype=like.dtype, device=like.device)
 
 
 def _radius_px(mode: str, s: RasterSettings, ndc_per_px: float) -> float:
@@ -343,7 +351,7 @@ def bin_faces(
     """Bin screen-space faces (pixel x, y and camera z per corner) into tile_size x tile_size tiles;
     each face's bounding box is grown by `radius` pixels. Raises ValueError when the lists would hold
     more than MAX_TILE_ENTRIES entries."""
-    setup, count, fill = binning_kernels(_DTYPE_NAMES[face_vertices.dtype])
+    setup, count, fill = binning_kernels(dtype_name(face_vertices.dtype))
     B, F = face_vertices.shape[:2]
     dev = face_vertices.device
     ntx = -(-width // tile_size)
@@ -379,7 +387,7 @@ def _empty_output(screen, colors, height, width, settings, with_grad: bool) -> R
     rgb = None
     if colors is not None:
         C = colors.shape[-1]
-        bg = _background(settings, C, screen)
+        bg = settings.background_color(C, screen)
         rgb = bg.expand(B, height, width, C) + colors.sum() * 0.0 + zero
     alpha = screen.new_zeros(B, height, width) + zero
     depth = screen.new_zeros(B, height, width) + zero
@@ -397,7 +405,7 @@ def _rasterize_screen(screen, faces, colors, width: int, height: int, mode: str,
     if F == 0:
         return _empty_output(screen, colors, height, width, settings, with_grad=mode != "hard")
     C = 0 if colors is None else colors.shape[-1]
-    cfg = RasterConfig(_DTYPE_NAMES[screen.dtype], mode, C)
+    cfg = RasterConfig(dtype_name(screen.dtype), mode, C)
     idx = faces.reshape(-1)
     # [B, F, 3, 3]; autograd scatters face gradients back to the vertices (index_select is ~100x
     # faster than advanced indexing `screen[:, faces]` on the CPU)
@@ -409,7 +417,7 @@ def _rasterize_screen(screen, faces, colors, width: int, height: int, mode: str,
     ndc_per_px = 2.0 / min(width, height)
     s = settings
     bins = bin_faces(fv.detach(), width, height, _radius_px(mode, s, ndc_per_px), s.near, s.tile_size)
-    bg = _background(s, C, screen)
+    bg = s.background_color(C, screen)
     L = _Launch(
         tile=s.tile_size, ntx=bins.ntx, nty=bins.nty, s2=ndc_per_px**2, sigma=s.sigma,
         thr=s.sigma * math.log(1.0 / s.dist_eps - 1.0), gamma=s.gamma, far=s.far, near=s.near, eps=s.eps,
@@ -434,7 +442,15 @@ def _rasterize_screen(screen, faces, colors, width: int, height: int, mode: str,
     return RasterOutput(rgb if C else None, alpha, depth, face_id, bary.detach())
 
 
-def _check_common(vertices, faces, colors, batch):
+def check_mesh_inputs(
+    vertices: torch.Tensor,  # [B, V, 3] or [V, 3]
+    faces: torch.Tensor,  # [F, 3]
+    colors: torch.Tensor | None,  # [B, V, C] or [V, C]
+    batch: int | None,
+) -> None:
+    """Validate a mesh as `soft_rasterize` takes it (float vertices, int faces indexing them, optional
+    per-vertex colours of the vertices' dtype, batch sizes equal to `batch` where given); raises
+    ValueError/TypeError naming the argument. Shared by the renderers built on the rasterizer."""
     check_tensor("vertices", vertices, dtype=FLOAT_DTYPES)
     dims: dict[str, int] = {}
     if vertices.dim() == 2:
@@ -457,11 +473,6 @@ def _colors_batched(colors, B):
 def _check_mode(mode: str, allowed=("softras", "dibr")) -> None:
     if mode not in allowed:
         raise ValueError(f"mode: expected one of {allowed}, got {mode!r}")
-
-
-def _settings(settings: RasterSettings | None, overrides: dict) -> RasterSettings:
-    base = settings or RasterSettings()
-    return base if not overrides else RasterSettings(**{**base.__dict__, **overrides})
 
 
 # ----------------------------------------------------------------------------------------- public
@@ -496,8 +507,8 @@ def soft_rasterize(
     _check_mode(mode)
     if not isinstance(cameras, Camera):
         raise TypeError(f"cameras: expected a taichi_sdf.Camera, got {type(cameras).__name__}")
-    _check_common(vertices, faces, colors, len(cameras))
-    s = _settings(settings, overrides)
+    check_mesh_inputs(vertices, faces, colors, len(cameras))
+    s = RasterSettings.resolve(settings, overrides)
     s.validate()
     screen = project_vertices(vertices, cameras, s.near)
     return _rasterize_screen(
@@ -520,8 +531,8 @@ def soft_rasterize_screen(
     _check_mode(mode)
     _check_size(width, height)
     check_tensor("screen_vertices", screen_vertices, shape=(None, None, 3), dtype=FLOAT_DTYPES)
-    _check_common(screen_vertices, faces, colors, screen_vertices.shape[0])
-    s = _settings(settings, overrides)
+    check_mesh_inputs(screen_vertices, faces, colors, screen_vertices.shape[0])
+    s = RasterSettings.resolve(settings, overrides)
     return _rasterize_screen(
         screen_vertices, faces, _colors_batched(colors, screen_vertices.shape[0]), width, height, mode, s
     )
@@ -539,7 +550,7 @@ def hard_rasterize(
     Interpolate attributes with `interpolate(attributes, faces, out)`."""
     if not isinstance(cameras, Camera):
         raise TypeError(f"cameras: expected a taichi_sdf.Camera, got {type(cameras).__name__}")
-    _check_common(vertices, faces, None, len(cameras))
+    check_mesh_inputs(vertices, faces, None, len(cameras))
     s = RasterSettings(near=near, tile_size=tile_size)
     s.validate()
     with torch.no_grad():
@@ -558,7 +569,7 @@ def hard_rasterize_screen(
     """`hard_rasterize` for already projected vertices (see `soft_rasterize_screen`)."""
     _check_size(width, height)
     check_tensor("screen_vertices", screen_vertices, shape=(None, None, 3), dtype=FLOAT_DTYPES)
-    _check_common(screen_vertices, faces, None, screen_vertices.shape[0])
+    check_mesh_inputs(screen_vertices, faces, None, screen_vertices.shape[0])
     s = RasterSettings(near=near, tile_size=tile_size)
     with torch.no_grad():
         return _rasterize_screen(screen_vertices.detach(), faces, None, width, height, "hard", s)
@@ -598,7 +609,7 @@ class SoftRasterizer(nn.Module):
         super().__init__()
         _check_mode(mode)
         self.mode = mode
-        self.settings = _settings(settings, overrides)
+        self.settings = RasterSettings.resolve(settings, overrides)
         self.settings.validate()
 
     def forward(self, vertices, faces, cameras: Camera, colors=None) -> RasterOutput:

@@ -37,7 +37,6 @@ What w means per mode:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -45,8 +44,7 @@ from torch import nn
 
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.core.validation import check_tensor
-from taichi_sdf.mesh import raster
-from taichi_sdf.mesh.raster import MODES, RasterSettings, interpolate
+from taichi_sdf.mesh.raster import MODES, RasterSettings, check_mesh_inputs, hard_rasterize, interpolate, soft_rasterize
 from taichi_sdf.mesh.shading import (
     DirectionalLight,
     Material,
@@ -81,15 +79,6 @@ class MeshRender(NamedTuple):
     depth: torch.Tensor
     normals: torch.Tensor
     face_id: torch.Tensor
-
-
-class _Backend(NamedTuple):
-    soft_rasterize: Callable
-    hard_rasterize: Callable
-    sample_texture: Callable
-
-
-_TAICHI = _Backend(raster.soft_rasterize, raster.hard_rasterize, sample_texture)
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -155,8 +144,7 @@ def _view_dirs(cameras: Camera, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _render(
-    backend: _Backend, vertices, faces, cameras, colors, texture, normals, shading, light, material, mode,
-    settings, address, overrides,
+    vertices, faces, cameras, colors, texture, normals, shading, light, material, mode, settings, address, overrides,
 ) -> MeshRender:  # fmt: skip
     if not isinstance(cameras, Camera):
         raise TypeError(f"cameras: expected a taichi_sdf.Camera, got {type(cameras).__name__}")
@@ -164,7 +152,7 @@ def _render(
     _check_choice("shading", shading, SHADINGS)
     _check_choice("address", address, ADDRESS_MODES)
     B = len(cameras)
-    raster._check_common(vertices, faces, colors, B)
+    check_mesh_inputs(vertices, faces, colors, B)
     if colors is not None and colors.shape[-1] != 3:
         raise ValueError(f"colors: expected 3 channels (RGB), got {colors.shape[-1]}")
     if colors is not None and texture is not None:
@@ -182,9 +170,9 @@ def _render(
     light, material = _check_light(shading, light, material, vertices)
     if shading == "sh" and light.dim() == 3 and light.shape[0] not in (1, B):
         raise ValueError(f"light: expected SH coefficients for 1 or {B} images, got {light.shape[0]}")
-    s = raster._settings(settings, overrides)
+    s = RasterSettings.resolve(settings, overrides)
     s.validate()
-    bg = raster._background(s, 3, vertices)  # [3]
+    bg = s.background_color(3, vertices)  # [3]
 
     F = faces.shape[0]
     idx = faces.reshape(-1).long()
@@ -208,11 +196,11 @@ def _render(
     corner_faces = torch.arange(3 * F, dtype=faces.dtype, device=faces.device).view(F, 3)
 
     if mode == "hard":
-        out = backend.hard_rasterize(vertices, faces, cameras, near=s.near, tile_size=s.tile_size)
+        out = hard_rasterize(vertices, faces, cameras, near=s.near, tile_size=s.tile_size)
         pix = interpolate(attr, corner_faces, out) if F else attr.new_zeros(*out.face_id.shape, N_ATTR)
     else:
         s_attr = dataclasses.replace(s, background=0.0)
-        out = backend.soft_rasterize(pos.expand(B, -1, -1).contiguous(), corner_faces, cameras, attr, mode=mode,
+        out = soft_rasterize(pos.expand(B, -1, -1).contiguous(), corner_faces, cameras, attr, mode=mode,
                                      settings=s_attr)  # fmt: skip
         pix = out.rgb
     w = pix[..., :1]
@@ -221,7 +209,7 @@ def _render(
     n = _normalize(pix[..., 4:7])
     if texture is not None:
         uv_px = (pix[..., 1:3] * inv).contiguous()
-        albedo = backend.sample_texture(tex, uv_px, has[..., 0].contiguous(), address)
+        albedo = sample_texture(tex, uv_px, has[..., 0].contiguous(), address)
     else:
         albedo = pix[..., 1:4] * inv
     if shading == "none":
@@ -279,7 +267,7 @@ def render_mesh(
     Returns:
         `MeshRender(rgb [B,H,W,3], alpha [B,H,W], depth [B,H,W], normals [B,H,W,3], face_id [B,H,W])`.
     """
-    return _render(_TAICHI, vertices, faces, cameras, colors, texture, normals, shading, light, material, mode,
+    return _render(vertices, faces, cameras, colors, texture, normals, shading, light, material, mode,
                    settings, address, overrides)  # fmt: skip
 
 
@@ -297,7 +285,7 @@ class MeshRenderer(nn.Module):
         _check_choice("normals", normals, NORMALS)
         _check_choice("address", address, ADDRESS_MODES)
         self.mode, self.shading, self.normals, self.address = mode, shading, normals, address
-        self.settings = raster._settings(settings, overrides)
+        self.settings = RasterSettings.resolve(settings, overrides)
         self.settings.validate()
         self.light, self.material = light, material
 

@@ -1,5 +1,7 @@
-"""Shading of rasterized triangle meshes: normals, Lambert, Phong / Blinn-Phong and 9-coefficient
-spherical-harmonics (SH) irradiance lighting.
+"""Deferred shading of per-pixel normals: Lambert, Phong / Blinn-Phong and 9-coefficient
+spherical-harmonics (SH) irradiance lighting, plus mesh face / vertex normals. The library's one
+shading: `render_mesh` shades rasterized mesh pixels with it and `taichi_sdf.viz.lambert` / `phong`
+shade sphere-traced SDF hits with it.
 
 Everything here is plain torch on per-vertex or per-pixel buffers (loop-free per pixel), so it is
 differentiable by autograd and is its own twin; the tests check it with float64 gradcheck. Shapes:

@@ -8,28 +8,28 @@ positions through a soft rasterizer's interpolation of per-vertex uvs).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.core.dtypes import dtype_name
 from taichi_sdf.core.validation import FLOAT_DTYPES, check_tensor
 from taichi_sdf.kernels.mesh.texture import texture_kernels
 
-_DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64"}
 ADDRESS_MODES = ("clamp", "repeat")
-_ops: dict[str, KernelOp] = {}
 
 
+@functools.cache
 def _op(dtype: str) -> KernelOp:
-    if dtype not in _ops:
-        forward, backward = texture_kernels(dtype)
-        _ops[dtype] = KernelOp(
-            name="sample_texture",
-            forward=forward,
-            backward=backward,
-            allocate=lambda tex, uv, mask: (uv.new_empty(*uv.shape[:3], tex.shape[-1]),),
-            input_names=("texture", "uv", "mask"),
-        )
-    return _ops[dtype]
+    forward, backward = texture_kernels(dtype)
+    return KernelOp(
+        name="sample_texture",
+        forward=forward,
+        backward=backward,
+        allocate=lambda tex, uv, mask: (uv.new_empty(*uv.shape[:3], tex.shape[-1]),),
+        input_names=("texture", "uv", "mask"),
+    )
 
 
 def sample_texture(
@@ -66,6 +66,6 @@ def sample_texture(
         raise ValueError(f"address: expected one of {ADDRESS_MODES}, got {address!r}")
     # bool -> uint8 is a zero-copy view; a [1, 1, 1] dummy when there is no mask
     m = mask.view(torch.uint8) if mask is not None else torch.zeros(1, 1, 1, dtype=torch.uint8, device=uv.device)
-    return _op(_DTYPE_NAMES[tex.dtype])(
+    return _op(dtype_name(tex.dtype))(
         tex, uv, m, scalars=(int(mask is not None), int(address == "repeat"))
     )

@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "atomic_write",
     "atomic_write_bytes",
     "save_checkpoint",
     "load_checkpoint",
@@ -67,6 +68,14 @@ def _atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -
         raise
     _fsync_dir(directory)
     return path
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> str:
+    """The project's one atomic file writer: `writer(f)` writes into an open binary temp file next to
+    `path`; the file is flushed, fsynced and closed, then renamed over `path` (the folder is fsynced
+    too). On any failure (exceptions, Ctrl-C) the temp file is removed and the previous file at
+    `path` is left untouched. Creates the parent directory if needed. Returns the path as str."""
+    return _atomic_write(path, writer)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:

@@ -215,3 +215,18 @@ def test_pose_refinement_starts_at_identity_and_is_differentiable_through_rays(r
     for a, b in zip(grads, grads2):
         assert a.abs().max() > 0
         torch.testing.assert_close(a, b)
+
+
+def test_z_per_t_gives_camera_depth(device):
+    """t * z_per_t is the camera z of the point at ray distance t (checked through the projection)."""
+    from taichi_sdf.cameras.rays import z_per_t
+
+    cam = C.look_at(torch.tensor([[0.3, 1.1, 2.4], [-1.5, 0.2, 0.9]]), width=7, height=5).to(device, torch.float64)
+    o, d = cam.image_rays()  # [B, H, W, 3]
+    t = torch.rand(d.shape[:-1], generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device) + 0.5
+    x = o + t[..., None] * d
+    R, tr = cam.T_cam_world[:, :3, :3], cam.T_cam_world[:, :3, 3]
+    z_cam = torch.einsum("bj,bhwj->bhw", R[:, 2], x) + tr[:, None, None, 2]
+    torch.testing.assert_close(t * z_per_t(cam.T_cam_world, d), z_cam)
+    centre = z_per_t(cam.T_cam_world, d)[:, 2, 3]  # the pixel on the optical axis (K's centre)
+    torch.testing.assert_close(centre, torch.ones_like(centre), atol=1e-12, rtol=0)

@@ -45,3 +45,41 @@ def test_import_has_no_side_effects():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(runtime.__file__).rsplit("/taichi_sdf", 1)[0])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_serial_torch_restores_the_callers_threads_on_any_exit():
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with runtime.serial_torch("cpu"):
+            assert torch.get_num_threads() == 1
+            with runtime.serial_torch("cpu"):  # nested
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError):
+            with runtime.serial_torch("cpu"):
+                raise KeyError("boom")
+        assert torch.get_num_threads() == 2
+        # overlapping blocks in two threads: the last to leave restores the setting
+        inside, leave = threading.Event(), threading.Event()
+
+        def other():
+            with runtime.serial_torch("cpu"):
+                inside.set()
+                leave.wait(5)
+
+        t = threading.Thread(target=other)
+        t.start()
+        inside.wait(5)
+        with runtime.serial_torch("cpu"):
+            pass
+        leave.set()
+        t.join(5)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -88,3 +88,36 @@ def test_split_round_trip_and_errors(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         layout.load_split(tmp_path / "broken.json")
+
+
+def test_failing_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    """Every writer goes through the project's atomic writer (temp file, fsync, rename): a write that
+    dies half-way removes its temp file and leaves the previous complete file in place."""
+    import os
+
+    rng = np.random.default_rng(3)
+    pos, neg = rng.random((6, 4)), -rng.random((4, 4))
+    fsynced = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd) or fsync(fd))
+    path = layout.save_sdf_samples(tmp_path / "a.npz", pos, neg)
+    norm = layout.save_normalization(tmp_path / "n.npz", np.zeros(3), 0.5)
+    assert len(fsynced) >= 2  # the data reach the disk before the rename
+    savez = np.savez
+
+    def dies_half_way(file, **arrays):
+        savez(file, **arrays)  # bytes reach the temp file ...
+        raise OSError("disk full")  # ... then the write fails
+
+    monkeypatch.setattr(np, "savez", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        layout.save_sdf_samples(path, pos[:2], neg[:2])
+    with pytest.raises(OSError, match="disk full"):
+        layout.save_normalization(norm, np.ones(3), 2.0)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "n.npz"]  # no hidden temp files
+    p, n = layout.load_sdf_samples(path)
+    assert p.shape == (6, 4) and n.shape == (4, 4)
+    o, s = layout.load_normalization(norm)
+    np.testing.assert_array_equal(o, np.zeros(3))
+    assert s == 0.5

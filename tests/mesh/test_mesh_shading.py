@@ -158,6 +158,31 @@ def test_lambert_and_phong_known_values():
     torch.testing.assert_close(phong(albedo, n, -v, back, mat), albedo * 0.1)
 
 
+def test_viz_shading_of_sdf_hits_is_the_mesh_shading_with_known_values():
+    """`viz.lambert` / `viz.phong` (tracer images) are `lambert` / `phong` with the light
+    DirectionalLight(light_dir, 1 - ambient, ambient), clamped and composited over the background."""
+    from taichi_sdf import viz
+
+    n = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]], dtype=F64)
+    hit = torch.tensor([True, True, True, False])
+    # rays: straight down onto the top face (v = l: full highlight), 36.87 deg off it (r . v = 0.8)
+    d = torch.tensor([[0.0, -1.0, 0.0], [-0.6, -0.8, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
+    albedo, bg = (0.5, 0.25, 1.0), (0.1, 0.2, 0.3)
+    a = torch.tensor(albedo, dtype=F64)
+    kw = dict(light_dir=(0.0, -2.0, 0.0), albedo=albedo, background=bg)
+    ph = viz.phong(n, d, hit, ambient=0.15, specular=0.4, shininess=32.0, **kw)
+    torch.testing.assert_close(ph[0], (a + 0.4 * 0.85).clamp(0, 1))  # lit: albedo, plus the full highlight
+    torch.testing.assert_close(ph[1], (a + 0.4 * 0.85 * 0.8**32).clamp(0, 1))
+    torch.testing.assert_close(ph[2], a * 0.15)  # facing away from the light: ambient, no highlight
+    torch.testing.assert_close(ph[3], torch.tensor(bg, dtype=F64))
+    lam = viz.lambert(n, hit, ambient=0.2, **kw)
+    torch.testing.assert_close(lam[:3], torch.stack([a, a, a * 0.2]))
+    # one implementation: the same numbers from the mesh shading functions
+    light = DirectionalLight(direction=(0.0, -2.0, 0.0), color=0.85, ambient=0.15)
+    ref = phong(a.expand(4, 3), n, -d, light, Material(specular=0.4, shininess=32.0)).clamp(0, 1)
+    torch.testing.assert_close(ph[:3], ref[:3], rtol=0, atol=0)
+
+
 def test_shading_gradcheck():
     albedo = _rand(2, 3, 4, 3, seed=8).requires_grad_()
     n = _unit(2, 3, 4, 3, seed=9).requires_grad_()
@@ -239,6 +264,17 @@ def test_render_matches_twin(device, mode, shading, source, normals):
     assert 0.2 < float((out.face_id >= 0).double().mean()) < 0.9
     inputs = tuple(values[k].clone().requires_grad_() for k in names)
     assert_matches_twin(run(mesh_render.render_mesh), run(twin.render_mesh), inputs, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("light", [None, DirectionalLight(direction=((0.3, -1.0, -0.5), (0.5, -0.2, -1.0)),
+                                                            color=(0.9, 0.7, 0.5), ambient=((0.2,) * 3, (0.1,) * 3))])
+def test_sh_of_a_directional_light_matches_twin(device, light):
+    """The twin projects the light onto SH on its own (not with `DirectionalLight.to_sh`)."""
+    v, f, uv, tex, colors, cam = _sphere_scene(device, size=12)
+    a = mesh_render.render_mesh(v, f, cam, colors=colors, shading="sh", light=light, mode="hard")
+    b = twin.render_mesh(v, f, cam, colors=colors, shading="sh", light=light, mode="hard")
+    assert float((a.face_id >= 0).double().mean()) > 0.2
+    torch.testing.assert_close(a.rgb, b.rgb, atol=1e-12, rtol=1e-12)
 
 
 def test_batched_meshes_and_textures_match_per_image_renders(device):
@@ -420,7 +456,9 @@ def test_empty_mesh_renders_background(device, mode):
     out = mesh_render.render_mesh(vv, empty, cam, texture=(tex, uv, empty), mode=mode, background=(0.1, 0.2, 0.3))
     torch.testing.assert_close(out.rgb.detach(), torch.tensor([0.1, 0.2, 0.3], dtype=F64, device=device).expand(2, 8, 8, 3))
     assert int(out.face_id.max()) == -1 and float(out.normals.detach().abs().sum()) == 0.0
-    if out.rgb.requires_grad:
+    # soft modes keep the (zero) gradient path to the vertices; hard mode has none without faces
+    assert out.rgb.requires_grad == (mode != "hard")
+    if mode != "hard":
         out.rgb.sum().backward()
         assert float(vv.grad.abs().sum()) == 0.0
 

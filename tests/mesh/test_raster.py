@@ -97,7 +97,8 @@ def test_hard_matches_twin(device, dtype):
     ("dibr", dict(sigmainv=20.0, boxlen=0.6, knum=3)),
 ])  # fmt: skip
 def test_gradcheck(device, mode, kw):
-    """Tiny scene (3 faces, 6x5 pixels), float64, settings smooth at the pixel grid."""
+    """Tiny scene (3 faces, 6x5 pixels), float64, settings smooth at the pixel grid: gradients w.r.t.
+    vertices, colours, intrinsics K and pose T_cam_world."""
     dtype = torch.float64
     v = torch.tensor([[-0.6, -0.5, 0.1], [0.7, -0.4, -0.2], [0.1, 0.6, 0.3], [-0.5, 0.5, -0.3], [0.6, 0.45, 0.2]],
                      dtype=dtype, device=device)  # fmt: skip
@@ -106,16 +107,14 @@ def test_gradcheck(device, mode, kw):
     cam = cameras(dtype, device, width=6, height=5, n=1)
     cam = Camera(cam.K, cam.T_cam_world, 6, 5)
 
-    def fn(v, c, T):
-        out = raster.soft_rasterize(v, faces, Camera(cam.K, T, 6, 5), c, mode=mode, **kw)
+    def fn(v, c, K, T):
+        out = raster.soft_rasterize(v, faces, Camera(K, T, 6, 5), c, mode=mode, **kw)
         return out.rgb, out.alpha, out.depth
 
     out = raster.soft_rasterize(v, faces, cam, colors, mode=mode, **kw)
     assert 0 < int((out.face_id >= 0).sum()) < 30
-    assert torch.autograd.gradcheck(
-        fn, (v.requires_grad_(), colors.requires_grad_(), cam.T_cam_world.clone().requires_grad_()),
-        atol=1e-6, rtol=1e-4,
-    )  # fmt: skip
+    K, T = cam.K.clone().requires_grad_(), cam.T_cam_world.clone().requires_grad_()
+    assert torch.autograd.gradcheck(fn, (v.requires_grad_(), colors.requires_grad_(), K, T), atol=1e-6, rtol=1e-4)
 
 
 # -- (d) hand-known pixels ------------------------------------------------------------------------------

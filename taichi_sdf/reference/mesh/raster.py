@@ -5,20 +5,66 @@ so values and gradients agree with the Taichi kernels to rounding.
 
 Pixels are processed in chunks of about `CHUNK_PAIRS` (pixel, face) pairs; with gradients on, each
 chunk is checkpointed (recomputed in the backward pass) to bound memory.
+
+A leaf: torch and the `Camera` class only. The projection, the settings' defaults and the
+degeneracy thresholds are restated here from the documented conventions, so agreement with the
+kernels also checks the implementation's shared torch code. The twin does not validate its inputs
+(the op does).
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from taichi_sdf.cameras.camera import Camera
-from taichi_sdf.mesh.raster import AREA_EPS, AREA_REL, CLIP_EPS, RasterOutput, RasterSettings, project_vertices
 
 CHUNK_PAIRS = 2**20
 BIG = 2.0**100
+# A face is degenerate when |doubled screen area| <= AREA_EPS + AREA_REL * max(|coordinate|, 1) *
+# longest edge (pixels), and SoftRas floors the sum of clipped barycentrics at CLIP_EPS.
+AREA_EPS = 1e-8
+AREA_REL = {torch.float32: 32 * 2.0**-24, torch.float64: 32 * 2.0**-53}
+CLIP_EPS = 1e-5
+# `RasterSettings` defaults (SoftRas and Kaolin)
+DEFAULTS = dict(sigma=1e-5, gamma=1e-4, dist_eps=1e-4, eps=1e-3, near=0.05, far=100.0, sigmainv=7000.0, boxlen=0.02,
+                knum=30, background=0.0, tile_size=16)  # fmt: skip
+
+
+class RasterOutput(NamedTuple):
+    """Same fields as `taichi_sdf.mesh.raster.RasterOutput`."""
+
+    rgb: torch.Tensor | None
+    alpha: torch.Tensor
+    depth: torch.Tensor
+    face_id: torch.Tensor
+    bary: torch.Tensor
+
+
+def settings_namespace(settings=None, **overrides) -> SimpleNamespace:
+    """The settings' fields (any object with `RasterSettings`' attributes, or the defaults), with
+    keyword overrides."""
+    base = dict(DEFAULTS) if settings is None else {k: getattr(settings, k) for k in DEFAULTS}
+    return SimpleNamespace(**{**base, **overrides})
+
+
+def project_vertices(vertices, cameras: Camera, near: float = DEFAULTS["near"]) -> torch.Tensor:
+    """World vertices `[B, V, 3]` | `[V, 3]` -> `[B, V, 3]` (pixel x, pixel y, camera z): the camera
+    point p = R x + t, pixel = (K p)_xy / p_z; a vertex at z <= near gets p_z := 1 in the division
+    (a finite placeholder: every face using it is skipped)."""
+    K = cameras.K.to(vertices.dtype)
+    T = cameras.T_cam_world.to(vertices.dtype)
+    if vertices.dim() == 2:
+        vertices = vertices.expand(len(cameras), -1, -1)
+    p = torch.einsum("bij,bvj->bvi", T[:, :3, :3], vertices) + T[:, None, :3, 3]
+    z = p[..., 2]
+    z_div = torch.where(z > near, z, torch.ones_like(z))
+    kp = torch.einsum("bij,bvj->bvi", K, p)
+    return torch.stack([kp[..., 0] / z_div, kp[..., 1] / z_div, z], -1)
 
 
 def _cross(a, b):
@@ -116,8 +162,7 @@ def _chunk(p, xy, z, a2, valid, fc, bg, mode, s, s2, radius, thr):
     return rgb, alpha, depth, face_id, bary
 
 
-def _rasterize_screen(screen, faces, colors, width, height, mode, s: RasterSettings) -> RasterOutput:
-    s.validate()
+def _rasterize_screen(screen, faces, colors, width, height, mode, s: SimpleNamespace) -> RasterOutput:
     B = screen.shape[0]
     F = faces.shape[0]
     dev, dtype = screen.device, screen.dtype
@@ -167,9 +212,8 @@ def _colors_batched(colors, B):
     return colors[None].expand(B, -1, -1) if colors.dim() == 2 else colors
 
 
-def _settings(settings, overrides):
-    base = settings or RasterSettings()
-    return base if not overrides else RasterSettings(**{**base.__dict__, **overrides})
+def _settings(settings, overrides) -> SimpleNamespace:
+    return settings_namespace(settings, **overrides)
 
 
 def soft_rasterize(vertices, faces, cameras: Camera, colors=None, mode="softras", settings=None, **overrides):
@@ -188,16 +232,16 @@ def soft_rasterize_screen(screen_vertices, faces, width, height, colors=None, mo
                              height, mode, s)  # fmt: skip
 
 
-def hard_rasterize(vertices, faces, cameras: Camera, near=RasterSettings.near, tile_size=RasterSettings.tile_size):
+def hard_rasterize(vertices, faces, cameras: Camera, near=DEFAULTS["near"], tile_size=DEFAULTS["tile_size"]):
     """Twin of `taichi_sdf.mesh.raster.hard_rasterize`."""
     with torch.no_grad():
         screen = project_vertices(vertices, cameras, near)
         return _rasterize_screen(screen, faces, None, cameras.width, cameras.height, "hard",
-                                 RasterSettings(near=near))  # fmt: skip
+                                 settings_namespace(near=near))  # fmt: skip
 
 
-def hard_rasterize_screen(screen_vertices, faces, width, height, near=RasterSettings.near,
-                          tile_size=RasterSettings.tile_size):  # fmt: skip
+def hard_rasterize_screen(screen_vertices, faces, width, height, near=DEFAULTS["near"],
+                          tile_size=DEFAULTS["tile_size"]):  # fmt: skip
     """Twin of `taichi_sdf.mesh.raster.hard_rasterize_screen`."""
     with torch.no_grad():
-        return _rasterize_screen(screen_vertices, faces, None, width, height, "hard", RasterSettings(near=near))
+        return _rasterize_screen(screen_vertices, faces, None, width, height, "hard", settings_namespace(near=near))
