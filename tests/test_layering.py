@@ -161,13 +161,8 @@ def module_level_cycles(root: Path) -> list[list[str]]:
     return [c for c in cycles if not any(c[i + 1] != c[i] and c[i].startswith(c[i + 1] + ".") for i in range(len(c) - 1))]
 
 
-# Being fixed on the way (issue 11): twins that still share the implementation's code, and the library
-# wiring of twins into scenes/fields. Each entry must go; none may be added.
-PENDING = ("taichi_sdf/reference/mesh/render.py", "taichi_sdf/reference/mesh/raster.py")
-
-
 def test_layering_contracts_hold():
-    bad = [b for b in check_layers(ROOT) if not b.startswith(PENDING)]
+    bad = check_layers(ROOT)
     assert not bad, "layering violations:\n" + "\n".join(bad)
 
 

@@ -7,6 +7,7 @@ Both kernels are loop-free per pixel, so Taichi's reverse-mode autodiff is exact
 import functools
 
 import taichi as ti
+
 from taichi_sdf.kernels.dtypes import ti_float
 
 

@@ -58,6 +58,7 @@ import functools
 import math
 
 import taichi as ti
+
 from taichi_sdf.kernels.dtypes import ti_float
 
 LEAF_SIZE = 8  # closest-point queries test the triangles of nodes covering at most this many directly

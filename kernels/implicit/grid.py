@@ -8,6 +8,7 @@ is continued as a constant, the gradient w.r.t. the point is zero there).
 import functools
 
 import taichi as ti
+
 from taichi_sdf.kernels.dtypes import ti_float
 
 

@@ -4,6 +4,7 @@ x, y, z are scalars or packets of rays, see `taichi_sdf.kernels.implicit.sdf_lan
 Twins: `taichi_sdf.reference.implicit.scenes`. Constants are exact in f32 so f64 kernels match the twins."""
 
 import taichi as ti
+
 from taichi_sdf.kernels.implicit import sdf_lanes as S
 from taichi_sdf.kernels.implicit.sdf_lib import op_intersection, op_smooth_union, op_subtraction, op_union
 

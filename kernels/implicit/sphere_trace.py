@@ -10,6 +10,7 @@ differentiation, done in `taichi_sdf.implicit.implicit_diff`).
 import functools
 
 import taichi as ti
+
 from taichi_sdf.kernels.dtypes import ti_float
 
 _BIG = 1e30  # "no value yet" for the running minimum of |f|

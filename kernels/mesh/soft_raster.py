@@ -43,6 +43,7 @@ import functools
 from dataclasses import dataclass
 
 import taichi as ti
+
 from taichi_sdf.kernels.dtypes import ti_float
 
 # Face record slots (fd [B, F, R] and td [N, R]): grown bbox, corners (x0, y0, x1, y1, x2, y2),

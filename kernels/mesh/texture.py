@@ -22,6 +22,7 @@ No `from __future__ import annotations` here (Taichi reads the annotations).
 import functools
 
 import taichi as ti
+
 from taichi_sdf.kernels.dtypes import ti_float
 
 BIG = 2.0**100  # |uv| below this counts as finite (the comparison is also false for NaN)

@@ -12,10 +12,10 @@ import math
 import pytest
 import taichi as ti
 import torch
-from taichi_sdf.kernels.dtypes import ti_float
-from taichi_sdf.kernels.implicit import sdf_lib as sdf
 
 from taichi_sdf.core.bridge import KernelOp
+from taichi_sdf.kernels.dtypes import ti_float
+from taichi_sdf.kernels.implicit import sdf_lib as sdf
 from taichi_sdf.reference.implicit import sdf_lib as ref
 from tests.helpers import assert_matches_twin
 

@@ -4,11 +4,11 @@ and defined behaviour on edge cases."""
 
 import pytest
 import torch
-from taichi_sdf.models.sdf_net import SDFNetwork
 
 from taichi_sdf.cameras import camera as C
 from taichi_sdf.implicit.marchers import DISTMarcher, IDRMarcher
 from taichi_sdf.implicit.wavefront import march_field
+from taichi_sdf.models.sdf_net import SDFNetwork
 from taichi_sdf.reference.implicit import scenes as scene_twins
 from taichi_sdf.reference.implicit import wavefront as twin
 

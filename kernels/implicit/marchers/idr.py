@@ -8,6 +8,7 @@ import functools
 from types import SimpleNamespace
 
 import taichi as ti
+
 from taichi_sdf.kernels.dtypes import ti_float
 
 
