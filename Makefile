@@ -11,8 +11,8 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
 
-demo: $(STAMP)          ## the main job: IDR reconstruction of the built-in dataset (cpu preset, ~10 min on 2 cores)
-	$(PY) -m apps.idr --config configs/idr/cpu.yaml
+demo: $(STAMP)          ## the main job: IDR reconstruction of the built-in dataset (cpu preset, ~10 min on 2 cores); a rerun resumes or re-exports it
+	$(PY) -m apps.idr --config configs/idr/cpu.yaml --resume
 
 render: $(STAMP)        ## a quick sphere-tracing demo: render, mesh and score a built-in scene (seconds)
 	$(PY) -m apps.demo --config configs/demo/default.yaml

@@ -26,7 +26,9 @@ from taichi_sdf.data.image_io import to_uint8, write_image
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.scenes import SCENES, make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
-from taichi_sdf.train.config import check, config_to_dict, parse_config, save_config
+from taichi_sdf.train.checkpoint import atomic_write_bytes
+from taichi_sdf.train.config import check, config_to_dict, parse_config
+from taichi_sdf.train.trainer import Trainer, exit_on_user_error
 
 
 @dataclass
@@ -48,13 +50,21 @@ class DemoConfig:
         check(self.out.strip() != "", "out", "an output folder (an empty one would write into the current folder)", self.out)
 
 
-class Example:
-    """Renders `cfg.scene` from a turntable of cameras (Warp-style example: construct, step, render)."""
+class Example(Trainer):
+    """Renders `cfg.scene` from a turntable of cameras (Warp-style example: construct, step, render) on
+    the trainer base: one iteration renders one view, with a progress bar, log.csv and the run lock.
+    Its outputs are re-rendered deterministically, so a rerun into the same folder replaces them."""
+
+    name = "demo"
+    unit = "view"
+    checkpoints = False
+    outputs = ()  # nothing to refuse or clear: every file is rewritten
+    log_every = 1
 
     def __init__(self, cfg: DemoConfig) -> None:
-        self.cfg = cfg
         self.info = taichi_sdf.init(cfg.arch)
         taichi_sdf.core.runtime.set_torch_threads(0)
+        super().__init__(cfg, cfg.out)
         self.field = make_scene(cfg.scene)
         self.cams = cameras.orbit_cameras(
             cfg.views, cfg.camera_distance, cfg.elevation_deg, cfg.size, cfg.size
@@ -62,6 +72,11 @@ class Example:
         self.frames: list[np.ndarray] = []
         self.rays_traced = 0
         self.trace_seconds = 0.0
+        self.samples_per_step = cfg.size * cfg.size
+
+    @property
+    def total_iterations(self) -> int:
+        return len(self.cams)
 
     def render(self, i: int) -> dict[str, torch.Tensor]:
         cam = self.cams[i]
@@ -81,36 +96,48 @@ class Example:
             "lambert": shading.phong(r.normals, d[0], r.hit, albedo=(0.85, 0.55, 0.3)),
         }
 
-    def run(self) -> dict:
-        out = Path(self.cfg.out)
-        (out / "views").mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, out / "config.yaml")
-        for i in range(len(self.cams)):
-            images = self.render(i)
-            for kind, img in images.items():
-                write_image(out / "views" / f"{i:03d}_{kind}.png", img)
-            self.frames.append(to_uint8(images["lambert"]))
-        import imageio.v3 as iio
+    def train_step(self) -> dict[str, float]:
+        i = self.iteration
+        t0 = time.perf_counter()
+        images = self.render(i)
+        for kind, img in images.items():
+            write_image(self.out / "views" / f"{i:03d}_{kind}.png", img)
+        self.frames.append(to_uint8(images["lambert"]))
+        return {"seconds": time.perf_counter() - t0}
 
-        iio.imwrite(out / "turntable.gif", np.stack(self.frames), duration=120, loop=0)
-        mesh = extract_mesh(lambda x: self.field.values(x.to(self.field.params.dtype).contiguous()),
-                            resolution=self.cfg.mesh_resolution, device=self.info.device)  # fmt: skip
-        save_mesh(mesh, out / "mesh.ply")
-        # Score the mesh against the scene itself: the mesh's vertices should lie on the zero set.
-        v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.info.device)
-        residual = self.field.values(v.contiguous()).abs()
-        metrics = {
-            "scene": self.cfg.scene,
-            "arch": self.info.arch,
-            "rays_per_second": self.rays_traced / max(self.trace_seconds, 1e-9),
-            "mesh_vertices": int(len(mesh.vertices)),
-            "mesh_faces": int(len(mesh.faces)),
-            "mesh_watertight": bool(mesh.is_watertight),
-            "mesh_sdf_residual_mean": float(residual.mean()),
-            "mesh_sdf_residual_max": float(residual.max()),
-            "config": config_to_dict(self.cfg),
-        }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    def postfix(self, row: dict) -> dict:
+        return {"rays": self.throughput()}
+
+    def run(self, progress: bool = True) -> dict:
+        out = Path(self.cfg.out)
+        with self.locked():
+            (out / "views").mkdir(parents=True, exist_ok=True)
+            self.frames = []
+            self.train(progress=progress)
+            if self.interrupted is not None:
+                raise SystemExit(128 + self.interrupted)
+            import imageio.v3 as iio
+
+            iio.imwrite(out / "turntable.gif", np.stack(self.frames), duration=120, loop=0)
+            with self.phase(f"meshing at {self.cfg.mesh_resolution}^3"):
+                mesh = extract_mesh(lambda x: self.field.values(x.to(self.field.params.dtype).contiguous()),
+                                    resolution=self.cfg.mesh_resolution, device=self.info.device)  # fmt: skip
+                save_mesh(mesh, out / "mesh.ply")
+            # Score the mesh against the scene itself: the mesh's vertices should lie on the zero set.
+            v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=self.info.device)
+            residual = self.field.values(v.contiguous()).abs()
+            metrics = {
+                "scene": self.cfg.scene,
+                "arch": self.info.arch,
+                "rays_per_second": self.rays_traced / max(self.trace_seconds, 1e-9),
+                "mesh_vertices": int(len(mesh.vertices)),
+                "mesh_faces": int(len(mesh.faces)),
+                "mesh_watertight": bool(mesh.is_watertight),
+                "mesh_sdf_residual_mean": float(residual.mean()),
+                "mesh_sdf_residual_max": float(residual.max()),
+                "config": config_to_dict(self.cfg),
+            }
+            atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2).encode())
         return metrics
 
 
@@ -118,12 +145,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--headless", action="store_true", help="no window (the demo never opens one)")
     cfg, _ = parse_config(DemoConfig, argv, p)
-    if cfg.scene not in SCENES:
-        p.error(f"scene: expected one of {sorted(SCENES)}, got {cfg.scene!r}")
-    if cfg.views < 1 or cfg.size < 1 or cfg.mesh_resolution < 2:
-        p.error("views and size must be >= 1, mesh_resolution >= 2")
-    metrics = Example(cfg).run()
-    print(f"wrote {cfg.out}: {cfg.views} views of '{cfg.scene}' at {cfg.size}x{cfg.size}, "
+    with exit_on_user_error("demo"):
+        metrics = Example(cfg).run()
+    print(f"demo: outputs in {cfg.out}/ (views/, turntable.gif, mesh.ply, metrics.json, log.csv): {cfg.views} views of '{cfg.scene}' at {cfg.size}x{cfg.size}, "
           f"{metrics['rays_per_second'] / 1e6:.2f} Mrays/s on {metrics['arch']}, mesh with "
           f"{metrics['mesh_faces']} faces (mean |SDF| at vertices {metrics['mesh_sdf_residual_mean']:.1e})")  # fmt: skip
     return metrics

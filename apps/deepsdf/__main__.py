@@ -61,10 +61,29 @@ def run_all(argv: list[str]) -> dict:
     full = timed("evaluate", evaluate.main, common)
     part = timed("evaluate_partial", evaluate.main, [*common, "--partial"])
     summary = {"wall_seconds": times, "full": full["summary"], "partial": part["summary"],
-               "partial_direction": list(cfg.reconstruct.partial_direction), "epoch": full["epoch"]}  # fmt: skip
+               "partial_direction": list(cfg.reconstruct.partial_direction), "epoch": full["epoch"],
+               "environment": environment(cfg)}  # fmt: skip
     atomic_write_bytes(Path(cfg.out) / "all_summary.json", json.dumps(summary, indent=1).encode())
     print(json.dumps(summary, indent=1))
+    print(f"deepsdf all: outputs in {cfg.out}/ (all_summary.json, Reconstructions/, Evaluations/, checkpoints/, log.csv)")
     return summary
+
+
+def environment(cfg) -> dict:
+    """What decides the floating-point results besides the seed: the device, torch's thread count
+    (set_torch_threads(0) keeps torch's default on machines with more than 4 cores) and the versions.
+    Runs that differ here give different numbers (1000 epochs amplify last-bit differences)."""
+    import os
+    import platform
+
+    import numpy
+    import torch
+
+    from .train import resolve_device
+
+    return {"device": str(resolve_device(cfg.device)), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor()}  # fmt: skip
 
 
 def sample_main(argv: list[str]):

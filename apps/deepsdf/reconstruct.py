@@ -38,6 +38,7 @@ from taichi_sdf.core.runtime import set_torch_threads
 from taichi_sdf.data.deepsdf import Instance, load_normalization, load_sdf_samples
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.models.deepsdf import DeepSDFDecoder
+from taichi_sdf.train import losses
 from taichi_sdf.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from taichi_sdf.train.config import add_config_args, config_to_dict, load_config
 
@@ -73,7 +74,7 @@ def reconstruct_latent(
             opt.param_groups[0]["lr"] = rc.lr / rc.lr_decay ** (it // rc.lr_decay_every)
             s = sample_pos_neg(pos, zero, one * len(pos), neg, zero, one * len(neg), rc.samples, generator)[0].to(device)
             pred = decoder(z, s[:, :3])
-            loss = (pred.clamp(-clamp, clamp) - s[:, 3].clamp(-clamp, clamp)).abs().mean() + rc.code_reg * z.square().mean()
+            loss = losses.clamped_sdf_l1(pred, s[:, 3], clamp) + rc.code_reg * z.square().mean()  # the original: L1Loss (mean)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -25,11 +25,14 @@ import torch
 
 from taichi_sdf.core.runtime import set_torch_threads
 from taichi_sdf.models.deepsdf import LatentCodes, build_decoder
-from taichi_sdf.train.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
-from taichi_sdf.train.config import config_to_dict, load_config, parse_config, save_config
+from taichi_sdf.train import losses
+from taichi_sdf.train.checkpoint import atomic_write_bytes, save_checkpoint
+from taichi_sdf.train.config import load_config, parse_config
+from taichi_sdf.train.trainer import Trainer, UserError, exit_on_user_error, is_main_process
 
 from .config import DeepSDFConfig, check_config, specs_to_overrides
 from .data import SDFSamples, find_split
+from .system import DeepSDFSystem
 
 DEFAULT_PRESET = "configs/deepsdf/cpu.yaml"
 SPECS_PRESET = "configs/deepsdf/specs.yaml"
@@ -54,35 +57,39 @@ def deepsdf_loss(
     num_samples: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The training loss of `train_deep_sdf.py` for predictions `pred [N]`, ground truth `sdf [N]` and
-    the per-sample codes `codes [N, L]` (None = no code regularisation).
-
-    data = sum |clamp(pred) - clamp(sdf)| / S; reg = lambda * min(1, epoch / warmup) * sum_n ||codes_n|| / S,
-    S = `num_samples` (the whole batch's sample count, so chunks of a split batch add up; default N).
-    Note the code norm is summed over samples, not shapes: each shape weighs by its sample count.
-    """
-    S = pred.shape[0] if num_samples is None else num_samples
-    data = (pred.clamp(-clamp, clamp) - sdf.clamp(-clamp, clamp)).abs().sum() / S
+    the per-sample codes `codes [N, L]` (None = no code regularisation): `losses.clamped_sdf_l1` +
+    `losses.latent_l2` (see there; S = `num_samples`, default N). `DeepSDFSystem.forward` computes the same."""
+    data = losses.clamped_sdf_l1(pred, sdf, clamp, num_samples)
     reg = torch.zeros((), device=pred.device)
     if codes is not None and code_reg_lambda > 0:
-        reg = code_reg_lambda * min(1.0, epoch / code_reg_warmup) * codes.norm(dim=1).sum() / S
+        reg = losses.latent_l2(codes, code_reg_lambda, epoch, code_reg_warmup, num_samples)
     return {"loss": data + reg, "data": data, "code_reg": reg}
 
 
-class DeepSDFTrainer:
-    """Construct, `train_epoch()` repeatedly (or `train()`); checkpoints resume exactly, mid-epoch included."""
+class DeepSDFTrainer(Trainer):
+    """Construct, `train_epoch()` repeatedly (or `train()`); checkpoints resume exactly, mid-epoch included.
+    An iteration of the base loop is one batch; the loss is `self.system(batch)` (a `DeepSDFSystem`)."""
 
-    def __init__(self, cfg: DeepSDFConfig, resume: bool = False) -> None:
+    name = "deepsdf train"
+    unit = "batch"
+    keep_last = None  # the numbered checkpoints are the snapshot epochs: all kept
+    outputs = ("checkpoints", "train_log.json", "log.csv", "log.png", "tensorboard", "Reconstructions", "Evaluations")
+
+    def __init__(self, cfg: DeepSDFConfig, resume: bool = False, mode: str | None = None) -> None:
         check_config(cfg)
-        self.cfg = cfg
+        mode = mode or ("resume" if resume else "new")
         set_torch_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)  # dropout draws from the global generator (saved in checkpoints)
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and sample draws: resumable
+        # Seeds torch's global generator (dropout draws from it; saved in checkpoints) and makes
+        # self.gen for shuffling and sample draws.
+        super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.split_file = find_split(cfg.data.root, cfg.data.train_split, "train")
         self.data = SDFSamples(cfg.data.root, self.split_file)
-        self.decoder = build_decoder(cfg.model).to(self.device)
-        self.latents = LatentCodes(len(self.data), cfg.model.latent_size, cfg.model.code_bound, cfg.model.code_init_std).to(self.device)
+        decoder = build_decoder(cfg.model).to(self.device)
+        latents = LatentCodes(len(self.data), cfg.model.latent_size, cfg.model.code_bound, cfg.model.code_init_std).to(self.device)
         t = cfg.train
+        self.system = DeepSDFSystem(decoder, latents, t.clamp, t.code_reg, t.code_reg_lambda, t.code_reg_warmup)
+        self.decoder, self.latents = decoder, latents
         self.optimizer = torch.optim.Adam([
             {"params": self.decoder.parameters(), "lr": t.decoder_lr.lr(0)},
             {"params": self.latents.parameters(), "lr": t.latent_lr.lr(0)},
@@ -95,21 +102,24 @@ class DeepSDFTrainer:
         self.perm: torch.Tensor | None = None  # the running epoch's shape order
         self.log: list[dict] = []  # one row per finished epoch
         self._epoch_loss: list[float] = []
-        self.out = Path(cfg.out)
-        self.ckpt_dir = self.out / "checkpoints"
-        if resume:
-            self.resume()
+        self._rows: list[dict] = []
+        self.samples_per_step = self.scenes_per_batch * t.samples_per_scene
+        self.start(mode)
 
     @property
     def batches_per_epoch(self) -> int:
         return len(self.data) // self.scenes_per_batch
+
+    @property
+    def total_iterations(self) -> int:
+        return self.cfg.train.epochs * self.batches_per_epoch
 
     def set_lrs(self, epoch: int) -> None:
         t = self.cfg.train
         self.optimizer.param_groups[0]["lr"] = t.decoder_lr.lr(epoch)
         self.optimizer.param_groups[1]["lr"] = t.latent_lr.lr(epoch)
 
-    def step(self, scenes: torch.Tensor, epoch: int) -> dict[str, float]:
+    def optimizer_step(self, scenes: torch.Tensor, epoch: int) -> dict[str, float]:
         """One optimiser step on the shapes `scenes [B]` (epoch numbered from 1, for the warm-up)."""
         t = self.cfg.train
         S = t.samples_per_scene
@@ -119,10 +129,7 @@ class DeepSDFTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"loss": 0.0, "data": 0.0, "code_reg": 0.0}
         for xyz_sdf, ids in zip(samples.chunk(t.batch_split), idx.chunk(t.batch_split)):
-            codes = self.latents(ids)
-            pred = self.decoder(codes, xyz_sdf[:, :3])
-            terms = deepsdf_loss(pred, xyz_sdf[:, 3], codes if t.code_reg else None, epoch, t.clamp,
-                                 t.code_reg_lambda, t.code_reg_warmup, n)  # fmt: skip
+            terms = self.system({"shape": ids, "xyz": xyz_sdf[:, :3], "sdf": xyz_sdf[:, 3], "epoch": epoch, "num_samples": n})
             terms["loss"].backward()
             for k in totals:
                 totals[k] += float(terms[k].detach())
@@ -133,31 +140,61 @@ class DeepSDFTrainer:
         self.optimizer.step()
         return totals
 
-    def train_epoch(self) -> dict[str, float]:
-        """Run (the rest of) epoch `self.epoch + 1`; returns its mean batch loss terms."""
+    def train_step(self) -> dict[str, float]:
+        """The next batch of epoch `self.epoch + 1`; finishing the epoch appends its row to `self.log`."""
         self.decoder.train()
         epoch = self.epoch + 1
         self.set_lrs(epoch)
         if self.perm is None:
             self.perm = torch.randperm(len(self.data), generator=self.gen)
-            self.batch, self._epoch_loss = 0, []
+            self.batch, self._epoch_loss, self._rows = 0, [], []
         B = self.scenes_per_batch
-        rows = []
-        while self.batch < self.batches_per_epoch:
-            scenes = self.perm[self.batch * B : (self.batch + 1) * B]
-            rows.append(self.step(scenes, epoch))
-            self._epoch_loss.append(rows[-1]["loss"])
-            self.batch += 1
+        row = self.optimizer_step(self.perm[self.batch * B : (self.batch + 1) * B], epoch)
+        self._rows.append(row)
+        self._epoch_loss.append(row["loss"])
+        self.batch += 1
+        if self.batch == self.batches_per_epoch:
+            self._finish_epoch(epoch)
+        return row
+
+    def _finish_epoch(self, epoch: int) -> None:
+        rows = self._rows
         row = {"epoch": epoch, "loss": sum(self._epoch_loss) / len(self._epoch_loss),
                "decoder_lr": self.optimizer.param_groups[0]["lr"], "latent_lr": self.optimizer.param_groups[1]["lr"],
                "code_norm": float(self.latents.weight.detach().norm(dim=1).mean())}  # fmt: skip
-        if rows:
+        if rows:  # the batches of this process (a resumed epoch has only its own)
             row.update(data=sum(r["data"] for r in rows) / len(rows), code_reg=sum(r["code_reg"] for r in rows) / len(rows))
         self.log.append(row)
-        self.epoch, self.batch, self.perm = epoch, 0, None
-        return row
+        self.epoch, self.batch, self.perm, self._rows = epoch, 0, None, []
+
+    def train_epoch(self) -> dict[str, float]:
+        """Run (the rest of) epoch `self.epoch + 1`; returns its mean batch loss terms."""
+        epoch = self.epoch + 1
+        while self.epoch < epoch:
+            self.step()
+        return self.log[-1]
+
+    def log_row(self, row: dict) -> dict | None:
+        if self.batch != 0 or not self.log:
+            return None
+        return {"iteration": self.iteration, **self.log[-1]}
+
+    def postfix(self, row: dict) -> dict:
+        last = self.log[-1] if self.log else row
+        return {"epoch": self.epoch, "loss": f"{last['loss']:.5f}", "code": f"{last.get('code_norm', 0):.3f}",
+                "samples": self.throughput()}  # fmt: skip
 
     # -- checkpoints -------------------------------------------------------------------------------------
+
+    def is_snapshot(self, epoch: int) -> bool:
+        t = self.cfg.train
+        return epoch % t.snapshot_every == 0 or epoch in t.snapshots or epoch == t.epochs
+
+    def checkpoint_due(self) -> bool:
+        return self.batch == 0 and (self.is_snapshot(self.epoch) or self.epoch % self.cfg.train.checkpoint_every == 0)
+
+    def checkpoint_name(self) -> str | None:
+        return f"{self.epoch}.pt" if self.batch == 0 and self.epoch > 0 and self.is_snapshot(self.epoch) else None
 
     def state(self) -> dict:
         return {
@@ -170,84 +207,48 @@ class DeepSDFTrainer:
             "latents": self.latents.weight.detach().cpu(),
             "instances": [list(it) for it in self.data.instances],
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
             "log": self.log,
-            "config": config_to_dict(self.cfg),
         }
 
     def save(self, snapshot: bool = False) -> Path:
-        state = self.state()
-        latest = save_checkpoint(self.ckpt_dir / "latest.pt", state)
-        if snapshot:
-            save_checkpoint(self.ckpt_dir / f"{self.epoch}.pt", state)
-        atomic_write_bytes(self.out / "train_log.json", json.dumps(self.log, indent=1).encode())
-        return Path(latest)
+        latest = super().save()
+        if snapshot and self.checkpoint_name() is None and is_main_process():
+            save_checkpoint(self.ckpt_dir / f"{self.epoch}.pt", self.full_state())
+        if is_main_process():
+            atomic_write_bytes(self.out / "train_log.json", json.dumps(self.log, indent=1).encode())
+        return latest
 
-    def resume(self, path: str | Path | None = None) -> bool:
-        latest = self.ckpt_dir / "latest.pt"
-        path = path or (latest if latest.is_file() else latest_checkpoint(self.ckpt_dir))
-        if path is None:
-            return False
-        s = load_checkpoint(path, map_location=self.device)
+    def load_state(self, s: dict) -> None:
         names = [list(it) for it in self.data.instances]
         if s.get("instances") != names:
-            raise ValueError(f"{path}: the checkpoint was trained on other shapes than {self.split_file} lists")
+            raise UserError(f"{self.ckpt_dir}: the checkpoint was trained on other shapes than {self.split_file} lists")
         try:
             self.decoder.load_state_dict(s["decoder"])
         except RuntimeError as e:
-            raise ValueError(f"{path}: the decoder does not match the config's model: {str(e).splitlines()[0]}") from None
+            raise UserError(f"{self.ckpt_dir}: the decoder does not match the config's model: {str(e).splitlines()[0]}") from None
         with torch.no_grad():
             self.latents.weight.copy_(s["latents"])
         self.optimizer.load_state_dict(s["optimizer"])
-        self.gen.set_state(s["generator"])
-        torch.set_rng_state(s["torch_rng"])
         self.epoch, self.batch, self.perm = int(s["epoch"]), int(s["batch"]), s["perm"]
         self._epoch_loss, self.log = list(s["epoch_loss"]), list(s["log"])
-        return True
-
-    def is_snapshot(self, epoch: int) -> bool:
-        t = self.cfg.train
-        return epoch % t.snapshot_every == 0 or epoch in t.snapshots or epoch == t.epochs
+        self.iteration = self.epoch * self.batches_per_epoch + self.batch
 
     # -- loop -------------------------------------------------------------------------------------------
 
-    def train(self, epochs: int | None = None, progress: bool = True) -> dict:
-        """Train up to `cfg.train.epochs` (or `epochs` more now); Ctrl-C saves checkpoints/latest.pt."""
-        from tqdm import tqdm
-
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.out / "config.yaml")
-        total = self.cfg.train.epochs
-        end = total if epochs is None else min(total, self.epoch + epochs)
-        bar = tqdm(total=total, initial=self.epoch, disable=not progress, dynamic_ncols=True, desc="deepsdf train", unit="epoch")
-        row: dict = {}
-        t0, start_epoch = time.time(), self.epoch
-        try:
-            while self.epoch < end:
-                row = self.train_epoch()
-                bar.update(1)
-                rate = self.batches_per_epoch * self.scenes_per_batch * self.cfg.train.samples_per_scene * (self.epoch - start_epoch) / (time.time() - t0)
-                bar.set_postfix(loss=f"{row['loss']:.5f}", code=f"{row['code_norm']:.3f}", samples_s=f"{rate:.3g}")
-                if self.is_snapshot(self.epoch):
-                    self.save(snapshot=True)
-                elif self.epoch % self.cfg.train.checkpoint_every == 0:
-                    self.save()
-        except KeyboardInterrupt:
-            bar.write(f"interrupted: saving {self.ckpt_dir / 'latest.pt'} at epoch {self.epoch} (+{self.batch} batches)")
-            self.save()
-            raise
-        finally:
-            bar.close()
-        self.save()
-        return row
+    def train(self, epochs: int | None = None, progress: bool = True, callback=None) -> dict:
+        """Train up to `cfg.train.epochs` (or `epochs` more now); Ctrl-C / SIGTERM save checkpoints/latest.pt
+        after the running batch and return (`self.interrupted` set). Returns the last epoch's row."""
+        end_epoch = self.cfg.train.epochs if epochs is None else min(self.cfg.train.epochs, self.epoch + epochs)
+        super().train(max(0, end_epoch * self.batches_per_epoch - self.iteration), progress, callback)
+        return dict(self.log[-1]) if self.log else {}
 
 
 def train_config(argv: list[str]) -> tuple[DeepSDFConfig, argparse.Namespace]:
     ap = argparse.ArgumentParser(prog="python -m apps.deepsdf train", description="Train a DeepSDF auto-decoder.")
     ap.add_argument("--specs", metavar="SPECS_JSON", help="an original DeepSDF specs.json, applied after the preset "
                     "(default then configs/deepsdf/specs.yaml) and before the overrides")  # fmt: skip
-    ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/latest.pt")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/latest.pt (a new run if none)")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run in <out> (checkpoints, logs, reconstructions)")
     ap.add_argument("--epochs", type=int, default=None, help="train at most this many epochs now")
     argv = list(argv)
     if "--config" not in argv:  # a specs.json describes the original's setting: start from its preset
@@ -263,17 +264,21 @@ def train_config(argv: list[str]) -> tuple[DeepSDFConfig, argparse.Namespace]:
 
 def main(argv=None) -> dict:
     cfg, args = train_config(sys.argv[1:] if argv is None else argv)
+    if args.resume and args.overwrite:
+        raise SystemExit("deepsdf train: error: --resume and --overwrite exclude each other")
     t0 = time.time()
-    try:
-        trainer = DeepSDFTrainer(cfg, resume=args.resume)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
-    n_params = sum(p.numel() for p in trainer.decoder.parameters())
-    print(f"deepsdf train: {len(trainer.data)} shapes from {trainer.split_file}, decoder {n_params} parameters, "
-          f"device {trainer.device}, starting at epoch {trainer.epoch + 1}/{cfg.train.epochs}")  # fmt: skip
-    row = trainer.train(args.epochs)
+    with exit_on_user_error("deepsdf train"):
+        trainer = DeepSDFTrainer(cfg, mode="resume" if args.resume else "overwrite" if args.overwrite else "new")
+        n_params = sum(p.numel() for p in trainer.decoder.parameters())
+        print(f"deepsdf train: {len(trainer.data)} shapes from {trainer.split_file}, decoder {n_params} parameters, "
+              f"device {trainer.device}, torch threads {torch.get_num_threads()}, "
+              f"starting at epoch {trainer.epoch + 1}/{cfg.train.epochs}")  # fmt: skip
+        row = trainer.train(args.epochs)
+    if trainer.interrupted is not None:
+        raise SystemExit(128 + trainer.interrupted)
     row["wall_seconds"] = time.time() - t0
     print(json.dumps(row, default=float))
+    trainer.message(f"outputs in {trainer.out}/ (checkpoints/, train_log.json, log.csv, log.png)")
     return row
 
 

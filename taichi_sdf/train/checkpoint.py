@@ -25,6 +25,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "remove_stale_temp_files",
 ]
 
 
@@ -164,3 +165,19 @@ def latest_checkpoint(directory: str | os.PathLike, pattern: str = "*.pt") -> st
         return (numbered, int(nums[-1]) if nums else 0, os.stat(p).st_mtime_ns)
 
     return max(candidates, key=key)
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
+    """Delete the hidden temp files (`.<name>.<random>.tmp`) that `_atomic_write` leaves in `directory`
+    when its process is killed mid-write (SIGKILL, power loss). Call it only while no other process
+    writes there (a trainer does it under its run lock). Returns the removed paths."""
+    directory = os.fspath(directory)
+    removed = []
+    for p in glob.glob(os.path.join(glob.escape(directory), ".*.tmp")):
+        if os.path.isfile(p):
+            try:
+                os.unlink(p)
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed

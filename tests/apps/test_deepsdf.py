@@ -4,6 +4,8 @@ Data: spheres of different radii, whose SDF samples are |x| - r."""
 
 import copy
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -211,17 +213,19 @@ def test_resume_mid_epoch(data_root, tmp_path):
     ref = DeepSDFTrainer(cfg)
     ref.train(epochs=2, progress=False)
     part = DeepSDFTrainer(tiny_cfg(data_root, tmp_path / "b", "train.scenes_per_batch=1"))
-    part.train(epochs=1, progress=False)
-    part.perm = torch.randperm(3, generator=part.gen)  # what train_epoch does, then one batch and a "Ctrl-C"
-    part.set_lrs(2)
-    part.decoder.train()
-    part._epoch_loss = [part.step(part.perm[:1], 2)["loss"]]
-    part.batch = 1
-    part.save()
+
+    def sigterm_after_first_batch_of_epoch_2(tr, row):
+        if (tr.epoch, tr.batch) == (1, 1):
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would: saved after this batch
+
+    part.train(progress=False, callback=sigterm_after_first_batch_of_epoch_2)
+    assert part.interrupted == signal.SIGTERM
     resumed = DeepSDFTrainer(tiny_cfg(data_root, tmp_path / "b", "train.scenes_per_batch=1"), resume=True)
     assert (resumed.epoch, resumed.batch) == (1, 1)
     resumed.train(epochs=1, progress=False)
     assert resumed.log[-1]["loss"] == ref.log[-1]["loss"]
+    for a, b in zip(ref.decoder.parameters(), resumed.decoder.parameters()):
+        assert torch.equal(a, b)
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +364,42 @@ def test_original_specs_json_equals_the_specs_preset(tmp_path):
     data = ["data.root=data", "data.train_split=examples/splits/sv2_planes_train.json",
             "data.test_split=examples/splits/sv2_planes_test.json"]  # fmt: skip
     assert cfg == load_config(DeepSDFConfig, "configs/deepsdf/specs.yaml", ["out=x", *data])
+
+
+# -- reproducibility and run safety ---------------------------------------------------------------------
+
+
+def test_two_seeded_runs_give_identical_results(data_root, tmp_path):
+    """Train + reconstruct twice from the same seed: same losses, decoder, codes and meshes, bit for bit."""
+    runs = []
+    for name in ("a", "b"):
+        torch.manual_seed(len(name) * 7 + ord(name))  # whatever ran before in the process must not matter
+        np.random.seed(ord(name))
+        cfg = tiny_cfg(data_root, tmp_path / name, "train.epochs=3", "model.dropout_prob=0.2", "reconstruct.iterations=20")
+        tr = DeepSDFTrainer(cfg)
+        tr.train(progress=False)
+        log = reconstruct_split(cfg, progress=False)
+        rec = tmp_path / name / "Reconstructions" / "3"
+        runs.append({"losses": [r["loss"] for r in tr.log], "decoder": [p.detach().clone() for p in tr.decoder.parameters()],
+                     "codes": tr.latents.weight.detach().clone(), "fit": {k: v["loss"] for k, v in log["shapes"].items()},
+                     "mesh": (rec / "Meshes" / "synth" / "spheres" / "r50.ply").read_bytes(),
+                     "code": torch.load(rec / "Codes" / "synth" / "spheres" / "r50.pth")})  # fmt: skip
+    a, b = runs
+    assert a["losses"] == b["losses"] and a["fit"] == b["fit"] and a["mesh"] == b["mesh"]
+    assert torch.equal(a["codes"], b["codes"]) and torch.equal(a["code"], b["code"])
+    assert all(torch.equal(x, y) for x, y in zip(a["decoder"], b["decoder"]))
+
+
+def test_cli_train_refusals(data_root, tmp_path):
+    from apps.deepsdf.__main__ import main
+
+    common = ["--config", "configs/deepsdf/cpu.yaml", *TINY, "train.epochs=1", f"data.root={data_root}", f"out={tmp_path}"]
+    main(["train", *common])
+    with pytest.raises(SystemExit, match=r"deepsdf train: error: .* already holds a run"):
+        main(["train", *common])
+    with pytest.raises(SystemExit, match=r"model.latent_size \(8 -> 16\)"):
+        main(["train", *common, "--resume", "model.latent_size=16"])
+    (tmp_path / "Reconstructions" / "1").mkdir(parents=True)  # reconstructions of the replaced run
+    main(["train", *common, "--overwrite", "train.epochs=2"])
+    assert not (tmp_path / "Reconstructions").exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2.pt", "latest.pt"]

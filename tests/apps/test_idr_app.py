@@ -97,3 +97,46 @@ def test_malformed_cameras_is_a_clear_error(tiny_data, tmp_path):
     (broken / "cameras.npz").write_bytes(b"PK\x03\x04 this is not a real npz")
     with pytest.raises(ValueError, match="cameras.npz: cannot read"):
         IDRTrainer(tiny_cfg(broken, tmp_path / "out"))
+
+
+# -- run safety and exact resume after a signal ---------------------------------------------------------
+
+
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    import os
+    import signal
+
+    ref = IDRTrainer(tiny_cfg(tiny_data, tmp_path / "ref", "train.epochs=1"))  # 4 training views: 4 iterations
+    ref.train(progress=False)
+
+    def sigterm_at_2(tr, row):
+        if tr.iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    part = IDRTrainer(tiny_cfg(tiny_data, tmp_path / "run", "train.epochs=1"))
+    part.train(progress=False, callback=sigterm_at_2)
+    assert part.interrupted == signal.SIGTERM and part.iteration == 2
+    torch.manual_seed(1234)
+    resumed = IDRTrainer(tiny_cfg(tiny_data, tmp_path / "run", "train.epochs=1"), mode="resume")
+    resumed.train(progress=False)
+    assert resumed.iteration == ref.iteration == 4
+    for a, b in zip(ref.system.parameters(), resumed.system.parameters()):
+        assert torch.equal(a, b)
+    assert (tmp_path / "run" / "log.csv").read_text() == (tmp_path / "ref" / "log.csv").read_text()
+
+
+def test_cli_refusals_are_one_line_errors(tiny_data, tmp_path, capsys):
+    from apps.idr.__main__ import main
+
+    args = ["--config", "configs/idr/cpu.yaml", *TINY, f"data.data={tiny_data}", f"out={tmp_path}", "train.epochs=1"]
+    with pytest.raises(SystemExit, match=r"idr: error: --eval-only: no checkpoint in .*checkpoints"):
+        main([*args, "--eval-only"])
+    assert not (tmp_path / "mesh.ply").exists()  # no export of an untrained model
+    main([*args, "turntable_frames=1", "mesh_resolution=16"])
+    assert "outputs in" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=rf"idr: error: {tmp_path} already holds a run.*--resume.*--overwrite"):
+        main(args)  # would silently replace latest.pt, mesh.ply and metrics.json
+    with pytest.raises(SystemExit, match=r"other model/data settings: model.hidden \(32 -> 16\)"):
+        main([*args, "--resume", "model.hidden=16"])
+    main([*args, "--resume", "train.epochs=2", "--iterations", "1", "turntable_frames=1", "mesh_resolution=16"])  # schedule keys may change
+    assert json.loads((tmp_path / "metrics.json").read_text())["iterations"] == 5

@@ -1,0 +1,467 @@
+"""A small trainer base shared by the apps (not a framework): the run folder and its lock, seeding and
+RNG state, atomic checkpoints with retention, resume, the tqdm loop, a save at an iteration boundary on
+Ctrl-C / SIGTERM, rank-0 guards, and a loss log (log.csv, log.png, TensorBoard scalars when installed).
+
+A subclass sets `total_iterations` and implements `train_step() -> dict of floats` (one iteration; the
+base's `step()` calls it and counts `self.iteration`), `state()` / `load_state(state)` (its own tensors; the base
+adds the iteration, RNG states and config), and optionally `export()`. Refusals a user can fix raise
+`UserError`; apps turn it into one line on stderr and a non-zero exit (`exit_on_user_error`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temp_files, save_checkpoint
+from .config import config_to_dict, save_config
+
+__all__ = ["UserError", "Trainer", "RunLock", "is_main_process", "seed_everything", "exit_on_user_error", "config_diff"]
+
+
+class UserError(ValueError):
+    """A refusal the user can act on (busy or occupied run folder, incompatible resume, no checkpoint)."""
+
+
+@contextlib.contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    """Turn a `UserError` (or a named ValueError / FileNotFoundError) into `prog: error: ...` and exit 1."""
+    try:
+        yield
+    except (UserError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"{prog}: error: {e}") from None
+
+
+def is_main_process() -> bool:
+    """Rank 0 of an initialised torch.distributed group, else True (guards writes and progress bars)."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python's `random`, numpy's legacy global RNG and torch's global RNG; returns a CPU
+    `torch.Generator` seeded with `seed` for the run's own draws (sampling), saved in checkpoints."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def config_diff(old: dict, new: dict, sections: tuple[str, ...], prefix: str = "") -> list[str]:
+    """Dotted keys under `sections` (all keys if empty) whose values differ between two config dicts."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if not prefix and sections and k not in sections:
+            continue
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, (), f"{prefix}{k}.")
+        elif (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+            out.append(f"{prefix}{k} ({a!r} -> {b!r})")
+    return out
+
+
+class RunLock:
+    """`<folder>/.lock` holding the PID of the process that trains there; re-entrant within one object.
+    A lock whose PID is dead (a killed run) is taken over; a live one refuses with a `UserError`."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder, self.path, self.depth = Path(folder), Path(folder) / ".lock", 0
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def acquire(self) -> None:
+        if self.depth == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            while True:
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    try:
+                        pid = int(self.path.read_text().strip() or 0)
+                    except (OSError, ValueError):
+                        pid = 0
+                    if pid > 0 and self._alive(pid):
+                        raise UserError(f"{self.folder} is in use by another run (PID {pid}, lock file {self.path}); "
+                                        "wait for it, stop it, or choose another out=") from None  # fmt: skip
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                break
+        self.depth += 1
+
+    def release(self) -> None:
+        self.depth = max(0, self.depth - 1)
+        if self.depth == 0:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class Trainer:
+    """Base of the apps' trainers; see the module docstring. Mode: "new" refuses a folder holding a
+    run (checkpoints or metrics.json), "overwrite" clears it, "resume" continues from the latest
+    checkpoint (a new run if there is none), "eval" requires a checkpoint."""
+
+    name = "train"  # progress bar and message prefix
+    unit = "it"
+    compatible_sections: tuple[str, ...] = ("model", "data")  # must match the checkpoint's config on resume
+    keep_last: int | None = 3  # numbered checkpoints kept (None = all) ...
+    keep_every: int | None = None  # ... plus those whose number is a multiple of this
+    log_every = 10  # iterations per log.csv row (mean of the steps in between)
+    outputs: tuple[str, ...] = ("checkpoints", "metrics.json", "log.csv", "log.png", "tensorboard")  # a run's files
+    checkpoints = True  # False: a stateless job (renders) that writes none
+
+    def __init__(self, cfg, out: str | os.PathLike, seed: int = 0, mode: str = "new") -> None:
+        if mode not in ("new", "resume", "overwrite", "eval"):
+            raise ValueError(f"mode: expected new, resume, overwrite or eval, got {mode!r}")
+        self.cfg, self.out, self.seed, self.mode = cfg, Path(out), seed, mode
+        self.ckpt_dir = self.out / "checkpoints"
+        self.gen = seed_everything(seed)  # every draw of the run's sampling goes through this
+        self.iteration = 0
+        self.interrupted: int | None = None  # the signal that stopped `train()`, if any
+        self.lock = RunLock(self.out)
+        self._prepared = False
+        self._pending: list[dict] = []
+
+    # -- to implement ---------------------------------------------------------------------------------
+    total_iterations = 0
+
+    def train_step(self) -> dict[str, float]:
+        """One iteration (optimiser step); returns its loss terms as floats."""
+        raise NotImplementedError
+
+    def step(self) -> dict[str, float]:
+        row = self.train_step()
+        self.iteration += 1
+        return row
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def start(self, mode: str) -> None:
+        """Call at the end of the subclass's `__init__`: resume (mode resume / eval) and refuse an
+        evaluation without a checkpoint."""
+        self.resumed = self.resume() if mode in ("resume", "eval") else False
+        if mode == "eval" and not self.resumed:
+            raise UserError(f"--eval-only: no checkpoint in {self.ckpt_dir}; train first (or set out= to a trained run)")
+
+    def checkpoint_due(self) -> bool:  # after `self.iteration` iterations
+        return False
+
+    def checkpoint_name(self) -> str | None:  # a numbered snapshot to write besides latest.pt
+        return f"ckpt_{self.iteration:08d}.pt"
+
+    samples_per_step = 0  # rays / samples per iteration: the bar then shows their throughput
+
+    def throughput(self) -> str:
+        """`samples_per_step` x iterations per second since `train()` began, e.g. '2.1e+04/s'."""
+        t0, it0 = self._run_start
+        return f"{self.samples_per_step * (self.iteration - it0) / max(time.time() - t0, 1e-9):.3g}/s"
+
+    def postfix(self, row: dict) -> dict:
+        p = {"loss": f"{row.get('loss', float('nan')):.4g}"}
+        return p | ({"samples": self.throughput()} if self.samples_per_step else {})
+
+    def log_row(self, row: dict) -> dict | None:
+        """The log.csv row after a step (default: mean of the last `log_every` steps' values)."""
+        self._pending.append(row)
+        if self.iteration % self.log_every and self.iteration != self.total_iterations:
+            return None
+        keys = [k for k in self._pending[-1] if isinstance(self._pending[-1][k], (int, float))]
+        rows, self._pending = self._pending, []
+        return {"iteration": self.iteration, **{k: float(np.nanmean([r.get(k, math.nan) for r in rows])) for k in keys}}
+
+    # -- run folder -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Called once under the lock before the first write: clean, refuse or clear the folder."""
+        if self._prepared:
+            return
+        self._prepared = True
+        if not is_main_process():
+            return
+        for d in (self.out, self.ckpt_dir):
+            remove_stale_temp_files(d)
+        found = [n for n in self.outputs if (self.out / n).exists() and n != "checkpoints"]
+        found += ["checkpoints"] if latest_checkpoint(self.ckpt_dir) else []
+        if self.mode == "new" and self.iteration == 0 and found:
+            raise UserError(f"{self.out} already holds a run ({', '.join(sorted(found))}); "
+                            "pass --resume to continue it or --overwrite to replace it, or choose another out=")  # fmt: skip
+        if self.mode == "overwrite" and self.iteration == 0:
+            import shutil
+
+            for n in self.outputs:
+                p = self.out / n
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        if self.cfg is not None:
+            save_config(self.cfg, self.out / "config.yaml")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run folder's lock (rank 0) and prepare the folder; re-entrant."""
+        main = is_main_process()
+        if main:
+            self.lock.acquire()
+        try:
+            self.prepare()
+            yield
+        finally:
+            if main:
+                self.lock.release()
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def full_state(self) -> dict:
+        s = self.state()
+        s.update(iteration=self.iteration, log_pending=list(self._pending), generator=self.gen.get_state(), torch_rng=torch.get_rng_state(),
+                 python_rng=random.getstate(), numpy_rng=_numpy_state(),
+                 config=config_to_dict(self.cfg) if self.cfg is not None else None)  # fmt: skip
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            s["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return s
+
+    def save(self) -> Path | None:
+        """Write checkpoints/latest.pt (and the numbered snapshot), atomically; apply retention."""
+        if not (self.checkpoints and is_main_process()):
+            return None
+        state = self.full_state()
+        latest = Path(save_checkpoint(self.ckpt_dir / "latest.pt", state))
+        name = self.checkpoint_name()
+        if name:
+            save_checkpoint(self.ckpt_dir / name, state)
+            self.apply_retention()
+        return latest
+
+    def apply_retention(self) -> None:
+        numbered = []
+        for p in self.ckpt_dir.glob("*.pt"):
+            digits = "".join(c for c in p.stem if c.isdigit())
+            if p.name != "latest.pt" and digits:
+                numbered.append((int(digits), p))
+        numbered.sort()
+        if self.keep_last is None:
+            return
+        for k, (num, p) in enumerate(numbered):
+            recent = k >= len(numbered) - self.keep_last
+            if not recent and not (self.keep_every and num % self.keep_every == 0):
+                p.unlink(missing_ok=True)
+
+    def resume(self, path: str | os.PathLike | None = None) -> bool:
+        """Load `path` (default checkpoints/latest.pt, else the newest numbered one); False if none."""
+        latest = self.ckpt_dir / "latest.pt"
+        path = path or (latest if latest.is_file() else latest_checkpoint(self.ckpt_dir))
+        if path is None:
+            return False
+        s = load_checkpoint(path, map_location="cpu")
+        if self.cfg is not None and s.get("config") is not None:
+            diff = config_diff(s["config"], config_to_dict(self.cfg), self.compatible_sections)
+            if diff:
+                raise UserError(f"{path} was trained with other {'/'.join(self.compatible_sections)} settings: "
+                                f"{'; '.join(diff)}; resume with the same settings or start a new run (--overwrite)")  # fmt: skip
+        self.load_state(s)
+        self.iteration = int(s["iteration"])
+        self._pending = list(s.get("log_pending", []))
+        self.gen.set_state(s["generator"])
+        torch.set_rng_state(s["torch_rng"])
+        if "python_rng" in s:
+            random.setstate(_tuples(s["python_rng"]))
+            kind, keys, pos, has_gauss, gauss = s["numpy_rng"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        if "cuda_rng" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda_rng"])
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT / SIGTERM set `self.interrupted`; the loop stops after the running iteration. A second
+        Ctrl-C raises KeyboardInterrupt at once."""
+        if not threading_main():  # signal handlers can only be set from the main thread
+            yield
+            return
+        old = {}
+
+        def handler(signum, frame):
+            if self.interrupted is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.interrupted = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    def train(self, iterations: int | None = None, progress: bool = True,
+              callback: Callable[[Trainer, dict], None] | None = None) -> dict[str, float]:  # fmt: skip
+        """Run up to `total_iterations` (or `iterations` more now). Saves on schedule, at the end and
+        after the iteration during which SIGINT/SIGTERM arrived (then returns with `interrupted` set)."""
+        from tqdm import tqdm
+
+        end = self.total_iterations if iterations is None else min(self.total_iterations, self.iteration + iterations)
+        last: dict[str, float] = {}
+        self.interrupted = None
+        self._run_start = (time.time(), self.iteration)
+        with self.locked(), self._stop_on_signals(), MetricLog(self.out, self.iteration) as log:
+            bar = tqdm(total=self.total_iterations, initial=self.iteration, disable=not (progress and is_main_process()),
+                       dynamic_ncols=True, desc=self.name, unit=self.unit)  # fmt: skip
+            try:
+                while self.iteration < end and self.interrupted is None:
+                    last = self.step()
+                    bar.update(1)
+                    row = self.log_row(last)
+                    if row is not None:
+                        log.write(row)
+                        bar.set_postfix(self.postfix(last), refresh=False)
+                    if callback is not None:
+                        callback(self, last)
+                    if self.checkpoint_due():
+                        self.save()
+            finally:
+                bar.close()
+            self.save()
+            if self.interrupted is not None:
+                name = signal.Signals(self.interrupted).name
+                self.message(f"{name}: stopped after iteration {self.iteration}, saved {self.ckpt_dir / 'latest.pt'} (--resume continues)")
+        return last
+
+    # -- messages and phases --------------------------------------------------------------------------
+    def message(self, text: str) -> None:
+        if is_main_process():
+            print(f"{self.name}: {text}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def phase(self, what: str) -> Iterator[None]:
+        """One line before and after a phase the user waits for: `name: what ...` / `... done (2.1 s)`."""
+        t0 = time.time()
+        self.message(f"{what} ...")
+        yield
+        self.message(f"{what}: done ({time.time() - t0:.1f} s)")
+
+
+def _numpy_state() -> tuple:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class MetricLog:
+    """log.csv (appended; rows past `start` from an interrupted run are dropped), log.png of the curves
+    at close, and TensorBoard scalars under tensorboard/ when `torch.utils.tensorboard` imports."""
+
+    def __init__(self, out: Path, start: int) -> None:
+        self.path, self.start, self.main = Path(out) / "log.csv", start, is_main_process()
+        self.fields: list[str] | None = None
+        self.tb = None
+
+    def __enter__(self) -> MetricLog:
+        if not self.main:
+            return self
+        rows = []
+        if self.path.is_file():
+            with self.path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = reader.fieldnames
+                rows = [r for r in reader if int(float(r["iteration"])) <= self.start]
+        with self.path.open("w", newline="") as f:  # rewrite: drops rows after the resumed checkpoint
+            if self.fields:
+                w = csv.DictWriter(f, self.fields)
+                w.writeheader()
+                w.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+        except Exception:  # noqa: BLE001 - tensorboard is optional
+            self.tb = None
+        return self
+
+    def write(self, row: dict) -> None:
+        if not self.main:
+            return
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, int(row["iteration"]))
+
+    def __exit__(self, *exc) -> None:
+        if not self.main:
+            return
+        if self.tb is not None:
+            self.tb.close()
+        with contextlib.suppress(Exception):  # a plot must never lose a run
+            plot_log(self.path, self.path.with_suffix(".png"))
+
+
+def plot_log(csv_path: Path, png_path: Path) -> None:
+    """One panel per column of log.csv against its first column (log scale where all values > 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with Path(csv_path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    x_key, keys = list(rows[0])[0], list(rows[0])[1:]
+    x = [float(r[x_key]) for r in rows]
+    cols = min(3, len(keys)) or 1
+    fig, axes = plt.subplots((len(keys) + cols - 1) // cols or 1, cols, figsize=(4 * cols, 2.6 * ((len(keys) + cols - 1) // cols or 1)), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        y = np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
+        ax.plot(x, y, lw=1)
+        ax.set_title(k, fontsize=9)
+        if np.all(y[np.isfinite(y)] > 0) and np.isfinite(y).any():
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
