@@ -9,7 +9,8 @@ from torch import nn
 
 from taichi_sdf.cameras import camera as C
 from taichi_sdf.cameras.pose import PoseRefinement
-from taichi_sdf.implicit.wavefront import IDRTracer, sphere_trace_mlp
+from taichi_sdf.implicit.marchers.idr import IDRMarcher
+from taichi_sdf.implicit.wavefront import march_field
 from taichi_sdf.train import losses
 
 
@@ -20,7 +21,7 @@ class IDRSystem(nn.Module):
     returns {"loss", "rgb", "eikonal", "mask"} (tensors; loss = weighted sum, IDR's IDRLoss) and the
     diagnostics {"psnr", "hit_fraction", "evals"} (floats)."""
 
-    def __init__(self, implicit: nn.Module, rendering: nn.Module, tracer: IDRTracer, num_views: int = 0,
+    def __init__(self, implicit: nn.Module, rendering: nn.Module, tracer: IDRMarcher, num_views: int = 0,
                  train_cameras: bool = False, rgb_weight: float = 1.0, eikonal_weight: float = 0.1,
                  mask_weight: float = 100.0) -> None:  # fmt: skip
         super().__init__()
@@ -38,7 +39,7 @@ class IDRSystem(nn.Module):
         n = uv.shape[0]
         o, d = self.camera(batch["camera"], batch["view"]).pixel_rays(uv[None].contiguous())
         o, d = o[0], d[0]
-        tr = sphere_trace_mlp(self.implicit.sdf, o, d, tracer=self.tracer, create_graph=True)
+        tr = march_field(self.implicit.sdf, o, d, marcher=self.tracer, create_graph=True)
         surf = tr.hit & gt_mask
         rgb_loss = torch.zeros((), device=o.device)
         psnr_val = float("nan")
@@ -64,7 +65,7 @@ class IDRSystem(nn.Module):
     @torch.no_grad()
     def render_rays(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
         """Colour in [0, 1] (black where missed), normals and hit mask of rays `o, d [N, 3]` (no grad)."""
-        tr = sphere_trace_mlp(self.implicit.sdf, o, d, tracer=self.tracer, create_graph=False)
+        tr = march_field(self.implicit.sdf, o, d, marcher=self.tracer, create_graph=False)
         rgb = torch.zeros_like(o)
         if tr.hit.any():
             pts = tr.points[tr.hit]

@@ -16,7 +16,7 @@ from taichi_sdf.data.image_io import to_uint8, write_image
 from taichi_sdf.data.multiview import MultiViewDataset
 from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
-from taichi_sdf.implicit.wavefront import IDRTracer
+from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.models.idr import build_idr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr
@@ -55,7 +55,7 @@ class IDRTrainer(Trainer):
         self.masks = self.data.masks.to(self.device)
         self.cams = self.data.cameras.to(self.device, torch.float32)
         implicit, rendering = build_idr_networks(cfg.model)
-        tracer = IDRTracer(eps=cfg.tracer.eps, sphere_tracing_iters=cfg.tracer.sphere_tracing_iters,
+        tracer = IDRMarcher(eps=cfg.tracer.eps, sphere_tracing_iters=cfg.tracer.sphere_tracing_iters,
                            line_step_iters=cfg.tracer.line_step_iters, n_steps=cfg.tracer.n_steps,
                            n_secant_steps=cfg.tracer.n_secant_steps, min_sdf_samples=cfg.tracer.min_sdf_samples)  # fmt: skip
         t = cfg.train
