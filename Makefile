@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo render test test-cuda bench clean
+.PHONY: demo render test test-fast test-cuda bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ render: $(STAMP)        ## a quick sphere-tracing demo: render, mesh and score a
 
 test: $(STAMP)          ## the whole suite on Taichi's CPU backend
 	TAICHI_SDF_ARCH=cpu $(PY) -m pytest -q
+
+test-fast: $(STAMP)     ## the suite without the cases marked slow (app runs, large twin comparisons)
+	TAICHI_SDF_ARCH=cpu $(PY) -m pytest -q -m "not slow"
 
 test-cuda: $(STAMP)     ## the same suite on Taichi's CUDA backend with torch CUDA tensors
 	TAICHI_SDF_ARCH=cuda $(PY) -m pytest -q

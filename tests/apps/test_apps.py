@@ -4,6 +4,7 @@ import json
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import trimesh
 
 from apps import demo
@@ -40,6 +41,7 @@ def test_check_cameras_tool(tmp_path):
     assert check_cameras.main([str(tmp_path / "scan"), "--points", str(tmp_path / "shifted.npy")])["fraction_inside"] < 0.9
 
 
+@pytest.mark.slow
 def test_example_runs(tmp_path):
     """Every example is smoke-tested: the prototyping example renders and prints gradients."""
     import subprocess

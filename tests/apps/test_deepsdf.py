@@ -184,6 +184,7 @@ def test_clear_data_errors(data_root, tmp_path):
 # -- training, resume, reconstruction, evaluation -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(data_root, tmp_path):
     tr = DeepSDFTrainer(tiny_cfg(data_root, tmp_path, "train.epochs=80", *FAST))
     tr.train(progress=False)
@@ -194,6 +195,7 @@ def test_training_lowers_the_loss(data_root, tmp_path):
     assert (tmp_path / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_next_loss(data_root, tmp_path):
     ref = DeepSDFTrainer(tiny_cfg(data_root, tmp_path / "a", "train.scenes_per_batch=2"))  # 1 batch of 2 per epoch
     ref.train(progress=False)
@@ -208,6 +210,7 @@ def test_resume_gives_the_same_next_loss(data_root, tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch(data_root, tmp_path):
     cfg = tiny_cfg(data_root, tmp_path / "a", "train.scenes_per_batch=1")  # 3 batches per epoch
     ref = DeepSDFTrainer(cfg)
@@ -369,6 +372,7 @@ def test_original_specs_json_equals_the_specs_preset(tmp_path):
 # -- reproducibility and run safety ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_seeded_runs_give_identical_results(data_root, tmp_path):
     """Train + reconstruct twice from the same seed: same losses, decoder, codes and meshes, bit for bit."""
     runs = []
@@ -390,6 +394,7 @@ def test_two_seeded_runs_give_identical_results(data_root, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a["decoder"], b["decoder"]))
 
 
+@pytest.mark.slow
 def test_cli_train_refusals(data_root, tmp_path):
     from apps.deepsdf.__main__ import main
 

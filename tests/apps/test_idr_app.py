@@ -70,6 +70,7 @@ def test_resume_gives_the_same_next_loss(tiny_data, tmp_path):
     assert next_b["loss"] == pytest.approx(next_a["loss"], rel=1e-6, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_all_outputs(tiny_data, tmp_path):
     from apps.idr.__main__ import main
 
@@ -102,6 +103,7 @@ def test_malformed_cameras_is_a_clear_error(tiny_data, tmp_path):
 # -- run safety and exact resume after a signal ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
     import os
     import signal
@@ -125,6 +127,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
     assert (tmp_path / "run" / "log.csv").read_text() == (tmp_path / "ref" / "log.csv").read_text()
 
 
+@pytest.mark.slow
 def test_cli_refusals_are_one_line_errors(tiny_data, tmp_path, capsys):
     from apps.idr.__main__ import main
 

@@ -12,6 +12,7 @@ from taichi_sdf.reference.implicit import scenes as scene_twins
 from taichi_sdf.reference.implicit import sphere_trace as twin
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCENES))
 def test_scene_matches_twin(device, name):
     field = make_scene(name, dtype=torch.float64, device=device)
@@ -50,6 +51,7 @@ def test_shading_helpers():
     assert ph[0, 0] > lam.new_tensor(0.5)  # the highlight adds to the diffuse term
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCENES))
 def test_packet_kernel_matches_scalar_kernel(device, name):
     """SIMD packets of rays (CPU fast path) give the scalar kernel's results."""

@@ -145,6 +145,7 @@ def test_gradient_wrt_latent_code_matches_fd(device, tracer):
     assert _rel_err(g, _fd(loss, z0)) < 1e-3
 
 
+@pytest.mark.slow
 def test_gradient_wrt_camera_pose_matches_fd(device):
     from taichi_sdf.cameras.pose import axis_angle_to_matrix
 

@@ -237,6 +237,7 @@ def _sphere_scene(device, size=32):
     ("none", "texture", "smooth"), ("lambert", "texture", "flat"), ("phong", "texture", "smooth"),
     ("blinn", "colors", "smooth"), ("sh", "texture", "smooth"), ("lambert", "colors", "smooth"),
 ])  # fmt: skip
+@pytest.mark.slow
 def test_render_matches_twin(device, mode, shading, source, normals):
     """32x32 icosphere seen by 2 cameras, float64: every output and the VJPs w.r.t. vertices, texture
     or colours, the light and the camera pose agree with the pure-torch twin pipeline."""

@@ -43,6 +43,7 @@ def outputs(out):
 # -- (a, b) values and VJPs vs the twin ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mode,kw", [("softras", SOFTRAS), ("dibr", DIBR)])
 def test_matches_twin_values_and_vjps(device, dtype, mode, kw):
