@@ -13,7 +13,6 @@ import torch
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
 from taichi_sdf.data.image_io import to_uint8, write_image
-from taichi_sdf.data.multiview import MultiViewDataset
 from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
@@ -24,14 +23,6 @@ from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import IDRConfig
 from .system import IDRSystem
-
-
-def load_dataset(cfg: IDRConfig) -> MultiViewDataset:
-    return load_multiview(cfg.data)
-
-
-def default_gt(cfg: IDRConfig) -> tuple[str | None, str]:
-    return default_ground_truth(cfg.data, cfg.gt, cfg.gt_frame)
 
 
 class IDRTrainer(Trainer):
@@ -47,7 +38,7 @@ class IDRTrainer(Trainer):
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
-        self.data = load_dataset(cfg)
+        self.data = load_multiview(cfg.data)
         self.train_ids = self.data.splits["train"]
         if not self.train_ids:
             raise ValueError("data: no training views (all held out?)")
@@ -217,7 +208,7 @@ class IDRTrainer(Trainer):
                 if is_main_process():
                     save_mesh(mesh, out / "mesh.ply")
             metrics["mesh_faces"] = int(len(mesh.faces))
-            gt, frame = default_gt(self.cfg)
+            gt, frame = default_ground_truth(self.cfg.data, self.cfg.gt, self.cfg.gt_frame)
             if gt is not None and Path(gt).is_file():
                 from taichi_sdf.train.metrics import load_geometry
 

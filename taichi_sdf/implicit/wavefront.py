@@ -32,7 +32,7 @@ from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (re-exported: for
     trace_result,
 )
 from taichi_sdf.implicit.marchers.base import FieldEvaluator, Marcher
-from taichi_sdf.implicit.marchers.dist import DISTMarcher, block_rays
+from taichi_sdf.implicit.marchers.dist import DISTMarcher
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
 
 __all__ = ["march_field", "Marcher", "IDRMarcher", "DISTMarcher", "FieldEvaluator", "TraceResult",
@@ -112,23 +112,3 @@ def sphere_trace_mlp(
 ) -> TraceResult:
     """Former name of `march_field` (`tracer` is its `marcher`)."""
     return march_field(fn, origins, directions, marcher=tracer, **kwargs)
-
-
-# -- former private entry points, used by bench/sphere_trace.py to time the marching loop alone ------
-
-
-def _trace_idr(k, ev, o, d, cfg: IDRMarcher):
-    """(hit, t, t_min) of IDR's loop with the merged kernels `k` of `kernels.implicit.wavefront`."""
-    from taichi_sdf.implicit.marchers import idr
-
-    return idr._march(k, k, ev, o, d, cfg)
-
-
-def _trace_dist(k, ev, o, d, cfg: DISTMarcher, image_shape):
-    """(hit, t, t_min) of DIST's loop with the merged kernels `k` of `kernels.implicit.wavefront`."""
-    from taichi_sdf.implicit.marchers import dist
-
-    return dist._march(k, k, ev, o, d, cfg, image_shape)
-
-
-_block_rays = block_rays
