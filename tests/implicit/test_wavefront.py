@@ -2,6 +2,8 @@
 the torch twins, exact gradients w.r.t. MLP weights, latent codes and cameras vs finite differences,
 and defined behaviour on edge cases."""
 
+import functools
+
 import pytest
 import torch
 
@@ -96,20 +98,25 @@ def _rel_err(a, b):
 TIGHT = [IDRMarcher(eps=1e-10, sphere_tracing_iters=200, n_secant_steps=60), DISTMarcher(eps=1e-12)]
 
 
+def sdf_with_rows(net, base, rows):
+    """The SDF of `net` with its first two first-layer weight rows replaced by `rows` (a function of them)."""
+
+    def sdf(x):
+        h = torch.nn.functional.linear(x, torch.cat([rows, base[2:]]), net.layers[0].bias)
+        for lin in net.layers[1:]:
+            h = lin(net.act(h))
+        return x.norm(dim=-1) - 0.5 + net.bump(h[:, 0])
+
+    return sdf
+
+
 @pytest.mark.parametrize("tracer", TIGHT, ids=IDS)
 def test_gradient_wrt_mlp_weights_matches_fd(device, tracer):
     _, o, d = rays(torch.float64, device, size=10)
     net = small_mlp(torch.float64, device)
     base = net.layers[0].weight.detach().clone()
 
-    def sdf_with(rows):  # the net with its first two first-layer weight rows replaced by `rows`
-        def sdf(x):
-            h = torch.nn.functional.linear(x, torch.cat([rows, base[2:]]), net.layers[0].bias)
-            for lin in net.layers[1:]:
-                h = lin(net.act(h))
-            return x.norm(dim=-1) - 0.5 + net.bump(h[:, 0])
-
-        return sdf
+    sdf_with = functools.partial(sdf_with_rows, net, base)
 
     ref = march_field(net.sdf, o, d, marcher=tracer)
     mask = ref.hit.clone()
@@ -272,14 +279,7 @@ def _first_layer_rows_loss(net, o, d, mask, base):
     first-layer weight rows replaced by `rows`."""
     w = torch.linspace(0.5, 1.5, int(mask.sum()), dtype=torch.float64, device=o.device)
 
-    def sdf_with(rows):
-        def sdf(x):
-            h = torch.nn.functional.linear(x, torch.cat([rows, base[2:]]), net.layers[0].bias)
-            for lin in net.layers[1:]:
-                h = lin(net.act(h))
-            return x.norm(dim=-1) - 0.5 + net.bump(h[:, 0])
-
-        return sdf
+    sdf_with = functools.partial(sdf_with_rows, net, base)
 
     def loss(rows, marcher, polish_steps=1, image_shape=None):
         r = march_field(sdf_with(rows), o, d, marcher=marcher, polish_steps=polish_steps, image_shape=image_shape)
