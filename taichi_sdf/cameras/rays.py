@@ -109,3 +109,27 @@ def z_per_t(T_cam_world: torch.Tensor, directions: torch.Tensor) -> torch.Tensor
     axis = T_cam_world[:, 2, :3]  # camera z axis in world coordinates: row 2 of R
     shape = (axis.shape[0],) + (1,) * (directions.dim() - 2) + (3,)
     return (directions * axis.reshape(shape)).sum(-1)
+
+
+def ray_box_interval(
+    origins: torch.Tensor,  # [N, 3]
+    directions: torch.Tensor,  # [N, 3]
+    half_size: float = 0.5,
+    padding: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where rays cross the cube `[-h, h]^3`, `h = half_size + padding / 2` (DVR's unit cube is
+    `half_size = 0.5`; its `padding` widens the side by `padding`, as in im2mesh `check_ray_intersection_
+    with_unit_cube`). Slab test; the near end is clamped at 0 for origins inside the cube.
+
+    Returns:
+        t_near, t_far `[N]` (in units of `directions`; 0 for rays that miss) and hit `[N]` bool.
+    """
+    h = half_size + padding / 2
+    with torch.no_grad():
+        safe = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
+        t0, t1 = (-h - origins) / safe, (h - origins) / safe
+        near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
+        far = torch.maximum(t0, t1).amin(dim=-1)
+        hit = far > near
+        zero = torch.zeros_like(near)
+        return torch.where(hit, near, zero), torch.where(hit, far, zero), hit

@@ -1,0 +1,1 @@
+"""DVR (Niemeyer et al., CVPR 2020): occupancy fields rendered by ray marching with implicit depth gradients."""

@@ -1,0 +1,130 @@
+"""DVR as one `nn.Module` ("system"): the occupancy + texture decoder, whose `forward(batch)` marches
+the batch's rays and returns DVR's loss dict (`im2mesh/dvr/training.py` `compute_loss`), so a
+`DistributedDataParallel` wrapper's forward is the training step's only entry to the parameters.
+
+Frames: the multi-view datasets are normalised so the object lies in the unit sphere; DVR's decoder
+lives in the unit cube [-0.5, 0.5]^3. The system works in `x_dvr = FRAME_SCALE * x_normalised`
+(FRAME_SCALE = 0.5 maps the unit sphere into the cube): ray origins are scaled, directions stay unit,
+so ray distances are scaled by the same factor and every gradient still reaches the camera."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from taichi_sdf.cameras.camera import Camera
+from taichi_sdf.cameras.rays import ray_box_interval
+from taichi_sdf.implicit.marchers.dvr import DVRMarcher
+from taichi_sdf.implicit.wavefront import march_field
+from taichi_sdf.train import losses
+
+FRAME_SCALE = 0.5  # x_dvr = FRAME_SCALE * x_normalised (unit sphere -> unit cube)
+
+
+class DVRSystem(nn.Module):
+    """`forward(batch)` with batch = {
+        "camera": Camera of the view (normalised frame), "uv": [n, 2] pixel positions, consecutive
+        groups of patch_size^2 forming patches, "rgb": [n, 3] ground truth in [0, 1], "mask": [n] bool,
+        "n_steps": int proposals per ray, "u_free", "u_occ": [n] uniform numbers for the freespace /
+        occupancy points, "u_neighbour": [n, 3] uniform numbers for the normal loss's neighbours}
+    returns {"loss", "rgb", "image_gradient", "freespace", "occupied", "normal"} (tensors; loss is the
+    weighted sum with DVR's "sum" reduction over pixels, one image per batch) and the diagnostics
+    {"psnr", "hit_fraction", "mask_accuracy", "evals"} (floats)."""
+
+    def __init__(self, decoder: nn.Module, marcher: DVRMarcher, *, patch_size: int = 2, rgb_weight: float = 1.0,
+                 image_gradient_weight: float = 1.0, normal_weight: float = 0.1, freespace_weight: float = 1.0,
+                 occupied_weight: float = 1.0, always_freespace: bool = True) -> None:  # fmt: skip
+        super().__init__()
+        self.decoder, self.marcher, self.patch_size = decoder, marcher, patch_size
+        self.always_freespace = always_freespace
+        self.weights = {"rgb": rgb_weight, "image_gradient": image_gradient_weight, "normal": normal_weight,
+                        "freespace": freespace_weight, "occupied": occupied_weight}  # fmt: skip
+
+    # -- the field -----------------------------------------------------------------------------------
+
+    def field(self, points: torch.Tensor) -> torch.Tensor:
+        """`points [M, 3]` (DVR frame) -> `[M, 4]`: occupancy logit, RGB logits."""
+        return self.decoder(points[None])[0]
+
+    def logits(self, points: torch.Tensor) -> torch.Tensor:
+        """Occupancy logits `[M]` at `points [M, 3]`."""
+        return self.field(points)[:, 0]
+
+    def colors(self, points: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] `[M, 3]` at `points [M, 3]` (DVR's texture head: sigmoid of columns 1:4)."""
+        return torch.sigmoid(self.field(points)[:, 1:4])
+
+    def rays(self, cam: Camera, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DVR-frame rays `[n, 3]` (origins, unit directions) through pixel positions `uv [n, 2]`."""
+        o, d = cam.pixel_rays(uv[None].contiguous())
+        return o[0] * FRAME_SCALE, d[0]
+
+    def trace(self, o: torch.Tensor, d: torch.Tensor, n_steps: int, create_graph: bool = False):
+        marcher = self.marcher if n_steps == self.marcher.n_steps else _with_steps(self.marcher, n_steps)
+        return march_field(self.field, o, d, marcher=marcher, create_graph=create_graph, polish_steps=0)
+
+    # -- the loss ------------------------------------------------------------------------------------
+
+    def forward(self, batch: dict) -> dict:
+        gt_rgb, gt_mask = batch["rgb"], batch["mask"]
+        o, d = self.rays(batch["camera"], batch["uv"])
+        tr = self.trace(o, d, batch["n_steps"])
+        hit = tr.hit
+        zero = torch.zeros((), device=o.device)
+        terms = {k: zero for k in self.weights}
+        # Photo-consistency on (predicted surface & GT mask), plus image gradients on whole patches.
+        surf = hit & gt_mask
+        psnr_val = float("nan")
+        if surf.any():
+            rgb = torch.zeros_like(gt_rgb)
+            rgb = rgb.index_put((surf.nonzero()[:, 0],), self.colors(tr.points[surf]))
+            terms["rgb"] = losses.dvr_rgb_l1(rgb[surf], gt_rgb[surf])
+            if self.weights["image_gradient"] > 0:
+                terms["image_gradient"] = losses.image_gradient_loss(rgb, gt_rgb, surf, self.patch_size)
+            with torch.no_grad():
+                mse = (rgb[surf] - gt_rgb[surf]).square().mean()
+                psnr_val = float(-10 * torch.log10(mse.clamp_min(1e-10)))
+            if self.weights["normal"] > 0:
+                p = tr.points[surf].detach()
+                h = losses.DVR_NORMAL_SAMPLE_STEP
+                neighbour = p + batch["u_neighbour"][surf] * h - h / 2
+                terms["normal"] = losses.normal_smoothness(self.logits, p, neighbour)
+        # One random point per ray inside the unit cube (depth_range for rays that miss it).
+        near, far, in_cube = ray_box_interval(o.detach(), d.detach(), 0.5)
+        lo, hi = self.marcher.depth_range
+        near = torch.where(in_cube, near, torch.full_like(near, lo))
+        far = torch.where(in_cube, far, torch.full_like(far, hi))
+        # Freespace: outside the GT mask, at the predicted surface point where there is one.
+        free = ~gt_mask if self.always_freespace else (~gt_mask & hit)
+        if free.any():
+            t_free = near + batch["u_free"] * (far - near)
+            p_free = o.detach() + t_free[:, None] * d.detach()
+            p_free = torch.where(hit[:, None], tr.points.detach(), p_free)
+            terms["freespace"] = losses.freespace_bce(self.logits(p_free[free]))
+        # Occupancy: inside the GT mask where no surface was found.
+        occ = gt_mask & ~hit
+        if occ.any():
+            t_occ = near + batch["u_occ"] * (far - near)
+            p_occ = o.detach() + t_occ[:, None] * d.detach()
+            terms["occupied"] = losses.occupancy_bce(self.logits(p_occ[occ]))
+        loss = sum(self.weights[k] * v for k, v in terms.items())
+        with torch.no_grad():
+            acc = float((hit == gt_mask).float().mean())
+        return {"loss": loss, **terms, "psnr": psnr_val, "hit_fraction": float(hit.float().mean()),
+                "mask_accuracy": acc, "evals": tr.num_evals}  # fmt: skip
+
+    @torch.no_grad()
+    def render_rays(self, o: torch.Tensor, d: torch.Tensor, n_steps: int) -> dict[str, torch.Tensor]:
+        """Colour in [0, 1] (black where missed), outward normals and hit mask of DVR-frame rays
+        `o, d [N, 3]` (no grad)."""
+        tr = self.trace(o, d, n_steps)
+        rgb = torch.zeros_like(o)
+        if tr.hit.any():
+            rgb[tr.hit] = self.colors(tr.points[tr.hit])
+        return {"rgb": rgb, "normals": -tr.normals, "hit": tr.hit}  # occupancy grows inwards: negate
+
+
+def _with_steps(marcher: DVRMarcher, n_steps: int) -> DVRMarcher:
+    from dataclasses import replace
+
+    return replace(marcher, n_steps=int(n_steps))

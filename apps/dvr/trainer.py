@@ -1,0 +1,239 @@
+"""DVR multi-view training (per scene, no encoder), evaluation and export on taichi-sdf's occupancy
+ray marcher, MISE meshing and the shared multi-view data loaders."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import taichi_sdf
+from taichi_sdf.cameras import camera as C
+from taichi_sdf.data.image_io import to_uint8, write_image
+from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
+from taichi_sdf.geometry.meshing import save_mesh
+from taichi_sdf.geometry.mise import mise_extract
+from taichi_sdf.implicit.marchers.dvr import DVRMarcher
+from taichi_sdf.models.dvr import build_dvr_networks
+from taichi_sdf.train.checkpoint import atomic_write_bytes
+from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr
+from taichi_sdf.train.trainer import Trainer, is_main_process
+
+from .config import DVRConfig
+from .system import FRAME_SCALE, DVRSystem
+
+
+class DVRTrainer(Trainer):
+    """Construct, `step()` repeatedly (or `train()`), then `export()`; checkpoints resume exactly.
+    The loss is `self.system(batch)` (a `DVRSystem`)."""
+
+    name = "dvr"
+    keep_last = 3
+
+    def __init__(self, cfg: DVRConfig, mode: str = "new") -> None:
+        self.info = taichi_sdf.init(cfg.arch)
+        taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
+        super().__init__(cfg, cfg.out, cfg.seed, mode)
+        self.device = self.info.device
+        self.data = load_multiview(cfg.data)
+        self.train_ids = self.data.splits["train"]
+        if not self.train_ids:
+            raise ValueError("data: no training views (all held out?)")
+        p = cfg.train.patch_size
+        if min(self.data.height, self.data.width) < p:
+            raise ValueError(f"train.patch_size: expected at most the image size {self.data.width}x{self.data.height}, got {p}")
+        self.images = self.data.images.to(self.device)
+        self.masks = self.data.masks.to(self.device)
+        self.cams = self.data.cameras.to(self.device, torch.float32)
+        decoder, _ = build_dvr_networks(cfg.model)
+        m, t = cfg.marcher, cfg.train
+        marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,
+                             depth_range=tuple(m.depth_range))  # fmt: skip
+        self.system = DVRSystem(decoder, marcher, patch_size=p, rgb_weight=t.rgb_weight,
+                                image_gradient_weight=t.image_gradient_weight, normal_weight=t.normal_weight,
+                                freespace_weight=t.freespace_weight, occupied_weight=t.occupied_weight,
+                                always_freespace=t.always_freespace).to(self.device)  # fmt: skip
+        self.decoder = self.system.decoder
+        self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=t.lr)
+        self.log_every = max(1, t.log_every)
+        self.samples_per_step = t.pixels
+        self.keep_every = 10 * self.checkpoint_interval
+        self.start(mode)
+
+    # -- schedule --------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.iteration // len(self.train_ids)
+
+    @property
+    def total_iterations(self) -> int:
+        return self.cfg.train.epochs * len(self.train_ids)
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return max(1, self.cfg.train.checkpoint_every * len(self.train_ids))
+
+    def checkpoint_due(self) -> bool:
+        return self.iteration % self.checkpoint_interval == 0
+
+    def n_steps(self, iteration: int | None = None) -> int:
+        """Proposals per ray at `iteration` (DVR's schedule: init_steps, doubled at each milestone)."""
+        it = self.iteration if iteration is None else iteration
+        m = self.cfg.marcher
+        return m.init_steps * 2 ** sum(it >= s for s in m.step_milestones)
+
+    def lr_scale(self) -> float:
+        t = self.cfg.train
+        return t.lr_factor ** sum(self.epoch >= m for m in t.lr_milestones)
+
+    # -- one iteration -----------------------------------------------------------------------------
+
+    def sample_batch(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """A training view and `pixels` pixel (rows, cols), as patch_size^2 consecutive pixels per patch
+        (DVR `sample_patch_points`: patch corners uniform over the image)."""
+        ids = self.train_ids
+        i = ids[int(torch.randint(len(ids), (1,), generator=self.gen))]
+        H, W, p = self.data.height, self.data.width, self.cfg.train.patch_size
+        n_patches = self.cfg.train.pixels // (p * p)
+        r0 = torch.randint(H - p + 1, (n_patches, 1), generator=self.gen)
+        c0 = torch.randint(W - p + 1, (n_patches, 1), generator=self.gen)
+        dr, dc = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+        rows = (r0 + dr.reshape(1, -1)).reshape(-1).to(self.device)
+        cols = (c0 + dc.reshape(1, -1)).reshape(-1).to(self.device)
+        return i, rows, cols
+
+    def make_batch(self, i: int, rows: torch.Tensor, cols: torch.Tensor) -> dict:
+        n = rows.shape[0]
+        u = torch.rand(n, 5, generator=self.gen).to(self.device)
+        return {"camera": self.cams[i], "uv": torch.stack([cols, rows], -1).float() + 0.5,
+                "rgb": self.images[i, rows, cols], "mask": self.masks[i, rows, cols], "n_steps": self.n_steps(),
+                "u_free": u[:, 0], "u_occ": u[:, 1], "u_neighbour": u[:, 2:].contiguous()}  # fmt: skip
+
+    def train_step(self) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.train.lr * self.lr_scale()
+        i, rows, cols = self.sample_batch()
+        terms = self.system(self.make_batch(i, rows, cols))
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+
+    def postfix(self, row: dict) -> dict:
+        return {"loss": f"{row['loss']:.3f}", "psnr": f"{row['psnr']:.1f}", "mask": f"{row['mask_accuracy']:.3f}",
+                "steps": self.n_steps(), "epoch": self.epoch, "rays": self.throughput()}  # fmt: skip
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"decoder": self.decoder.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, s: dict) -> None:
+        self.decoder.load_state_dict(s["decoder"])
+        self.optimizer.load_state_dict(s["optimizer"])
+
+    # -- evaluation and export ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def render(self, cam: C.Camera, n_steps: int | None = None, chunk: int = 8192) -> dict[str, torch.Tensor]:
+        """RGB `[H, W, 3]` in [0, 1] (black background), normal map and hit mask of one camera
+        (normalised frame), marched with `n_steps` proposals (default `marcher.render_steps`)."""
+        n_steps = n_steps or self.cfg.marcher.render_steps
+        o, d = cam.image_rays()
+        o, d = o.reshape(-1, 3) * FRAME_SCALE, d.reshape(-1, 3)
+        rgb, normals = torch.zeros_like(o), torch.zeros_like(o)
+        hit = torch.zeros(o.shape[0], dtype=torch.bool, device=o.device)
+        for s in range(0, o.shape[0], chunk):
+            r = self.system.render_rays(o[s : s + chunk].contiguous(), d[s : s + chunk].contiguous(), n_steps)
+            rgb[s : s + chunk], normals[s : s + chunk], hit[s : s + chunk] = r["rgb"], r["normals"], r["hit"]
+        H, W = cam.height, cam.width
+        return {"rgb": rgb.reshape(H, W, 3), "normals": torch.where(hit[:, None], 0.5 + 0.5 * normals, 0.0).reshape(H, W, 3),
+                "hit": hit.reshape(H, W)}  # fmt: skip
+
+    def evaluate_views(self, ids: list[int], write_dir: Path | None = None, progress: bool = False) -> dict[str, float]:
+        from tqdm import tqdm
+
+        psnrs, ious = [], []
+        for i in tqdm(ids, desc="dvr: held-out views", unit="view", disable=not (progress and is_main_process()), leave=False):
+            r = self.render(self.cams[i])
+            gt_mask = self.masks[i]
+            psnrs.append(psnr(r["rgb"].cpu(), self.images[i].cpu(), gt_mask.cpu()) if gt_mask.any() else float("nan"))
+            ious.append(mask_iou(r["hit"].cpu(), gt_mask.cpu()))
+            if write_dir is not None and is_main_process():
+                write_image(write_dir / f"{self.data.names[i]}_rgb.png", r["rgb"])
+                write_image(write_dir / f"{self.data.names[i]}_normals.png", r["normals"])
+                write_image(write_dir / f"{self.data.names[i]}_gt.png", self.images[i])
+        return {"psnr_masked": float(np.nanmean(psnrs)), "mask_iou": float(np.mean(ious)), "views": len(ids),
+                "render_steps": self.cfg.marcher.render_steps}  # fmt: skip
+
+    def mesh(self, progress: bool = False):
+        """MISE mesh of the occupancy field with vertex colours, in world units (DVR frame -> normalised
+        frame -> world via the dataset's scale_mat)."""
+        m = self.cfg.mesh
+        self.decoder.eval()
+        res = mise_extract(self.system.field, resolution_0=m.resolution_0, upsampling_steps=m.upsampling_steps,
+                           threshold=m.threshold, refinement_steps=m.refinement_steps, color_fn=self.system.colors,
+                           seed=self.cfg.seed)  # fmt: skip
+        self.decoder.train()
+        mesh = res.mesh
+        T = self.data.scale_mat.numpy() @ np.diag([1 / FRAME_SCALE] * 3 + [1.0])
+        mesh.apply_transform(T)
+        return mesh, res.num_queries
+
+    def export(self, progress: bool = True) -> dict:
+        """Write renders of held-out views, a turntable, mesh.ply and metrics.json to `out`."""
+        out = self.out
+        t0 = time.time()
+        test_ids = self.data.splits.get("test", [])
+        metrics: dict = {"iterations": self.iteration, "epochs": self.epoch, "n_steps": self.n_steps()}
+        with self.locked():
+            if test_ids:
+                with self.phase(f"rendering {len(test_ids)} held-out views"):
+                    metrics["test"] = self.evaluate_views(test_ids, out / "renders", progress)
+            m = self.cfg.mesh
+            with self.phase(f"MISE meshing ({m.resolution_0}^3 x 2^{m.upsampling_steps})"):
+                mesh, queries = self.mesh(progress)
+                if is_main_process():
+                    save_mesh(mesh, out / "mesh.ply")
+            metrics["mesh_faces"] = int(len(mesh.faces))
+            metrics["mise_queries"] = int(queries)
+            gt, frame = default_ground_truth(self.cfg.data, self.cfg.gt, self.cfg.gt_frame)
+            if gt is not None and Path(gt).is_file() and len(mesh.faces):
+                from taichi_sdf.train.metrics import load_geometry
+
+                with self.phase("geometry metrics"):
+                    S = self.data.scale_mat.numpy()
+                    pred_n = mesh.copy()
+                    pred_n.apply_transform(np.linalg.inv(S))
+                    gt_geom = load_geometry(gt, None if frame == "normalized" else np.linalg.inv(S))
+                    metrics["geometry"] = evaluate_mesh(pred_n, gt_geom, thresholds=(self.cfg.fscore_threshold,))
+                    metrics["geometry"]["frame"] = "normalized (unit sphere)"
+                    metrics["gt"] = gt
+            with self.phase(f"turntable of {self.cfg.turntable_frames} frames"):
+                self.turntable(out / "turntable.gif", progress)
+            metrics["export_seconds"] = time.time() - t0
+            if is_main_process():
+                atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
+        return metrics
+
+    def turntable(self, path: Path, progress: bool = False) -> None:
+        import imageio.v3 as iio
+        from tqdm import tqdm
+
+        size = self.cfg.render_size or self.data.width
+        fov = math.degrees(2 * math.atan(0.5 * self.data.width / float(self.cams.K[0, 0, 0])))
+        dist = float(self.cams.centers.norm(dim=-1).mean())
+        orbit = C.orbit_cameras(self.cfg.turntable_frames, dist, 20.0, size, size, fov).to(self.device, torch.float32)
+        bar = tqdm(range(len(orbit)), desc="dvr: turntable", unit="frame", disable=not (progress and is_main_process()), leave=False)
+        frames = [to_uint8(self.render(orbit[k])["rgb"]) for k in bar]
+        if is_main_process():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(path, np.stack(frames), duration=80, loop=0)
