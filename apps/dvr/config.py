@@ -33,6 +33,7 @@ class MarcherConfig:  # DVR im2mesh/dvr/models/depth_function.py DepthModule
 
 @dataclass
 class TrainConfig:  # DVR im2mesh/dvr/training.py Trainer + configs/default.yaml, multi-view overrides
+    # The RGB + mask variant ("ours_rgb"): the multi-view datasets carry no depth maps.
     epochs: int = 6000  # an epoch is one pass over the training images, one image per iteration
     pixels: int = 2048  # n_training_points (multi-view configs)
     patch_size: int = 2  # pixels are sampled as patch_size x patch_size patches (image-gradient loss)
@@ -44,8 +45,6 @@ class TrainConfig:  # DVR im2mesh/dvr/training.py Trainer + configs/default.yaml
     normal_weight: float = 0.1  # lambda_normal (multi-view; 0.05 in default.yaml)
     freespace_weight: float = 1.0  # lambda_freespace
     occupied_weight: float = 1.0  # lambda_occupied
-    depth_weight: float = 0.0  # lambda_depth: 0 for the RGB-only variant ("ours_rgb"); needs depth maps
-    depth_loss_on_world_points: bool = True  # DTU configs: L2 on world points instead of L1 on camera depth
     always_freespace: bool = True
     checkpoint_every: int = 100  # epochs
     log_every: int = 10  # iterations
@@ -57,8 +56,7 @@ class TrainConfig:  # DVR im2mesh/dvr/training.py Trainer + configs/default.yaml
               self.pixels)  # fmt: skip
         for key in ("lr", "lr_factor"):
             check(getattr(self, key) > 0, key, "> 0", getattr(self, key))
-        for key in ("rgb_weight", "image_gradient_weight", "normal_weight", "freespace_weight", "occupied_weight",
-                    "depth_weight"):  # fmt: skip
+        for key in ("rgb_weight", "image_gradient_weight", "normal_weight", "freespace_weight", "occupied_weight"):
             check(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
         check(self.image_gradient_weight == 0 or self.patch_size > 1, "image_gradient_weight",
               "0 when patch_size is 1 (the image-gradient loss needs patches)", self.image_gradient_weight)  # fmt: skip

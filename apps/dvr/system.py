@@ -9,6 +9,8 @@ so ray distances are scaled by the same factor and every gradient still reaches 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -38,7 +40,7 @@ class DVRSystem(nn.Module):
         self.decoder, self.marcher, self.patch_size = decoder, marcher, patch_size
         self.always_freespace = always_freespace
         self.weights = {"rgb": rgb_weight, "image_gradient": image_gradient_weight, "normal": normal_weight,
-                        "freespace": freespace_weight, "occupied": occupied_weight}  # fmt: skip
+                        "freespace": freespace_weight, "occupied": occupied_weight, "depth": 0.0}  # fmt: skip
 
     # -- the field -----------------------------------------------------------------------------------
 
@@ -59,59 +61,18 @@ class DVRSystem(nn.Module):
         o, d = cam.pixel_rays(uv[None].contiguous())
         return o[0] * FRAME_SCALE, d[0]
 
-    def trace(self, o: torch.Tensor, d: torch.Tensor, n_steps: int, create_graph: bool = False):
-        marcher = self.marcher if n_steps == self.marcher.n_steps else _with_steps(self.marcher, n_steps)
-        return march_field(self.field, o, d, marcher=marcher, create_graph=create_graph, polish_steps=0)
+    def trace(self, o: torch.Tensor, d: torch.Tensor, n_steps: int):
+        return march_field(self.field, o, d, marcher=with_steps(self.marcher, n_steps), create_graph=False, polish_steps=0)
 
     # -- the loss ------------------------------------------------------------------------------------
 
     def forward(self, batch: dict) -> dict:
-        gt_rgb, gt_mask = batch["rgb"], batch["mask"]
         o, d = self.rays(batch["camera"], batch["uv"])
-        tr = self.trace(o, d, batch["n_steps"])
-        hit = tr.hit
-        zero = torch.zeros((), device=o.device)
-        terms = {k: zero for k in self.weights}
-        # Photo-consistency on (predicted surface & GT mask), plus image gradients on whole patches.
-        surf = hit & gt_mask
-        psnr_val = float("nan")
-        if surf.any():
-            rgb = torch.zeros_like(gt_rgb)
-            rgb = rgb.index_put((surf.nonzero()[:, 0],), self.colors(tr.points[surf]))
-            terms["rgb"] = losses.dvr_rgb_l1(rgb[surf], gt_rgb[surf])
-            if self.weights["image_gradient"] > 0:
-                terms["image_gradient"] = losses.image_gradient_loss(rgb, gt_rgb, surf, self.patch_size)
-            with torch.no_grad():
-                mse = (rgb[surf] - gt_rgb[surf]).square().mean()
-                psnr_val = float(-10 * torch.log10(mse.clamp_min(1e-10)))
-            if self.weights["normal"] > 0:
-                p = tr.points[surf].detach()
-                h = losses.DVR_NORMAL_SAMPLE_STEP
-                neighbour = p + batch["u_neighbour"][surf] * h - h / 2
-                terms["normal"] = losses.normal_smoothness(self.logits, p, neighbour)
-        # One random point per ray inside the unit cube (depth_range for rays that miss it).
-        near, far, in_cube = ray_box_interval(o.detach(), d.detach(), 0.5)
-        lo, hi = self.marcher.depth_range
-        near = torch.where(in_cube, near, torch.full_like(near, lo))
-        far = torch.where(in_cube, far, torch.full_like(far, hi))
-        # Freespace: outside the GT mask, at the predicted surface point where there is one.
-        free = ~gt_mask if self.always_freespace else (~gt_mask & hit)
-        if free.any():
-            t_free = near + batch["u_free"] * (far - near)
-            p_free = o.detach() + t_free[:, None] * d.detach()
-            p_free = torch.where(hit[:, None], tr.points.detach(), p_free)
-            terms["freespace"] = losses.freespace_bce(self.logits(p_free[free]))
-        # Occupancy: inside the GT mask where no surface was found.
-        occ = gt_mask & ~hit
-        if occ.any():
-            t_occ = near + batch["u_occ"] * (far - near)
-            p_occ = o.detach() + t_occ[:, None] * d.detach()
-            terms["occupied"] = losses.occupancy_bce(self.logits(p_occ[occ]))
+        terms, diag = ray_losses(self.field, self.marcher, o, d, batch, patch_size=self.patch_size,
+                                 always_freespace=self.always_freespace, normals=self.weights["normal"] > 0,
+                                 image_gradients=self.weights["image_gradient"] > 0)  # fmt: skip
         loss = sum(self.weights[k] * v for k, v in terms.items())
-        with torch.no_grad():
-            acc = float((hit == gt_mask).float().mean())
-        return {"loss": loss, **terms, "psnr": psnr_val, "hit_fraction": float(hit.float().mean()),
-                "mask_accuracy": acc, "evals": tr.num_evals}  # fmt: skip
+        return {"loss": loss, **terms, **diag}
 
     @torch.no_grad()
     def render_rays(self, o: torch.Tensor, d: torch.Tensor, n_steps: int) -> dict[str, torch.Tensor]:
@@ -124,7 +85,73 @@ class DVRSystem(nn.Module):
         return {"rgb": rgb, "normals": -tr.normals, "hit": tr.hit}  # occupancy grows inwards: negate
 
 
-def _with_steps(marcher: DVRMarcher, n_steps: int) -> DVRMarcher:
-    from dataclasses import replace
+def with_steps(marcher: DVRMarcher, n_steps: int) -> DVRMarcher:
+    """`marcher` with `n_steps` proposals per ray (the schedule changes it during training)."""
+    return marcher if marcher.n_steps == n_steps else replace(marcher, n_steps=int(n_steps))
 
-    return replace(marcher, n_steps=int(n_steps))
+
+LOSS_TERMS = ("rgb", "image_gradient", "normal", "freespace", "occupied", "depth")
+
+
+def ray_losses(field, marcher: DVRMarcher, o: torch.Tensor, d: torch.Tensor, batch: dict, *, patch_size: int = 2,
+               always_freespace: bool = True, normals: bool = True, image_gradients: bool = True,
+               depth: bool = False) -> tuple[dict, dict]:  # fmt: skip
+    """DVR's loss terms (unweighted, "sum" reduction over the rays) for one object's rays.
+
+    Args:
+        field: `points [M, 3] -> [M, 4]` (occupancy logit, RGB logits) in the DVR frame.
+        o, d: `[n, 3]` DVR-frame rays (unit directions).
+        batch: "rgb" `[n, 3]` in [0, 1], "mask" `[n]` bool, "n_steps", "u_free", "u_occ" `[n]`,
+            "u_neighbour" `[n, 3]` uniform numbers; with `depth`, "depth" `[n]` GT ray distances in the
+            DVR frame (inf where unknown) for the depth loss and the occupancy points.
+    Returns:
+        (terms: name -> scalar tensor for each of LOSS_TERMS, diagnostics: name -> float).
+    """
+    gt_rgb, gt_mask = batch["rgb"], batch["mask"]
+    tr = march_field(field, o, d, marcher=with_steps(marcher, batch["n_steps"]), create_graph=False, polish_steps=0)
+    hit = tr.hit
+    zero = torch.zeros((), device=o.device)
+    terms = dict.fromkeys(LOSS_TERMS, zero)
+    logits = lambda x: field(x)[:, 0]  # noqa: E731
+    # Photo-consistency on (predicted surface & GT mask), plus image gradients on whole patches.
+    surf = hit & gt_mask
+    psnr_val = float("nan")
+    if surf.any():
+        rgb = torch.zeros_like(gt_rgb).index_put((surf.nonzero()[:, 0],), torch.sigmoid(field(tr.points[surf])[:, 1:4]))
+        terms["rgb"] = losses.dvr_rgb_l1(rgb[surf], gt_rgb[surf])
+        if image_gradients:
+            terms["image_gradient"] = losses.image_gradient_loss(rgb, gt_rgb, surf, patch_size)
+        with torch.no_grad():
+            psnr_val = float(-10 * torch.log10((rgb[surf] - gt_rgb[surf]).square().mean().clamp_min(1e-10)))
+        if normals:
+            p = tr.points[surf].detach()
+            h = losses.DVR_NORMAL_SAMPLE_STEP
+            terms["normal"] = losses.normal_smoothness(logits, p, p + batch["u_neighbour"][surf] * h - h / 2)
+    gt_depth = batch.get("depth") if depth else None
+    if gt_depth is not None:
+        known = surf & torch.isfinite(gt_depth)
+        if known.any():
+            terms["depth"] = losses.depth_l1(tr.t[known], gt_depth[known])
+    # One random point per ray inside the unit cube (depth_range for rays that miss it).
+    near, far, in_cube = ray_box_interval(o.detach(), d.detach(), 0.5)
+    lo, hi = marcher.depth_range
+    near = torch.where(in_cube, near, torch.full_like(near, lo))
+    far = torch.where(in_cube, far, torch.full_like(far, hi))
+    # Freespace: outside the GT mask, at the predicted surface point where there is one.
+    free = ~gt_mask if always_freespace else (~gt_mask & hit)
+    if free.any():
+        t_free = near + batch["u_free"] * (far - near)
+        p_free = torch.where(hit[:, None], tr.points.detach(), o.detach() + t_free[:, None] * d.detach())
+        terms["freespace"] = losses.freespace_bce(logits(p_free[free]))
+    # Occupancy: inside the GT mask where no surface was found (at the GT depth when known).
+    occ = gt_mask & ~hit
+    if occ.any():
+        t_occ = near + batch["u_occ"] * (far - near)
+        if gt_depth is not None:
+            t_occ = torch.where(torch.isfinite(gt_depth), gt_depth, t_occ)
+        p_occ = o.detach() + t_occ[:, None] * d.detach()
+        terms["occupied"] = losses.occupancy_bce(logits(p_occ[occ]))
+    with torch.no_grad():
+        acc = float((hit == gt_mask).float().mean())
+    return terms, {"psnr": psnr_val, "hit_fraction": float(hit.float().mean()), "mask_accuracy": acc,
+                   "evals": tr.num_evals}  # fmt: skip

@@ -11,12 +11,13 @@ import pytest
 
 from apps.deepsdf.config import DeepSDFConfig, check_config
 from apps.demo import DemoConfig
+from apps.dvr.config import DVRConfig
 from apps.idr.config import IDRConfig
 from taichi_sdf.train.config import ConfigValueError, _dataclass_in, _hints, config_to_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = re.compile(r"\.(py|json|yaml|pt|ply|npz|npy|png|gif)$")  # `reconstruct.py` is a file, not a key
-APPS = {"idr": IDRConfig, "deepsdf": DeepSDFConfig, "demo": DemoConfig}
+APPS = {"idr": IDRConfig, "deepsdf": DeepSDFConfig, "demo": DemoConfig, "dvr": DVRConfig}
 
 
 @pytest.mark.parametrize("preset", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")))
@@ -54,6 +55,11 @@ BAD = [
     (IDRConfig, "fscore_threshold=0", "fscore_threshold"),
     (IDRConfig, "mesh_resolution=1", "mesh_resolution"),
     (IDRConfig, "tracer.eps=0", "tracer.eps"),
+    (DVRConfig, "train.pixels=1023", "train.pixels"),  # not whole 2x2 patches
+    (DVRConfig, "marcher.init_steps=1", "marcher.init_steps"),
+    (DVRConfig, "marcher.depth_range=[2.0,1.0]", "marcher.depth_range"),
+    (DVRConfig, "mesh.threshold=1.5", "mesh.threshold"),
+    (DVRConfig, "model.c_dim=8", "model.c_dim"),  # multi-view DVR is per scene
     (IDRConfig, "model.hidden=0", "model.hidden"),
     (IDRConfig, "model.skip_in=[9]", "model.skip_in"),
     (DeepSDFConfig, "model.latent_size=0", "model.latent_size"),
@@ -150,6 +156,10 @@ def _help(capsys, main, argv) -> str:
 def _help_of(app: str, capsys) -> list[str]:
     if app == "idr":
         from apps.idr.__main__ import main
+
+        return [_help(capsys, main, ["--help"])]
+    if app == "dvr":
+        from apps.dvr.__main__ import main
 
         return [_help(capsys, main, ["--help"])]
     if app == "demo":
