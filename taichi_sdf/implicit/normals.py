@@ -30,7 +30,9 @@ def central_difference_normals(
 ) -> torch.Tensor:  # [N, 3]
     """Unit normals `[N, 3]` of the field `fn` at `points [N, 3]`: `d / max(||d||, 1e-5)` with
     `d_i = f(x + h/2 e_i) - f(x - h/2 e_i)` (DVR: h = 1e-3; it does not divide by h, and neither is it
-    divided here, so the 1e-5 floor acts on the same numbers). One call of `fn` on all `6N` points.
+    divided here, so the 1e-5 floor acts on the same numbers). One call of `fn` on all `6N` points,
+    point-major (rows 6i..6i+5 are point i's +x, -x, +y, -y, +z, -z), so a field with one code per
+    point takes `codes.repeat_interleave(6, dim=0)`.
     Points where the field is flat (`||d|| < 1e-5`) get a short, not unit, vector, as in DVR."""
     if not callable(fn):
         raise TypeError(f"fn: expected a callable points [M, 3] -> [M] or [M, 1 + F], got {type(fn).__name__}")

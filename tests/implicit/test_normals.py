@@ -50,6 +50,16 @@ def test_float32_decoder_field_normals_match_autograd():
     assert close.float().mean() > 0.9
 
 
+def test_points_reach_the_field_point_major():
+    # per-point codes follow the documented layout (rows 6i..6i+5 belong to point i)
+    torch.manual_seed(1)
+    dec = DVRDecoder(c_dim=2, hidden_size=8, n_blocks=1)
+    p, codes = torch.rand(5, 3) - 0.5, torch.randn(5, 2)
+    n = central_difference_normals(lambda x: dec(x, codes.repeat_interleave(6, dim=0)), p)
+    for i in range(5):
+        assert torch.allclose(n[i], central_difference_normals(dec.field(codes[i]), p[i : i + 1])[0], atol=1e-6)
+
+
 def test_gradcheck_points_and_field_parameters():
     g = torch.Generator().manual_seed(2)
     w = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
