@@ -6,14 +6,36 @@ app's numbers match the paper's code. Every function returns a 0-dim tensor.
     eikonal         IDR, DIST   mean (||grad f|| - 1)^2
     clamped_sdf_l1  DeepSDF     sum |clamp(f, d) - clamp(s, d)| / S
     latent_l2       DeepSDF     lambda min(1, epoch / warmup) sum_samples ||z|| / S
+
+DVR (`im2mesh/losses.py`, `im2mesh/dvr/training.py`) reduces every term with "sum" (its default and
+the reduction of every config) over the selected pixels / points, then divides by the batch size B
+(the number of images), not by the pixel count. Its terms take `[B, N, ...]` tensors with a `[B, N]`
+mask and read B from them (normal_smoothness, whose normals exist only at the masked points, takes B):
+
+    dvr_rgb_l1          sum_{mask} sum_c |c - c_gt| / B                 (mask: surface predicted & GT mask)
+    dvr_depth_l1        sum_{mask} |z - z_gt| / B                       (camera z-depth; GT must be finite)
+    dvr_world_depth_l2  sum_{mask} ||p - p_gt|| / B                     (depth_loss_on_world_points, DTU)
+    freespace_bce       sum_{mask} BCE(logit, 0) / B                    (mask: outside the GT mask)
+    occupancy_bce       sum_{mask} BCE(logit, 1) / B                    (mask: GT mask & no surface predicted)
+    normal_smoothness   sum_i ||n_i - n'_i|| / B                        (n' at a jittered neighbour)
+    image_gradient_l2   sum_{patch} sum_c ||grad c - grad c_gt|| / B    (2x2 patches, all pixels in mask)
+
+The weights of each DVR configuration are `DVRLossWeights` presets (DVR_WEIGHTS_*).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from taichi_sdf.core.validation import FLOAT_DTYPES, check_tensor
+
 __all__ = ["rgb_l1", "mask_bce", "eikonal", "clamped_sdf_l1", "latent_l2"]
+__all__ += ["dvr_rgb_l1", "dvr_depth_l1", "dvr_world_depth_l2", "freespace_bce", "occupancy_bce", "normal_smoothness"]
+__all__ += ["image_gradient_l2", "DVRLossWeights", "DVR_WEIGHTS_DEFAULT", "DVR_WEIGHTS_SINGLE_VIEW_COMBINED"]
+__all__ += ["DVR_WEIGHTS_SINGLE_VIEW_DEPTH", "DVR_WEIGHTS_MULTI_VIEW", "DVR_WEIGHTS_MULTI_VIEW_DEPTH"]
 
 
 def rgb_l1(
@@ -81,3 +103,144 @@ def latent_l2(
     S = codes.shape[0] if num_samples is None else num_samples
     ramp = 1.0 if epoch is None else min(1.0, epoch / warmup)
     return weight * ramp * codes.norm(dim=1).sum() / S
+
+
+# ----------------------------------------------------------------------------------------- DVR
+
+
+@dataclass(frozen=True)
+class DVRLossWeights:
+    """DVR's loss weights (the `lambda_*` of its configs); the defaults are configs/default.yaml."""
+
+    rgb: float = 1.0  # lambda_rgb
+    depth: float = 0.0  # lambda_depth
+    normal: float = 0.05  # lambda_normal
+    freespace: float = 1.0  # lambda_freespace
+    occupied: float = 1.0  # lambda_occupied
+    image_gradient: float = 0.0  # lambda_image_gradients (needs patch_size > 1)
+
+
+DVR_WEIGHTS_DEFAULT = DVRLossWeights()  # configs/default.yaml: single view, RGB supervision (ours_rgb)
+DVR_WEIGHTS_SINGLE_VIEW_COMBINED = DVRLossWeights(depth=10.0)  # single_view_reconstruction/*/ours_combined.yaml
+DVR_WEIGHTS_SINGLE_VIEW_DEPTH = DVRLossWeights(rgb=0.0, depth=1.0)  # .../multi_view_supervision/ours_depth.yaml
+DVR_WEIGHTS_MULTI_VIEW = DVRLossWeights(normal=0.1, image_gradient=1.0)  # multi_view_reconstruction/*/ours_rgb.yaml
+DVR_WEIGHTS_MULTI_VIEW_DEPTH = DVRLossWeights(depth=1.0, normal=0.1, image_gradient=1.0)  # */ours_depth_{mvs,sfm}.yaml
+
+
+def _check_masked(values: tuple[tuple[str, torch.Tensor], ...], mask: torch.Tensor, channels: int | None) -> int:
+    """Check `[B, N]` (channels None) or `[B, N, channels]` value tensors against a `[B, N]` bool
+    mask; return B."""
+    check_tensor("mask", mask, shape=(None, None), dtype=torch.bool, device=None, contiguous=False)
+    shape = (*mask.shape,) if channels is None else (*mask.shape, channels)
+    for name, value in values:
+        check_tensor(name, value, shape=shape, dtype=FLOAT_DTYPES, device=None, contiguous=False)
+    return mask.shape[0]
+
+
+def dvr_rgb_l1(
+    pred: torch.Tensor,  # [B, N, 3]
+    target: torch.Tensor,  # [B, N, 3]
+    mask: torch.Tensor,  # [B, N] bool
+) -> torch.Tensor:
+    """DVR's photo-consistency loss: `sum_{mask} sum_c |pred - target| / B` for colours `pred`,
+    `target [B, N, 3]` (predicted: sigmoid of the decoder's RGB logits at the surface points) on the
+    pixels of `mask [B, N]`, which DVR sets to `surface predicted & GT mask` (`calc_photoconsistency_loss`:
+    `l1_loss(rgb_pred[mask], rgb_gt[mask], 'sum') * lambda_rgb / batch_size`)."""
+    b = _check_masked((("pred", pred), ("target", target)), mask, 3)
+    return (pred[mask] - target[mask]).abs().sum() / b
+
+
+def dvr_depth_l1(
+    pred: torch.Tensor,  # [B, N]
+    target: torch.Tensor,  # [B, N]
+    mask: torch.Tensor,  # [B, N] bool
+) -> torch.Tensor:
+    """DVR's depth loss on camera z-depth: `sum |pred - target| / B` over the pixels of `mask [B, N]`
+    (DVR: surface predicted & GT mask) whose ground truth is finite (DVR drops inf/NaN GT depths,
+    `get_tensor_values(with_mask=True)`); `pred`, `target [B, N]` (`calc_depth_loss`, L1 branch)."""
+    b = _check_masked((("pred", pred), ("target", target)), mask, None)
+    mask = mask & torch.isfinite(target)
+    return (pred[mask] - target[mask]).abs().sum() / b
+
+
+def dvr_world_depth_l2(
+    pred_points: torch.Tensor,  # [B, N, 3]
+    target_points: torch.Tensor,  # [B, N, 3]
+    mask: torch.Tensor,  # [B, N] bool
+) -> torch.Tensor:
+    """DVR's depth loss on world points (`depth_loss_on_world_points`, the DTU configs): `sum ||p - p_gt||
+    / B` (the Euclidean norm, not squared) between predicted surface points and GT depth lifted to
+    world points `[B, N, 3]`, over `mask [B, N]` where the GT point is finite (`calc_depth_loss`,
+    `l2_loss`). Equals the camera-depth L1 scaled by each ray's length per unit depth (DVR Sup. Mat.)."""
+    b = _check_masked((("pred_points", pred_points), ("target_points", target_points)), mask, 3)
+    mask = mask & torch.isfinite(target_points).all(dim=-1)
+    return (pred_points[mask] - target_points[mask]).norm(dim=-1).sum() / b
+
+
+def freespace_bce(
+    logits: torch.Tensor,  # [B, N]
+    mask: torch.Tensor,  # [B, N] bool
+) -> torch.Tensor:
+    """DVR's freespace loss: `sum_{mask} BCE(sigmoid(logits), 0) / B` = `sum softplus(logits) / B`
+    for occupancy logits `[B, N]` at one point per ray, on `mask [B, N]` = outside the GT mask
+    (`always_freespace`; `losses.freespace_loss`, `calc_freespace_loss`)."""
+    b = _check_masked((("logits", logits),), mask, None)
+    x = logits[mask]
+    return F.binary_cross_entropy_with_logits(x, torch.zeros_like(x), reduction="sum") / b
+
+
+def occupancy_bce(
+    logits: torch.Tensor,  # [B, N]
+    mask: torch.Tensor,  # [B, N] bool
+) -> torch.Tensor:
+    """DVR's occupancy loss: `sum_{mask} BCE(sigmoid(logits), 1) / B` = `sum softplus(-logits) / B`
+    for occupancy logits `[B, N]` at one point per ray, on `mask [B, N]` = inside the GT mask where no
+    surface was predicted (`losses.occupancy_loss`, `calc_occupancy_loss`)."""
+    b = _check_masked((("logits", logits),), mask, None)
+    x = logits[mask]
+    return F.binary_cross_entropy_with_logits(x, torch.ones_like(x), reduction="sum") / b
+
+
+def normal_smoothness(
+    normals: torch.Tensor,  # [M, 3]
+    neighbour_normals: torch.Tensor,  # [M, 3]
+    batch_size: int,
+) -> torch.Tensor:
+    """DVR's normal loss `sum_i ||n_i - n'_i|| / B` (the norm, not squared) between the unit normals
+    at the `M` predicted surface points of the batch and at a random neighbour of each, `[M, 3]`
+    (`taichi_sdf.implicit.normals.neighbour_normals`), B = `batch_size` images (`calc_normal_loss`)."""
+    check_tensor("normals", normals, shape=(None, 3), dtype=FLOAT_DTYPES, device=None, contiguous=False)
+    check_tensor("neighbour_normals", neighbour_normals, shape=(normals.shape[0], 3), dtype=FLOAT_DTYPES, device=None,
+                 contiguous=False)  # fmt: skip
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size: expected the number of images (an int >= 1), got {batch_size!r}")
+    return (normals - neighbour_normals).norm(dim=-1).sum() / batch_size
+
+
+def image_gradient_l2(
+    pred: torch.Tensor,  # [B, N, C]
+    target: torch.Tensor,  # [B, N, C]
+    mask: torch.Tensor,  # [B, N] bool
+    patch_size: int = 2,
+) -> torch.Tensor:
+    """DVR's image-gradient loss (`losses.image_gradient_loss`): the N pixels of each image come as
+    `N / patch_size^2` patches of `patch_size^2` consecutive entries (DVR's `sample_patch_points`
+    layout: entry `a * patch_size + b` is the pixel at offset (a, b) along (x, y)). In each patch whose
+    pixels are all in `mask [B, N]`, the forward differences at its first corner, `g = (v[0,0] - v[0,1],
+    v[0,0] - v[1,0])`, are compared per channel: `sum_{patch} sum_c ||g_pred - g_target||_2 / B` for
+    colours `pred`, `target [B, N, C]`. Only the corner's 2x2 neighbourhood counts, whatever the size."""
+    b = _check_masked((("pred", pred),), mask, pred.shape[-1] if pred.dim() == 3 else 3)
+    check_tensor("target", target, shape=tuple(pred.shape), dtype=FLOAT_DTYPES, device=None, contiguous=False)
+    if not (isinstance(patch_size, int) and patch_size >= 2):
+        raise ValueError(f"patch_size: expected an int >= 2 (the loss needs patches), got {patch_size!r}")
+    p2 = patch_size * patch_size
+    if mask.shape[1] % p2:
+        raise ValueError(f"pred: expected N divisible by patch_size^2 = {p2} pixels per image, got N = {mask.shape[1]}")
+    s, c = patch_size, pred.shape[-1]
+    full = mask.reshape(b, -1, p2).all(dim=-1)  # [B, P]: every pixel of the patch is in the mask
+
+    def grads(v: torch.Tensor) -> torch.Tensor:  # [B, N, C] -> [K, C, 2] on the full patches
+        v = v.reshape(b, -1, s, s, c)[full]
+        return torch.stack([v[:, 0, 0] - v[:, 0, 1], v[:, 0, 0] - v[:, 1, 0]], dim=-1)
+
+    return (grads(pred) - grads(target)).norm(dim=-1).sum() / b
