@@ -17,10 +17,12 @@ from torch import nn
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.cameras.rays import ray_box_interval
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
+from taichi_sdf.implicit.normals import central_difference_normals
 from taichi_sdf.implicit.wavefront import march_field
 from taichi_sdf.train import losses
 
 FRAME_SCALE = 0.5  # x_dvr = FRAME_SCALE * x_normalised (unit sphere -> unit cube)
+NORMAL_NEIGHBOURHOOD = 1e-3  # DVR get_normals h_sample
 
 
 class DVRSystem(nn.Module):
@@ -46,7 +48,7 @@ class DVRSystem(nn.Module):
 
     def field(self, points: torch.Tensor) -> torch.Tensor:
         """`points [M, 3]` (DVR frame) -> `[M, 4]`: occupancy logit, RGB logits."""
-        return self.decoder(points[None])[0]
+        return self.decoder(points)
 
     def logits(self, points: torch.Tensor) -> torch.Tensor:
         """Occupancy logits `[M]` at `points [M, 3]`."""
@@ -103,7 +105,8 @@ def ray_losses(field, marcher: DVRMarcher, o: torch.Tensor, d: torch.Tensor, bat
         o, d: `[n, 3]` DVR-frame rays (unit directions).
         batch: "rgb" `[n, 3]` in [0, 1], "mask" `[n]` bool, "n_steps", "u_free", "u_occ" `[n]`,
             "u_neighbour" `[n, 3]` uniform numbers; with `depth`, "depth" `[n]` GT ray distances in the
-            DVR frame (inf where unknown) for the depth loss and the occupancy points.
+            DVR frame (inf where unknown) for the depth loss (L1 on the ray distance t:
+            DVR's L1 on camera z-depth scaled by each ray's t per unit z) and the occupancy points.
     Returns:
         (terms: name -> scalar tensor for each of LOSS_TERMS, diagnostics: name -> float).
     """
@@ -118,20 +121,19 @@ def ray_losses(field, marcher: DVRMarcher, o: torch.Tensor, d: torch.Tensor, bat
     psnr_val = float("nan")
     if surf.any():
         rgb = torch.zeros_like(gt_rgb).index_put((surf.nonzero()[:, 0],), torch.sigmoid(field(tr.points[surf])[:, 1:4]))
-        terms["rgb"] = losses.dvr_rgb_l1(rgb[surf], gt_rgb[surf])
+        terms["rgb"] = losses.dvr_rgb_l1(rgb[None], gt_rgb[None], surf[None])
         if image_gradients:
-            terms["image_gradient"] = losses.image_gradient_loss(rgb, gt_rgb, surf, patch_size)
+            terms["image_gradient"] = losses.image_gradient_l2(rgb[None], gt_rgb[None], surf[None], patch_size)
         with torch.no_grad():
             psnr_val = float(-10 * torch.log10((rgb[surf] - gt_rgb[surf]).square().mean().clamp_min(1e-10)))
-        if normals:
+        if normals:  # DVR get_normals: central differences (h = 1e-3) at p and a neighbour in a 1e-3 cube
             p = tr.points[surf].detach()
-            h = losses.DVR_NORMAL_SAMPLE_STEP
-            terms["normal"] = losses.normal_smoothness(logits, p, p + batch["u_neighbour"][surf] * h - h / 2)
+            neighbour = p + (batch["u_neighbour"][surf] - 0.5) * NORMAL_NEIGHBOURHOOD
+            n_p, n_nb = central_difference_normals(logits, p), central_difference_normals(logits, neighbour)
+            terms["normal"] = losses.normal_smoothness(n_p, n_nb, 1)
     gt_depth = batch.get("depth") if depth else None
     if gt_depth is not None:
-        known = surf & torch.isfinite(gt_depth)
-        if known.any():
-            terms["depth"] = losses.depth_l1(tr.t[known], gt_depth[known])
+        terms["depth"] = losses.dvr_depth_l1(tr.t[None], gt_depth[None], surf[None])
     # One random point per ray inside the unit cube (depth_range for rays that miss it).
     near, far, in_cube = ray_box_interval(o.detach(), d.detach(), 0.5)
     lo, hi = marcher.depth_range
@@ -142,7 +144,7 @@ def ray_losses(field, marcher: DVRMarcher, o: torch.Tensor, d: torch.Tensor, bat
     if free.any():
         t_free = near + batch["u_free"] * (far - near)
         p_free = torch.where(hit[:, None], tr.points.detach(), o.detach() + t_free[:, None] * d.detach())
-        terms["freespace"] = losses.freespace_bce(logits(p_free[free]))
+        terms["freespace"] = losses.freespace_bce(logits(p_free[free])[None], torch.ones_like(free[free])[None])
     # Occupancy: inside the GT mask where no surface was found (at the GT depth when known).
     occ = gt_mask & ~hit
     if occ.any():
@@ -150,7 +152,7 @@ def ray_losses(field, marcher: DVRMarcher, o: torch.Tensor, d: torch.Tensor, bat
         if gt_depth is not None:
             t_occ = torch.where(torch.isfinite(gt_depth), gt_depth, t_occ)
         p_occ = o.detach() + t_occ[:, None] * d.detach()
-        terms["occupied"] = losses.occupancy_bce(logits(p_occ[occ]))
+        terms["occupied"] = losses.occupancy_bce(logits(p_occ[occ])[None], torch.ones_like(occ[occ])[None])
     with torch.no_grad():
         acc = float((hit == gt_mask).float().mean())
     return terms, {"psnr": psnr_val, "hit_fraction": float(hit.float().mean()), "mask_accuracy": acc,
