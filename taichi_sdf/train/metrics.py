@@ -22,6 +22,7 @@ torch tensors (any device; they are copied to the CPU).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ __all__ = [
     "evaluate_mesh",
     "psnr",
     "mask_iou",
+    "mesh_contains",
+    "evaluate_occnet",
+    "write_eval_tables",
+    "DVR_FSCORE_THRESHOLDS",
 ]
 
 
@@ -352,3 +357,254 @@ def load_geometry(path: str | Path, transform: np.ndarray | None = None):
     if isinstance(geom, trimesh.PointCloud):
         return np.asarray(geom.vertices)
     return geom
+
+
+# ---------------------------------------------------------------------------------------------
+# OccNet/DVR mesh evaluation (im2mesh/eval.py MeshEvaluator, eval_meshes.py).
+
+# F-score thresholds of DVR's eval.py (`np.linspace(1./1000, 1, 1000)`); pass them as `thresholds`
+# to get all 1000 (precision, recall, F) triples. The papers report F at 0.01 (1% of the unit cube).
+DVR_FSCORE_THRESHOLDS = tuple(float(t) for t in np.linspace(1.0 / 1000, 1.0, 1000))
+
+# eval.py EMPTY_PCL_DICT (+ _NORMALS): the fixed scores of an empty mesh, the worst values inside
+# the unit cube [-0.5, 0.5]^3. chamfer_l2 = 6 is DVR's constant as written (not 0.5 * (3 + 3)).
+_EMPTY_SCORES = {
+    "completeness": math.sqrt(3.0),
+    "accuracy": math.sqrt(3.0),
+    "completeness2": 3.0,
+    "accuracy2": 3.0,
+    "chamfer_l2": 6.0,
+    "normals_completeness": -1.0,
+    "normals_accuracy": -1.0,
+    "normal_consistency": -1.0,
+}
+
+
+def _cross2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """z of the cross product of the xy parts of `[K, 3]` vectors."""
+    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+
+
+def mesh_contains(mesh: trimesh.Trimesh, points: Any, max_pairs: int = 4_000_000) -> np.ndarray:
+    """Which `points` `[M, 3]` lie inside `mesh`: bool `[M]`, by ray parity along +z and -z.
+
+    OccNet's `check_mesh_contains` rule (im2mesh/utils/libmesh/inside_mesh.py): a point is inside
+    when both the ray up and the ray down cross the mesh an odd number of times, so a mesh with a
+    hole or a stray sheet errs toward "outside" instead of failing. Triangles are hashed on an xy
+    grid; work is bounded to `max_pairs` point-triangle tests at a time. A ray through an edge or a
+    vertex counts one crossing (the top-left rule of rasterisers), so grids of points work too.
+    No rtree or embree needed (trimesh's `contains` needs one of them).
+    """
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise TypeError(f"mesh: expected a trimesh.Trimesh, got {type(mesh).__name__}")
+    pts = _points(points, "points")
+    inside = np.zeros(len(pts), dtype=bool)
+    tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces, dtype=np.int64)]  # [F, 3, 3]
+    if len(tri) == 0:
+        return inside
+    lo, hi = tri.reshape(-1, 3).min(0), tri.reshape(-1, 3).max(0)
+    cand = np.flatnonzero(np.all((pts >= lo) & (pts <= hi), axis=1))
+    if len(cand) == 0:
+        return inside
+    cells = int(np.clip(np.sqrt(len(tri)), 1, 512))  # ~1 triangle per xy cell
+    size = np.maximum((hi - lo)[:2] / cells, 1e-12)
+
+    def cell_of(xy):
+        return np.clip(((xy - lo[:2]) / size).astype(np.int64), 0, cells - 1)
+
+    pc = cell_of(pts[cand, :2])
+    pid = pc[:, 0] * cells + pc[:, 1]
+    order = np.argsort(pid, kind="stable")
+    start = np.searchsorted(pid[order], np.arange(cells * cells + 1))  # points of cell c: order[start[c]:start[c+1]]
+    c0, c1 = cell_of(tri[:, :, :2].min(1)), cell_of(tri[:, :, :2].max(1))
+    n_cells = (c1 - c0 + 1).prod(1)
+    # (triangle, cell) entries, then their (triangle, point) pairs, in bounded slices.
+    tri_of = np.repeat(np.arange(len(tri)), n_cells)
+    k = np.arange(len(tri_of)) - np.repeat(np.cumsum(n_cells) - n_cells, n_cells)
+    span_y = (c1 - c0 + 1)[tri_of, 1]
+    cell = (c0[tri_of, 0] + k // span_y) * cells + c0[tri_of, 1] + k % span_y
+    count = start[cell + 1] - start[cell]
+    up = np.zeros(len(cand), dtype=np.int64)
+    down = np.zeros(len(cand), dtype=np.int64)
+    bounds = np.searchsorted(np.cumsum(count), np.arange(0, count.sum(), max_pairs), side="right")
+    for a, b in zip(bounds, list(bounds[1:]) + [len(count)]):
+        cnt = count[a:b]
+        t = np.repeat(tri_of[a:b], cnt)
+        first = np.repeat(start[cell[a:b]] - (np.cumsum(cnt) - cnt), cnt)
+        p = order[first + np.arange(len(t))]  # index into cand
+        q = pts[cand[p]]
+        A, B, C = tri[t, 0], tri[t, 1], tri[t, 2]
+        cw = (_cross2(B - A, C - A) < 0)[:, None]
+        B, C = np.where(cw, C, B), np.where(cw, B, C)  # counter-clockwise seen from +z
+        hit = np.ones(len(t), dtype=bool)
+        weights = []
+        for P, Q in ((B, C), (C, A), (A, B)):  # the edge opposite A, B, C in turn
+            w = _cross2(Q - P, q - P)  # > 0 on the inner side
+            d = Q - P
+            # An edge shared by two triangles runs both ways: take a point on it once (top-left rule).
+            owns = (d[:, 1] > 0) | ((d[:, 1] == 0) & (d[:, 0] < 0))
+            hit &= (w > 0) | ((w == 0) & owns)
+            weights.append(w)
+        area = weights[0] + weights[1] + weights[2]
+        hit &= area > 0  # a triangle seen edge-on from z is never crossed
+        z = (weights[0] * A[:, 2] + weights[1] * B[:, 2] + weights[2] * C[:, 2]) / np.where(area > 0, area, 1.0)
+        up += np.bincount(p[hit & (z >= q[:, 2])], minlength=len(cand))
+        down += np.bincount(p[hit & (z < q[:, 2])], minlength=len(cand))
+    inside[cand] = (up % 2 == 1) & (down % 2 == 1)
+    return inside
+
+
+def evaluate_occnet(
+    mesh: trimesh.Trimesh,
+    gt_points: Any,
+    gt_normals: Any | None,
+    occ_points: Any | None = None,
+    occ_gt: Any | None = None,
+    n_points: int = 100_000,
+    seed: int = 0,
+    thresholds: float | Sequence[float] = (0.01,),
+) -> dict[str, float]:
+    """One mesh's scores by the OccNet/DVR protocol (im2mesh/eval.py `MeshEvaluator.eval_mesh`).
+
+    `n_points` points are sampled by area on `mesh` with their face normals (DVR: 100k) and
+    compared with the ground-truth cloud `gt_points` `[N, 3]` / `gt_normals` `[N, 3]` (or None).
+
+    Args:
+        mesh: the prediction, in the ground truth's units (OccNet/DVR: the unit cube).
+        gt_points, gt_normals: `[N, 3]` ground-truth surface points and normals (`pointcloud.npz`).
+        occ_points, occ_gt: `[M, 3]` points and `[M]` occupancies (`points.npz`; >= 0.5 is inside,
+            OccNet's `compute_iou`) for the volumetric IoU; both or neither.
+        thresholds: F-score distances (`DVR_FSCORE_THRESHOLDS` for all of DVR's).
+
+    Returns:
+        flat dict: completeness (GT -> pred mean distance), accuracy (pred -> GT), completeness2,
+        accuracy2 (mean squared), chamfer_l1 = 0.5 (comp + acc), chamfer_l1_x10 (the papers'
+        "Chamfer-L1", x10), chamfer_l2 = 0.5 (comp2 + acc2), normals_completeness,
+        normals_accuracy, normal_consistency (mean |n . n'|; NaN without `gt_normals`),
+        precision@t / recall@t / fscore@t (DVR: distance <= t; F = 0 when P = R = 0, where DVR
+        gives NaN), and iou when occupancy points are given. Inside is decided by `mesh_contains`
+        (OccNet's ray-parity rule, no watertightness needed).
+        An empty mesh (no faces or no area) gets DVR's fixed scores (completeness = accuracy =
+        sqrt(3), completeness2 = accuracy2 = 3, chamfer_l2 = 6, normals -1, iou 0) and, where DVR
+        leaves keys out, chamfer_l1 = sqrt(3) (x10 likewise) and precision = recall = F = 0.
+    """
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise TypeError(f"mesh: expected a trimesh.Trimesh, got {type(mesh).__name__}")
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 1:
+        raise ValueError(f"n_points: expected an int >= 1, got {n_points!r}")
+    ts = _check_thresholds(thresholds)
+    gt = _points(gt_points, "gt_points")
+    gt_n = None if gt_normals is None else _normals(gt_normals, "gt_normals", len(gt))
+    if (occ_points is None) != (occ_gt is None):
+        raise ValueError("occ_points, occ_gt: give both (IoU points and their occupancies) or neither")
+    occ_p = occ_t = None
+    if occ_points is not None:
+        occ_p = _points(occ_points, "occ_points")
+        occ_t = _to_numpy(occ_gt, "occ_gt").astype(np.float64)
+        if occ_t.shape != (len(occ_p),):
+            raise ValueError(f"occ_gt: expected shape [{len(occ_p)}] (one per occ point), got {list(occ_t.shape)}")
+
+    if len(mesh.faces) == 0 or not mesh.area > 0:
+        out = dict(_EMPTY_SCORES)
+        out["chamfer_l1"] = 0.5 * (out["completeness"] + out["accuracy"])
+        out["chamfer_l1_x10"] = 10.0 * out["chamfer_l1"]
+        if gt_n is None:
+            out.update(normals_completeness=math.nan, normals_accuracy=math.nan, normal_consistency=math.nan)
+        for t in ts:
+            out.update({f"precision@{t:g}": 0.0, f"recall@{t:g}": 0.0, f"fscore@{t:g}": 0.0})
+        if occ_p is not None:
+            out["iou"] = 0.0
+        return out
+
+    pred, pred_n = sample_surface(mesh, int(n_points), seed=seed)
+    d_comp, i_comp = _nn(gt, pred)  # GT -> pred
+    d_acc, i_acc = _nn(pred, gt)  # pred -> GT
+    comp, acc = float(d_comp.mean()), float(d_acc.mean())
+    comp2, acc2 = float(np.mean(d_comp**2)), float(np.mean(d_acc**2))
+    out = {
+        "completeness": comp,
+        "accuracy": acc,
+        "completeness2": comp2,
+        "accuracy2": acc2,
+        "chamfer_l1": 0.5 * (comp + acc),
+        "chamfer_l1_x10": 10.0 * 0.5 * (comp + acc),
+        "chamfer_l2": 0.5 * (comp2 + acc2),
+    }
+    if gt_n is None:
+        out.update(normals_completeness=math.nan, normals_accuracy=math.nan, normal_consistency=math.nan)
+    else:
+        nc = float(np.abs(np.sum(gt_n * pred_n[i_comp], axis=1)).mean())
+        na = float(np.abs(np.sum(pred_n * gt_n[i_acc], axis=1)).mean())
+        out.update(normals_completeness=nc, normals_accuracy=na, normal_consistency=0.5 * (nc + na))
+    for t in ts:
+        p, r = float(np.mean(d_acc <= t)), float(np.mean(d_comp <= t))
+        out[f"precision@{t:g}"] = p
+        out[f"recall@{t:g}"] = r
+        out[f"fscore@{t:g}"] = 2.0 * p * r / (p + r) if p + r > 0 else 0.0
+    if occ_p is not None:
+        out["iou"] = mask_iou(mesh_contains(mesh, occ_p), occ_t >= 0.5)
+    return out
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def write_eval_tables(rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str = "eval_meshes") -> dict[str, str]:
+    """Write per-instance and per-class tables of evaluation rows, like DVR's eval_meshes.py.
+
+    Args:
+        rows: one dict per instance: any identifying columns (strings, e.g. "instance"), an
+            optional "class" (default "n/a") and the metrics (numbers, e.g. `evaluate_occnet`'s).
+        out_dir: folder (created if missing).
+        name: file stem (DVR: `eval_meshes`).
+
+    Writes (atomically) and returns the paths of:
+        - `<name>_full.csv`: every row, every column (DVR: `eval_meshes_full.pkl`);
+        - `<name>.csv`: per class (sorted): class, n, the mean of each metric over the class's rows
+          (NaN ignored, as pandas' `groupby().mean()`), then a "mean" row: the mean of the class
+          means (DVR prints `eval_df_class.mean()`), with n = all rows;
+        - `<name>.json`: the same per-class rows as a list of objects (NaN written as null).
+    """
+    import csv
+    import io
+    import json
+
+    from taichi_sdf.train.checkpoint import atomic_write_bytes
+
+    if isinstance(rows, dict) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError("rows: expected a sequence of dicts (one per instance)")
+    if not rows:
+        raise ValueError("rows: is empty; nothing to write")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\"):
+        raise ValueError(f"name: expected a plain file stem, got {name!r}")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    metrics = [c for c in columns if c != "class" and all(_is_number(r[c]) for r in rows if c in r and r[c] is not None)]
+    classes: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        classes.setdefault(str(r.get("class", "n/a")), []).append(r)
+
+    def mean(values: list[float]) -> float:
+        finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+        return sum(finite) / len(finite) if finite else math.nan
+
+    table = [
+        {"class": c, "n": len(rs), **{m: mean([r.get(m) for r in rs]) for m in metrics}} for c, rs in sorted(classes.items())
+    ]
+    table.append({"class": "mean", "n": len(rows), **{m: mean([t[m] for t in table]) for m in metrics}})
+
+    def to_csv(header: list[str], body: list[dict[str, Any]]) -> bytes:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=header, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(body)
+        return buf.getvalue().encode("utf-8")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"full_csv": out / f"{name}_full.csv", "class_csv": out / f"{name}.csv", "class_json": out / f"{name}.json"}
+    atomic_write_bytes(paths["full_csv"], to_csv(columns, list(rows)))
+    atomic_write_bytes(paths["class_csv"], to_csv(["class", "n", *metrics], table))
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in t.items()} for t in table]
+    atomic_write_bytes(paths["class_json"], json.dumps(clean, indent=2, allow_nan=False).encode("utf-8"))
+    return {k: str(v) for k, v in paths.items()}

@@ -13,11 +13,14 @@ from taichi_sdf.train.metrics import (
     chamfer_distance,
     deepsdf_chamfer,
     evaluate_mesh,
+    evaluate_occnet,
     fscore,
     mask_iou,
+    mesh_contains,
     normal_consistency,
     psnr,
     sample_surface,
+    write_eval_tables,
 )
 
 # a = {(0,0,0), (2,0,0)}, b = {(0,1,0)}:
@@ -178,3 +181,162 @@ def test_bad_normals_and_thresholds_raise():
         fscore(A2, B1, thresholds=(-1.0,))
     with pytest.raises(ValueError, match="n_points"):
         evaluate_mesh(A2, B1, n_points=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# OccNet/DVR evaluation: evaluate_occnet, mesh_contains, write_eval_tables.
+
+R = 0.3
+
+
+def sphere_cloud(n, seed, centre=(0.0, 0.0, 0.0)):
+    """Points exactly on the sphere of radius R about `centre`, and their unit normals `[n, 3]`."""
+    g = np.random.default_rng(seed).normal(size=(n, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    return R * g + np.asarray(centre), g
+
+
+def test_occnet_sphere_against_itself():
+    mesh = trimesh.creation.icosphere(subdivisions=5, radius=R)
+    pts, nrm = sphere_cloud(50_000, seed=3)
+    out = evaluate_occnet(mesh, pts, nrm, n_points=50_000)
+    # Point-to-point distances between two independent 50k samples of a 1.13 area sphere: about
+    # half the sample spacing sqrt(1.13 / 50k) = 0.0048; the icosphere's chords add ~1e-5.
+    assert out["completeness"] < 0.004 and out["accuracy"] < 0.004
+    assert out["chamfer_l1"] == pytest.approx(0.5 * (out["completeness"] + out["accuracy"]))
+    assert out["chamfer_l1_x10"] == pytest.approx(10 * out["chamfer_l1"])
+    assert out["chamfer_l2"] == pytest.approx(0.5 * (out["completeness2"] + out["accuracy2"]))
+    assert out["normal_consistency"] > 0.999
+    assert out["fscore@0.01"] == 1.0 and out["precision@0.01"] == 1.0 and out["recall@0.01"] == 1.0
+    assert "iou" not in out  # no occupancy points given
+
+
+def test_occnet_shifted_sphere_has_the_analytic_chamfer():
+    # A point at polar angle theta on one sphere is | sqrt(R^2 + d^2 - 2 R d cos theta) - R | from the
+    # other; cos theta is uniform on [-1, 1] for uniform points, so the mean distance is a 1-D integral.
+    d = 0.05
+    u = np.linspace(-1.0, 1.0, 200_001)
+    dist = np.abs(np.sqrt(R**2 + d**2 - 2 * R * d * u) - R)
+    expected_l1, expected_l2 = np.trapezoid(dist, u) / 2, np.trapezoid(dist**2, u) / 2
+    mesh = trimesh.creation.icosphere(subdivisions=5, radius=R)
+    mesh.apply_translation([d, 0.0, 0.0])
+    pts, nrm = sphere_cloud(100_000, seed=4)
+    out = evaluate_occnet(mesh, pts, nrm, n_points=100_000, thresholds=(0.01, 0.2))
+    assert out["completeness"] == pytest.approx(expected_l1, rel=0.03)  # symmetric: both ways the same
+    assert out["accuracy"] == pytest.approx(expected_l1, rel=0.03)
+    assert out["chamfer_l1"] == pytest.approx(expected_l1, rel=0.03)
+    assert out["chamfer_l1_x10"] == pytest.approx(10 * expected_l1, rel=0.03)
+    assert out["chamfer_l2"] == pytest.approx(expected_l2, rel=0.05)
+    # The fraction within 0.01 of the other sphere, from the same distance function.
+    expected_p = float(np.mean(dist <= 0.01))
+    assert out["precision@0.01"] == pytest.approx(expected_p, abs=0.02)
+    assert out["recall@0.01"] == pytest.approx(expected_p, abs=0.02)
+    assert out["fscore@0.2"] == 1.0
+
+
+def box_mesh(lo, hi):
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    return trimesh.creation.box(extents=hi - lo, transform=trimesh.transformations.translation_matrix((lo + hi) / 2))
+
+
+def test_occnet_iou_of_two_cubes():
+    # Prediction [-0.25, 0.25]^3, ground truth shifted by 0.1 in x: overlap 0.4 x 0.5 x 0.5 = 0.1,
+    # union 0.125 + 0.125 - 0.1 = 0.15, IoU 2/3. Grid points avoid the faces (offset 0.0025).
+    pred = box_mesh([-0.25] * 3, [0.25] * 3)
+    axis = np.arange(-0.4975, 0.5, 0.01)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    occ = np.all(np.abs(grid - [0.1, 0.0, 0.0]) < 0.25, axis=1).astype(np.float32)
+    pts, nrm = trimesh.sample.sample_surface(box_mesh([-0.15, -0.25, -0.25], [0.35, 0.25, 0.25]), 2000, seed=0)
+    out = evaluate_occnet(pred, pts, None, grid, occ, n_points=2000)
+    assert out["iou"] == pytest.approx(2.0 / 3.0, abs=1e-9)
+    assert math.isnan(out["normal_consistency"])  # no GT normals
+    assert evaluate_occnet(pred, pts, None, grid, np.all(np.abs(grid) < 0.25, axis=1), n_points=2000)["iou"] == 1.0
+
+
+def test_mesh_contains_nonconvex_and_open_meshes():
+    rng = np.random.default_rng(0)
+    torus = trimesh.creation.torus(0.3, 0.1, major_sections=64, minor_sections=32)
+    p = rng.uniform(-0.5, 0.5, (20_000, 3))
+    tube = np.hypot(np.hypot(p[:, 0], p[:, 1]) - 0.3, p[:, 2]) - 0.1
+    far = np.abs(tube) > 0.01  # farther from the surface than the polygon's chord error
+    inside = mesh_contains(torus, p)
+    np.testing.assert_array_equal(inside[far], tube[far] < 0)
+    assert mesh_contains(torus, p, max_pairs=1000).tolist() == inside.tolist()  # slicing changes nothing
+    # A cube missing its top: rays up from inside escape, so nothing is inside (OccNet's rule).
+    cube = box_mesh([-0.25] * 3, [0.25] * 3)
+    open_cube = trimesh.Trimesh(cube.vertices, cube.faces[cube.face_normals[:, 2] < 0.5], process=False)
+    q = rng.uniform(-0.2, 0.2, (100, 3))
+    assert mesh_contains(cube, q).all() and not mesh_contains(open_cube, q).any()
+    assert not mesh_contains(cube, q + 1.0).any()
+
+
+def test_occnet_empty_mesh_gets_dvrs_fixed_scores():
+    pts, nrm = sphere_cloud(100, seed=0)
+    empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64))
+    out = evaluate_occnet(empty, pts, nrm, pts, np.ones(100))
+    assert out["completeness"] == out["accuracy"] == pytest.approx(math.sqrt(3))
+    assert out["completeness2"] == out["accuracy2"] == 3.0
+    assert out["chamfer_l2"] == 6.0  # eval.py EMPTY_PCL_DICT['chamfer'], as written there
+    assert out["chamfer_l1"] == pytest.approx(math.sqrt(3)) and out["chamfer_l1_x10"] == pytest.approx(10 * math.sqrt(3))
+    assert out["normal_consistency"] == -1.0 and out["iou"] == 0.0 and out["fscore@0.01"] == 0.0
+
+
+def test_occnet_open_mesh_does_not_crash():
+    pts, nrm = sphere_cloud(500, seed=0)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=R)
+    half = trimesh.Trimesh(sphere.vertices, sphere.faces[sphere.triangles_center[:, 2] < 0], process=False)
+    grid = np.random.default_rng(1).uniform(-0.5, 0.5, (2000, 3))
+    out = evaluate_occnet(half, pts, nrm, grid, np.linalg.norm(grid, axis=1) < R, n_points=1000)
+    assert 0.0 <= out["iou"] < 0.5 and out["completeness"] > out["accuracy"]
+
+
+def test_occnet_bad_inputs_are_named():
+    mesh = trimesh.creation.icosphere(subdivisions=1, radius=R)
+    pts, nrm = sphere_cloud(10, seed=0)
+    with pytest.raises(TypeError, match="mesh"):
+        evaluate_occnet(pts, pts, nrm)
+    with pytest.raises(ValueError, match="gt_points"):
+        evaluate_occnet(mesh, pts[:, :2], nrm)
+    with pytest.raises(ValueError, match="gt_normals"):
+        evaluate_occnet(mesh, pts, nrm[:5])
+    with pytest.raises(ValueError, match="occ_points, occ_gt"):
+        evaluate_occnet(mesh, pts, nrm, occ_points=pts)
+    with pytest.raises(ValueError, match="occ_gt"):
+        evaluate_occnet(mesh, pts, nrm, pts, np.ones(3))
+    with pytest.raises(ValueError, match="n_points"):
+        evaluate_occnet(mesh, pts, nrm, n_points=0)
+
+
+def test_write_eval_tables(tmp_path):
+    rows = [
+        {"instance": "a1", "class": "chair", "chamfer_l1": 0.1, "iou": 0.5},
+        {"instance": "a2", "class": "chair", "chamfer_l1": 0.3, "iou": math.nan},
+        {"instance": "b1", "class": "car", "chamfer_l1": 0.6, "iou": 0.9},
+    ]
+    paths = write_eval_tables(rows, tmp_path / "eval")
+    import csv
+    import json
+
+    with open(paths["full_csv"]) as fh:
+        full = list(csv.DictReader(fh))
+    assert [r["instance"] for r in full] == ["a1", "a2", "b1"] and full[2]["chamfer_l1"] == "0.6"
+    with open(paths["class_csv"]) as fh:
+        table = {r["class"]: r for r in csv.DictReader(fh)}
+    assert list(table) == ["car", "chair", "mean"]
+    assert table["chair"]["n"] == "2" and float(table["chair"]["chamfer_l1"]) == pytest.approx(0.2)
+    assert float(table["chair"]["iou"]) == pytest.approx(0.5)  # NaN rows ignored, as pandas does
+    # "mean" = the mean of the class means, not of the rows: (0.6 + 0.2) / 2, and (0.9 + 0.5) / 2.
+    assert float(table["mean"]["chamfer_l1"]) == pytest.approx(0.4)
+    assert float(table["mean"]["iou"]) == pytest.approx(0.7) and table["mean"]["n"] == "3"
+    with open(paths["class_json"]) as fh:
+        js = json.load(fh)
+    assert [r["class"] for r in js] == ["car", "chair", "mean"] and js[1]["chamfer_l1"] == pytest.approx(0.2)
+    # A class with only NaN gets null in JSON; rows without "class" land in "n/a".
+    paths = write_eval_tables([{"iou": math.nan, "chamfer_l1": 1.0}], tmp_path / "two")
+    with open(paths["class_json"]) as fh:
+        js = json.load(fh)
+    assert js[0] == {"class": "n/a", "n": 1, "iou": None, "chamfer_l1": 1.0}
+    with pytest.raises(ValueError, match="rows"):
+        write_eval_tables([], tmp_path)
+    with pytest.raises(TypeError, match="rows"):
+        write_eval_tables({"iou": 1.0}, tmp_path)
