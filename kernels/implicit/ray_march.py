@@ -30,6 +30,15 @@ def fused_ray_march_kernel(occ, dtype: str, params_ndim: int):
     scalar = ti.types.ndarray(dtype=f, ndim=1)
     flag = ti.types.ndarray(dtype=ti.i32, ndim=1)
 
+    @ti.func
+    def is_nan(v):  # on the bits: fast-math compiles `v != v` away
+        res = False
+        if ti.static(dtype == "f32"):
+            res = (ti.bit_cast(v, ti.i32) & 0x7FFFFFFF) > 0x7F800000
+        else:
+            res = (ti.bit_cast(v, ti.i64) & ti.i64(0x7FFFFFFFFFFFFFFF)) > ti.i64(0x7FF0000000000000)
+        return res
+
     @ti.kernel
     def march(
         origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
@@ -62,7 +71,7 @@ def fused_ray_march_kernel(occ, dtype: str, params_ndim: int):
                     t = t_lo + ti.cast(s, f) / ti.cast(n_steps - 1, f) * (t_hi - t_lo)
                     v = occ(o + t * d, params) - level
                     n += 1
-                    if v != v:  # NaN: reported through f_min, the caller raises
+                    if is_nan(v):  # reported through f_min; the caller raises
                         best_f = v
                         break
                     if v > best_f:
@@ -88,7 +97,7 @@ def fused_ray_march_kernel(occ, dtype: str, params_ndim: int):
                         t0, f0 = t_res, v
                     else:
                         t1, f1 = t_res, v
-                    if v != v:
+                    if is_nan(v):
                         best_f = v
                     t_res = ti.select(bisection != 0, 0.5 * (t0 + t1), t0 - f0 * (t1 - t0) / (f1 - f0))
             t_out[r] = t_res

@@ -32,7 +32,8 @@ def dvr_kernels(dtype: str) -> SimpleNamespace:
         return t_lo[r] + ti.cast(s, f) / ti.cast(n_steps - 1, f) * (t_hi[r] - t_lo[r])
 
     @ti.func
-    def write_block(o: ti.template(), d: ti.template(), t_lo: ti.template(), t_hi: ti.template(), r, m, s0, k, n_steps, points: ti.template()):
+    def write_block(o: ti.template(), d: ti.template(), t_lo: ti.template(), t_hi: ti.template(), r, m, s0, k, n_steps,
+                    points: ti.template()):  # fmt: skip
         for j in range(k):
             t = proposal(t_lo, t_hi, r, s0 + j, n_steps)
             for c in ti.static(range(3)):
