@@ -142,18 +142,19 @@ def main(argv=None) -> None:
 
             values, gradients = differentiable_field(lambda x, net=net: net(x)[:, 0], create_graph=False)
 
-            def backward(res=res, values=values, gradients=gradients):
+            def backward(res=res, values=values, gradients=gradients, net=net):
                 s = implicit_surface(values, gradients, o, d, res.hit, res.t)
                 s.t[res.hit].sum().backward()
                 net.zero_grad(set_to_none=True)
 
             t_bwd = timeit(backward, warmup=1, repeat=1 if hidden > 128 else 3)
             rows.append([hidden, steps, f"{t_orig:.2f}", f"{t_ours:.2f}", f"{t_orig / t_ours:.1f}x",
-                         f"{orig.num_points / n:.1f}", f"{ev.count / n:.1f}", f"{100 * outside:.0f}%",
+                         f"{orig.num_points / n:.1f}", f"{ev.count / n:.1f}", f"{res.steps[res.hit].float().mean():.1f}",
+                         f"{100 * float(res.hit.float().mean()):.0f}%", f"{100 * outside:.0f}%",
                          f"{100 * agree:.2f}%", f"{derr:.1e}", f"{t_bwd:.2f}"])  # fmt: skip
     print_table(
         "(a) DVR depth: original algorithm (all proposals) vs DVRMarcher (early exit, wavefront), same decoder and rays",
-        ["hidden", "steps", "original s", "marcher s", "speed-up", "orig pts/px", "marcher pts/px", "outside net",
+        ["hidden", "steps", "original s", "marcher s", "speed-up", "orig pts/px", "marcher pts/px", "on hit px", "hit px", "outside net",
          "mask agree", "max |dt|", "bwd s"],
         rows,
     )  # fmt: skip
