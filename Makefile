@@ -30,6 +30,7 @@ bench: $(STAMP)         ## benchmark tables, each vs its torch twin and installe
 	$(PY) -m bench.sphere_trace
 	$(PY) -m bench.soft_raster
 	$(PY) -m bench.mesh_sdf
+	$(PY) -m bench.ray_march
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

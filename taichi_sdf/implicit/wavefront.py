@@ -11,7 +11,9 @@ the rays (camera poses); normals come from autograd with `create_graph` so eikon
 train the network.
 
 Marchers (defaults from the original code): `IDRMarcher` (lioryariv/idr `ray_tracing.py` with
-`confs/dtu_*.conf` values), `DISTMarcher` (B1ueber2y/DIST-Renderer `SDFRenderer`).
+`confs/dtu_*.conf` values), `DISTMarcher` (B1ueber2y/DIST-Renderer `SDFRenderer`), `DVRMarcher`
+(occupancy logits, positive inside; autonomousvision/differentiable_volumetric_rendering
+`depth_function.py`).
 
 Former names kept as aliases: `sphere_trace_mlp(fn, o, d, tracer=...)` = `march_field(fn, o, d,
 marcher=...)`, `IDRTracer` = `IDRMarcher`, `DISTTracer` = `DISTMarcher`.
@@ -33,9 +35,10 @@ from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (re-exported: for
 )
 from taichi_sdf.implicit.marchers.base import FieldEvaluator, Marcher
 from taichi_sdf.implicit.marchers.dist import DISTMarcher
+from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
 
-__all__ = ["march_field", "Marcher", "IDRMarcher", "DISTMarcher", "FieldEvaluator", "TraceResult",
+__all__ = ["march_field", "Marcher", "IDRMarcher", "DISTMarcher", "DVRMarcher", "FieldEvaluator", "TraceResult",
            "sphere_trace_mlp", "IDRTracer", "DISTTracer"]  # fmt: skip
 
 IDRTracer = IDRMarcher  # former names

@@ -15,10 +15,12 @@ import taichi as ti
 
 from taichi_sdf.kernels.dtypes import ti_float
 
+_BIG = 1e30  # an unbounded slab
+
 
 @functools.cache
 def common_kernels(dtype: str) -> SimpleNamespace:
-    """`sphere_bounds`, `compact`, `sample_points` for `dtype` ("f32" | "f64")."""
+    """`sphere_bounds`, `cube_bounds`, `compact`, `sample_points` for `dtype` ("f32" | "f64")."""
     f = ti_float(dtype)
     vec = ti.types.ndarray(dtype=f, ndim=2)
     arr = ti.types.ndarray(dtype=f, ndim=1)
@@ -43,6 +45,30 @@ def common_kernels(dtype: str) -> SimpleNamespace:
                     t_far[r] = -b + sq
 
     @ti.kernel
+    def cube_bounds(o: vec, d: vec, t_near: arr, t_far: arr, t_close: arr, active: iarr, half: f):
+        """Chord of each ray through the cube [-half, half]^3 (slab test; near clamped at 0 for origins
+        inside); `t_close` = max(-o . d, 0), the point nearest the centre for unit directions."""
+        for r in range(o.shape[0]):
+            lo = ti.cast(-_BIG, f)
+            hi = ti.cast(_BIG, f)
+            for c in ti.static(range(3)):
+                if d[r, c] != 0.0:
+                    a = (-half - o[r, c]) / d[r, c]
+                    b = (half - o[r, c]) / d[r, c]
+                    lo = ti.max(lo, ti.min(a, b))
+                    hi = ti.min(hi, ti.max(a, b))
+                elif ti.abs(o[r, c]) > half:  # parallel to this slab and outside it
+                    hi = ti.cast(-_BIG, f)
+            t_close[r] = ti.max(-(o[r, 0] * d[r, 0] + o[r, 1] * d[r, 1] + o[r, 2] * d[r, 2]), 0.0)
+            active[r] = 0
+            t_near[r] = t_close[r]
+            t_far[r] = t_close[r]
+            if hi > lo and hi > 0.0:
+                active[r] = 1
+                t_near[r] = ti.max(lo, 0.0)
+                t_far[r] = hi
+
+    @ti.kernel
     def compact(flags: iarr, out_idx: iarr, count: iarr):
         """Indices of the rays with flags != 0 (in any order) and their number in count[0]."""
         count[0] = 0
@@ -60,4 +86,5 @@ def common_kernels(dtype: str) -> SimpleNamespace:
             for c in ti.static(range(3)):
                 points[k * n_samples + s, c] = o[r, c] + t * d[r, c]
 
-    return SimpleNamespace(sphere_bounds=sphere_bounds, compact=compact, sample_points=sample_points)
+    return SimpleNamespace(sphere_bounds=sphere_bounds, cube_bounds=cube_bounds, compact=compact,
+                           sample_points=sample_points)  # fmt: skip

@@ -3,6 +3,7 @@
 
 from taichi_sdf.implicit.marchers.base import FieldEvaluator, Marcher, MarchResult
 from taichi_sdf.implicit.marchers.dist import DISTMarcher
+from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
 
-__all__ = ["Marcher", "MarchResult", "FieldEvaluator", "IDRMarcher", "DISTMarcher"]
+__all__ = ["Marcher", "MarchResult", "FieldEvaluator", "IDRMarcher", "DISTMarcher", "DVRMarcher"]

@@ -1,5 +1,5 @@
 """Torch twins of the marchers of torch-callable fields (`taichi_sdf.implicit.wavefront.march_field`
-with `IDRMarcher` / `DISTMarcher`): the same algorithms written with dense masks, as a readable
+with `IDRMarcher` / `DISTMarcher` / `DVRMarcher`): the same algorithms written with dense masks, as a readable
 reference. Marching evaluates the field on every ray inside the bounding sphere at every iteration
 (finished rays are frozen with `torch.where`); only the sampler and secant phases evaluate the subset
 that needs them.
@@ -171,7 +171,78 @@ def _trace_dist(ev, o, d, cfg, image_shape):
     return hit, best_t.clone(), best_t
 
 
-MARCHERS = {"idr": _trace_idr, "dist": _trace_dist}  # Marcher.name -> twin algorithm
+def cube_bounds(o, d, half):
+    """(t_near, t_far, t_close, inside) `[N]` of rays through the cube [-half, half]^3 by the slab test;
+    near clamped at 0; `t_close = max(-o . d, 0)`."""
+    with torch.no_grad():
+        safe = torch.where(d != 0, d, torch.ones_like(d))
+        a, b = (-half - o) / safe, (half - o) / safe
+        lo = torch.where(d != 0, torch.minimum(a, b), torch.full_like(a, -1e30))
+        hi = torch.where(d != 0, torch.maximum(a, b), torch.full_like(a, 1e30))
+        hi = torch.where((d == 0) & (o.abs() > half), torch.full_like(hi, -1e30), hi)
+        lo, hi = lo.max(dim=1).values, hi.min(dim=1).values
+        t_close = (-(o * d).sum(-1)).clamp_min(0)
+        inside = (hi > lo) & (hi > 0)
+        return torch.where(inside, lo.clamp_min(0), t_close), torch.where(inside, hi, t_close), t_close, inside
+
+
+def refine_bracket(ev, o, d, t0, f0, t1, f1, n_steps, method):
+    """DVR's secant (regula falsi) or bisection refinement of brackets f0 < 0 <= f1 `[M]`; returns t `[M]`."""
+
+    def predict():
+        return t0 - f0 * (t1 - t0) / (f1 - f0) if method == "secant" else 0.5 * (t0 + t1)
+
+    for _ in range(n_steps):
+        tp = predict()
+        fm = ev(o + tp[:, None] * d)
+        low = fm < 0
+        t0, f0 = torch.where(low, tp, t0), torch.where(low, fm, f0)
+        t1, f1 = torch.where(low, t1, tp), torch.where(low, f1, fm)
+    return predict()
+
+
+def _trace_dvr(ev, o, d, cfg, image_shape=None):
+    """(hit, t, t_min) of DVR's occupancy marcher; `ev(points) -> [M]` values of `f - level`, positive
+    inside; `cfg` a `DVRMarcher`. Every searching ray is evaluated at every proposal (rays that are done
+    are frozen with `torch.where`)."""
+    n, ns = o.shape[0], cfg.n_steps
+    t_lo, t_hi, t_close, searching = cube_bounds(o, d, cfg.cube_half)
+    if cfg.search_outside_cube:
+        t_lo = torch.where(searching, t_lo, torch.full_like(t_lo, cfg.depth_range[0]))
+        t_hi = torch.where(searching, t_hi, torch.full_like(t_hi, cfg.depth_range[1]))
+        searching = torch.ones_like(searching)
+    best_f = torch.full((n,), -float("inf"), dtype=o.dtype, device=o.device)
+    best_t = t_close.clone()
+    hit = torch.zeros_like(searching)
+    f_prev = torch.zeros_like(t_lo)
+    t0, f0, t1, f1 = (torch.zeros_like(t_lo) for _ in range(4))
+    for s in range(ns):
+        if not searching.any():
+            break
+        t = t_lo + s / (ns - 1) * (t_hi - t_lo)
+        f = ev(o + t[:, None] * d)
+        better = searching & (f > best_f)
+        best_f, best_t = torch.where(better, f, best_f), torch.where(better, t, best_t)
+        if s == 0:
+            searching = searching & (f < 0)  # first proposal occupied: DVR's d = 0, no hit
+        else:
+            change = searching & (((f_prev < 0) & (f > 0)) | ((f_prev > 0) & (f < 0)))
+            new_hit = change & (f_prev < 0)
+            t_prev = t_lo + (s - 1) / (ns - 1) * (t_hi - t_lo)
+            t0, f0 = torch.where(new_hit, t_prev, t0), torch.where(new_hit, f_prev, f0)
+            t1, f1 = torch.where(new_hit, t, t1), torch.where(new_hit, f, f1)
+            hit |= new_hit
+            searching = searching & ~change
+        f_prev = torch.where(searching, f, f_prev)
+    t_hit = best_t.clone()
+    sel = hit.nonzero()[:, 0]
+    if len(sel):
+        t_hit[sel] = refine_bracket(ev, o[sel], d[sel], t0[sel], f0[sel], t1[sel], f1[sel], cfg.n_secant_steps,
+                                    cfg.method)  # fmt: skip
+    return hit, t_hit, best_t
+
+
+MARCHERS = {"idr": _trace_idr, "dist": _trace_dist, "dvr": _trace_dvr}  # Marcher.name -> twin algorithm
 
 
 class _Evaluator:
