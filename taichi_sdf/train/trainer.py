@@ -198,7 +198,7 @@ class Trainer:
             return None
         keys = [k for k in self._pending[-1] if isinstance(self._pending[-1][k], (int, float))]
         rows, self._pending = self._pending, []
-        return {"iteration": self.iteration, **{k: float(np.nanmean([r.get(k, math.nan) for r in rows])) for k in keys}}
+        return {"iteration": self.iteration, **{k: _nanmean([r.get(k, math.nan) for r in rows]) for k in keys}}
 
     # -- run folder -----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -366,6 +366,12 @@ class Trainer:
         self.message(f"{what} ...")
         yield
         self.message(f"{what}: done ({time.time() - t0:.1f} s)")
+
+
+def _nanmean(values: list[float]) -> float:
+    """`np.nanmean` without its warning when every value is NaN (a PSNR on steps that hit nothing): NaN."""
+    kept = [v for v in values if not math.isnan(v)]
+    return float(np.mean(kept)) if kept else math.nan
 
 
 def _numpy_state() -> tuple:
