@@ -1,4 +1,5 @@
 """python -m apps.dvr [--config configs/dvr/cpu.yaml] [key=value ...] [--resume | --overwrite] [--eval-only]
+   python -m apps.dvr single ...   (single-view reconstruction: python -m apps.dvr single --help)
 
 Trains DVR (multi-view, per scene) on the configured dataset (the built-in CSG dataset when `data.data` is not set), then
 writes renders of held-out views, a turntable, mesh.ply (world units) and metrics.json to `out`.
@@ -29,6 +30,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-only", action="store_true", help="no training: export from the latest checkpoint (required)")
     ap.add_argument("--iterations", type=int, default=None, help="train at most this many iterations now")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["single"]:  # DVR single-view reconstruction
+        from .single import main as single_main
+
+        return single_main(argv[1:])
     if "--config" not in argv:
         argv = ["--config", DEFAULT_PRESET] + argv
     cfg, args = parse_config(DVRConfig, argv, ap)

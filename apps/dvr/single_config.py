@@ -1,0 +1,94 @@
+"""Typed configuration of DVR's single-view reconstruction (`python -m apps.dvr single`); presets in
+configs/dvr/ (`single_view.yaml` cites DVR's `configs/default.yaml` and
+`single_view_reconstruction/multi_view_supervision/ours_combined.yaml`; `single_cpu.yaml` fits 2 CPU
+cores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from taichi_sdf.models.dvr import DVRModelConfig as ModelConfig
+from taichi_sdf.train.config import check
+
+from .config import MarcherConfig, MeshConfig
+
+
+@dataclass
+class SingleDataConfig:
+    """DVR's ShapeNet layout (`<root>/<synset>/<id>/`), or the built-in generated one when `root` is null."""
+
+    root: str | None = None  # a DVR/OccNet ShapeNet folder; null = generate the built-in classes once
+    classes: tuple[str, ...] = ("chair", "table", "airplane")  # class names or synset ids
+    input_folder: str = "img_choy2016"  # DVR img_folder_input
+    input_size: int = 224  # DVR img_size_input
+    instances: int = 40  # built-in: objects per class
+    views: int = 12  # built-in: supervision renders per object (image/, mask/, depth/)
+    size: int = 64  # built-in: render size
+    seed: int = 0  # built-in: shape and camera seed
+
+    def __post_init__(self) -> None:
+        check(self.root is None or self.root.strip() != "", "root", "a dataset folder or null (the built-in one)", self.root)
+        check(len(self.classes) >= 1, "classes", "at least one class", self.classes)
+        for key in ("input_size", "instances", "views", "size"):
+            check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+
+
+@dataclass
+class SingleTrainConfig:  # DVR configs/default.yaml `training` + ours_combined (lambda_depth 10)
+    iterations: int = 300000
+    batch_size: int = 64  # objects per step, one random supervision view each
+    pixels: int = 1024  # n_training_points per image
+    lr: float = 1e-4
+    lr_milestones: tuple[int, ...] = (750, 1000)  # epochs over the training objects (DVR scheduler_milestones)
+    lr_factor: float = 0.5
+    rgb_weight: float = 1.0  # lambda_rgb
+    depth_weight: float = 10.0  # lambda_depth (ours_combined; 0 = RGB only, "ours_rgb")
+    normal_weight: float = 0.05  # lambda_normal
+    freespace_weight: float = 1.0  # lambda_freespace
+    occupied_weight: float = 1.0  # lambda_occupied
+    checkpoint_every: int = 1000  # iterations
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "batch_size", "pixels", "checkpoint_every", "log_every"):
+            check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        for key in ("lr", "lr_factor"):
+            check(getattr(self, key) > 0, key, "> 0", getattr(self, key))
+        for key in ("rgb_weight", "depth_weight", "normal_weight", "freespace_weight", "occupied_weight"):
+            check(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        check(all(m >= 0 for m in self.lr_milestones), "lr_milestones", "epochs >= 0", self.lr_milestones)
+
+
+@dataclass
+class SingleEvalConfig:  # DVR/OccNet eval_meshes.py
+    split: Literal["test", "val", "train"] = "test"
+    max_instances: int = 0  # per class; 0 = all
+    n_points: int = 100000  # points sampled on each predicted mesh
+    fscore_threshold: float = 0.01
+    retrieval_baseline: bool = True  # also score the nearest training object by input image
+
+    def __post_init__(self) -> None:
+        check(self.max_instances >= 0, "max_instances", ">= 0 (0 = all)", self.max_instances)
+        check(self.n_points >= 1, "n_points", ">= 1", self.n_points)
+        check(self.fscore_threshold > 0, "fscore_threshold", "> 0", self.fscore_threshold)
+
+
+@dataclass
+class SingleViewConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)  # DVR: ResNet-18 encoder, c_dim 256, hidden 512
+    marcher: MarcherConfig = field(default_factory=MarcherConfig)
+    train: SingleTrainConfig = field(default_factory=SingleTrainConfig)
+    data: SingleDataConfig = field(default_factory=SingleDataConfig)
+    mesh: MeshConfig = field(default_factory=lambda: MeshConfig(upsampling_steps=3))
+    eval: SingleEvalConfig = field(default_factory=SingleEvalConfig)
+    out: str = "outputs/dvr_single"
+    arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"
+    torch_threads: int = 0  # 0 = auto
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
+        check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
+        check(self.model.c_dim > 0, "model.c_dim", "> 0 with an encoder (single-view DVR conditions on the image)",
+              self.model.c_dim)  # fmt: skip
