@@ -1,9 +1,24 @@
-"""Multi-view datasets: readers and writers of the IDR/DTU and NeRF-synthetic formats."""
+"""Multi-view datasets: readers and writers of the IDR/DTU, NeRF-synthetic and DVR formats."""
 
 from taichi_sdf.data.multiview.base import MultiViewDataset
+from taichi_sdf.data.multiview.dvr import load_dvr, load_dvr_depth, read_dvr_cameras, write_dvr_cameras, write_dvr_scene
 from taichi_sdf.data.multiview.idr import load_idr, save_idr
 from taichi_sdf.data.multiview.nerf import load_nerf, save_nerf
 from taichi_sdf.data.multiview.normalize import estimate_normalization, visual_hull
 from taichi_sdf.data.multiview.synthetic import sphere_dataset
 
-__all__ = ["MultiViewDataset", "load_idr", "save_idr", "load_nerf", "save_nerf", "estimate_normalization", "visual_hull", "sphere_dataset"]
+__all__ = [
+    "MultiViewDataset",
+    "load_idr",
+    "save_idr",
+    "load_nerf",
+    "save_nerf",
+    "load_dvr",
+    "load_dvr_depth",
+    "read_dvr_cameras",
+    "write_dvr_cameras",
+    "write_dvr_scene",
+    "estimate_normalization",
+    "visual_hull",
+    "sphere_dataset",
+]

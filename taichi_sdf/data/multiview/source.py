@@ -1,5 +1,5 @@
-"""Multi-view data for the reconstruction apps: a config section naming a dataset folder (IDR/DTU or
-NeRF layout) or a built-in scene, its loader with the train/test split, and its ground truth."""
+"""Multi-view data for the reconstruction apps: a config section naming a dataset folder (IDR/DTU,
+NeRF or DVR layout) or a built-in scene, its loader with the train/test split, and its ground truth."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from taichi_sdf.data.multiview.base import MultiViewDataset
+from taichi_sdf.data.multiview.dvr import is_dvr_folder, load_dvr
 from taichi_sdf.data.multiview.idr import load_idr
 from taichi_sdf.data.multiview.nerf import load_nerf
 from taichi_sdf.train.config import check
@@ -18,8 +19,8 @@ from taichi_sdf.train.config import check
 class MultiViewDataConfig:
     """Where a multi-view app's images, masks and cameras come from (the `data` section of its config)."""
 
-    data: str | None = None  # IDR/DTU scan or NeRF folder; None = the built-in dataset
-    format: Literal["auto", "idr", "nerf"] = "auto"  # auto: nerf when the folder has transforms_train.json
+    data: str | None = None  # IDR/DTU scan, NeRF or DVR folder; None = the built-in dataset
+    format: Literal["auto", "idr", "nerf", "dvr"] = "auto"  # auto: see detect_format
     scene: str = "csg"  # built-in scene when data is None
     views: int = 48  # built-in dataset size
     size: int = 64  # built-in image width = height
@@ -44,6 +45,15 @@ def builtin_folder(d: MultiViewDataConfig) -> Path:
     return Path("outputs/cache") / f"builtin_{d.scene}_{d.views}v_{d.size}px_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+def detect_format(path: str | Path) -> str:
+    """The layout of a dataset folder: "nerf" with transforms_train.json, "dvr" with image/ and a
+    cameras.npz holding `camera_mat_0`, else "idr" (whose loader reports what is missing)."""
+    path = Path(path)
+    if (path / "transforms_train.json").is_file():
+        return "nerf"
+    return "dvr" if is_dvr_folder(path) else "idr"
+
+
 def load_multiview(d: MultiViewDataConfig) -> MultiViewDataset:
     """The configured dataset; the built-in one is rendered once and cached under outputs/cache/."""
     if d.data is None:
@@ -56,16 +66,16 @@ def load_multiview(d: MultiViewDataConfig) -> MultiViewDataset:
         path, fmt = folder, "idr"
     else:
         path = Path(d.data)
-        fmt = d.format if d.format != "auto" else ("nerf" if (path / "transforms_train.json").is_file() else "idr")
+        fmt = d.format if d.format != "auto" else detect_format(path)
     if fmt == "nerf":
         ds = load_nerf(path)
         if "test" not in ds.splits:
             ds.splits["test"] = list(range(d.test_offset, len(ds), d.test_every))
         ds.splits["train"] = [i for i in range(len(ds)) if i not in ds.splits["test"]]
         return ds
-    if fmt != "idr":
-        raise ValueError(f"data.format: expected auto, idr or nerf, got {fmt!r}")
-    ds = load_idr(path)
+    if fmt not in ("idr", "dvr"):
+        raise ValueError(f"data.format: expected auto, idr, nerf or dvr, got {fmt!r}")
+    ds = load_idr(path) if fmt == "idr" else load_dvr(path)
     splits_file = path / "splits.json"
     test = json.loads(splits_file.read_text())["test"] if splits_file.is_file() else list(range(d.test_offset, len(ds), d.test_every))
     ds.splits = {"train": [i for i in range(len(ds)) if i not in test], "test": test}
