@@ -54,7 +54,9 @@ def main(argv=None) -> dict:
             metrics["wall_seconds_total"] = time.time() - t0
             (trainer.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     print(json.dumps(metrics, indent=2, default=float))
-    trainer.message(f"outputs in {trainer.out}/ (mesh.ply, metrics.json, renders/, turntable.gif, log.csv, log.png, checkpoints/)")
+    trainer.message(
+        f"outputs in {trainer.out}/ (mesh.ply, metrics.json, renders/, turntable.gif, log.csv, log.png, checkpoints/)"
+    )
     return metrics
 
 

@@ -63,7 +63,8 @@ class SingleViewSystem(nn.Module):
                 diag[k].append(dg[k])
         terms = {k: v / B if isinstance(v, torch.Tensor) else torch.zeros((), device=codes.device) for k, v in totals.items()}
         loss = sum(self.weights[k] * terms[k] for k in LOSS_TERMS)
-        return {"loss": loss, **terms, **{k: float(np.nanmean(v)) if k != "evals" else float(sum(v)) for k, v in diag.items()}}
+        mean = lambda v: float(np.mean([x for x in v if not np.isnan(x)])) if any(not np.isnan(x) for x in v) else float("nan")  # noqa: E731
+        return {"loss": loss, **terms, **{k: mean(v) if k != "evals" else float(sum(v)) for k, v in diag.items()}}
 
 
 def builtin_root(cfg: SingleViewConfig) -> Path:
@@ -79,7 +80,7 @@ def load_split(cfg: SingleViewConfig, split: str) -> ShapeNetDataset:
             generate_shapenet_layout(root, classes=tuple(d.classes), n_per_class=d.instances, views=d.views,
                                      input_views=d.views, image_size=d.size, seed=d.seed,
                                      progress=is_main_process())  # fmt: skip
-        return ShapeNetDataset(root, split, d.classes, d.input_folder, d.size, random_view=False, with_depth=True)
+        return ShapeNetDataset(root, split, d.classes, d.input_folder, d.input_size, random_view=False, with_depth=True)
     return ShapeNetDataset(d.root, split, d.classes, d.input_folder, d.input_size, random_view=False, with_depth=True)
 
 
@@ -174,7 +175,9 @@ class SingleViewTrainer(Trainer):
         terms = self.system(self.make_batch())
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}")
+            raise FloatingPointError(
+                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -220,9 +223,8 @@ class SingleViewTrainer(Trainer):
     def export(self, progress: bool = True) -> dict:
         """Meshes of the held-out objects (generation/<synset>/<id>.ply), eval_meshes tables for the
         model and the retrieval baseline, and metrics.json with the per-class means."""
-        from tqdm import tqdm
-
         import trimesh
+        from tqdm import tqdm
 
         e = self.cfg.eval
         ds = load_split(self.cfg, e.split)
@@ -231,7 +233,13 @@ class SingleViewTrainer(Trainer):
         rows, base_rows = [], []
         train_inputs = self.views["inputs"].flatten(0, 1) if e.retrieval_baseline else None  # [N * V, 3, S, S]
         with self.locked():
-            bar = tqdm(ids, desc="dvr-single: generation + eval", unit="object", disable=not (progress and is_main_process()), leave=False)
+            bar = tqdm(
+                ids,
+                desc="dvr-single: generation + eval",
+                unit="object",
+                disable=not (progress and is_main_process()),
+                leave=False,
+            )
             for i in bar:
                 item = ds.get(i, view=0, input_view=0)
                 cls = ds.class_names[item["category"]]
@@ -293,5 +301,7 @@ def main(argv=None) -> dict:
             if is_main_process():
                 atomic_write_bytes(trainer.out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
     print(json.dumps({k: v for k, v in metrics.items()}, indent=2, default=float))
-    trainer.message(f"outputs in {trainer.out}/ (generation/, eval_meshes*.csv/json, metrics.json, log.csv, log.png, checkpoints/)")
+    trainer.message(
+        f"outputs in {trainer.out}/ (generation/, eval_meshes*.csv/json, metrics.json, log.csv, log.png, checkpoints/)"
+    )
     return metrics

@@ -2,10 +2,11 @@
 the batch's rays and returns DVR's loss dict (`im2mesh/dvr/training.py` `compute_loss`), so a
 `DistributedDataParallel` wrapper's forward is the training step's only entry to the parameters.
 
-Frames: the multi-view datasets are normalised so the object lies in the unit sphere; DVR's decoder
-lives in the unit cube [-0.5, 0.5]^3. The system works in `x_dvr = FRAME_SCALE * x_normalised`
-(FRAME_SCALE = 0.5 maps the unit sphere into the cube): ray origins are scaled, directions stay unit,
-so ray distances are scaled by the same factor and every gradient still reaches the camera."""
+Frames: the multi-view datasets are normalised so the object lies in the unit sphere (IDR, NeRF and
+the built-in data) or, for DVR's own folders, in the unit cube [-0.5, 0.5]^3, where DVR's decoder
+lives. The system works in `x_dvr = frame_scale * x_normalised` (`frame_scale(format)`: 0.5 maps the
+unit sphere into the cube, 1 for DVR folders): ray origins are scaled, directions stay unit, so ray
+distances scale by the same factor and every gradient still reaches the camera."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ from taichi_sdf.implicit.normals import central_difference_normals
 from taichi_sdf.implicit.wavefront import march_field
 from taichi_sdf.train import losses
 
-FRAME_SCALE = 0.5  # x_dvr = FRAME_SCALE * x_normalised (unit sphere -> unit cube)
+
+def frame_scale(data_format: str) -> float:
+    """`x_dvr = frame_scale * x_normalised` for a dataset of `data_format` ("idr", "nerf", "dvr")."""
+    return 1.0 if data_format == "dvr" else 0.5  # DVR folders are in the unit cube already; others in the unit sphere
+
+
 NORMAL_NEIGHBOURHOOD = 1e-3  # DVR get_normals h_sample
 
 
@@ -35,11 +41,11 @@ class DVRSystem(nn.Module):
     weighted sum with DVR's "sum" reduction over pixels, one image per batch) and the diagnostics
     {"psnr", "hit_fraction", "mask_accuracy", "evals"} (floats)."""
 
-    def __init__(self, decoder: nn.Module, marcher: DVRMarcher, *, patch_size: int = 2, rgb_weight: float = 1.0,
+    def __init__(self, decoder: nn.Module, marcher: DVRMarcher, *, frame_scale: float = 0.5, patch_size: int = 2, rgb_weight: float = 1.0,
                  image_gradient_weight: float = 1.0, normal_weight: float = 0.1, freespace_weight: float = 1.0,
                  occupied_weight: float = 1.0, always_freespace: bool = True) -> None:  # fmt: skip
         super().__init__()
-        self.decoder, self.marcher, self.patch_size = decoder, marcher, patch_size
+        self.decoder, self.marcher, self.patch_size, self.frame_scale = decoder, marcher, patch_size, frame_scale
         self.always_freespace = always_freespace
         self.weights = {"rgb": rgb_weight, "image_gradient": image_gradient_weight, "normal": normal_weight,
                         "freespace": freespace_weight, "occupied": occupied_weight, "depth": 0.0}  # fmt: skip
@@ -61,7 +67,7 @@ class DVRSystem(nn.Module):
     def rays(self, cam: Camera, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """DVR-frame rays `[n, 3]` (origins, unit directions) through pixel positions `uv [n, 2]`."""
         o, d = cam.pixel_rays(uv[None].contiguous())
-        return o[0] * FRAME_SCALE, d[0]
+        return o[0] * self.frame_scale, d[0]
 
     def trace(self, o: torch.Tensor, d: torch.Tensor, n_steps: int):
         return march_field(self.field, o, d, marcher=with_steps(self.marcher, n_steps), create_graph=False, polish_steps=0)

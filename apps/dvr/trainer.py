@@ -14,7 +14,7 @@ import torch
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
 from taichi_sdf.data.image_io import to_uint8, write_image
-from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
+from taichi_sdf.data.multiview.source import default_ground_truth, detect_format, load_multiview
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
@@ -24,7 +24,7 @@ from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import DVRConfig
-from .system import FRAME_SCALE, DVRSystem
+from .system import DVRSystem, frame_scale
 
 
 class DVRTrainer(Trainer):
@@ -53,7 +53,8 @@ class DVRTrainer(Trainer):
         m, t = cfg.marcher, cfg.train
         marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,
                              depth_range=tuple(m.depth_range))  # fmt: skip
-        self.system = DVRSystem(decoder, marcher, patch_size=p, rgb_weight=t.rgb_weight,
+        fmt = "idr" if cfg.data.data is None else cfg.data.format if cfg.data.format != "auto" else detect_format(cfg.data.data)
+        self.system = DVRSystem(decoder, marcher, frame_scale=frame_scale(fmt), patch_size=p, rgb_weight=t.rgb_weight,
                                 image_gradient_weight=t.image_gradient_weight, normal_weight=t.normal_weight,
                                 freespace_weight=t.freespace_weight, occupied_weight=t.occupied_weight,
                                 always_freespace=t.always_freespace).to(self.device)  # fmt: skip
@@ -121,7 +122,9 @@ class DVRTrainer(Trainer):
         terms = self.system(self.make_batch(i, rows, cols))
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}")
+            raise FloatingPointError(
+                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -148,7 +151,7 @@ class DVRTrainer(Trainer):
         (normalised frame), marched with `n_steps` proposals (default `marcher.render_steps`)."""
         n_steps = n_steps or self.cfg.marcher.render_steps
         o, d = cam.image_rays()
-        o, d = o.reshape(-1, 3) * FRAME_SCALE, d.reshape(-1, 3)
+        o, d = o.reshape(-1, 3) * self.system.frame_scale, d.reshape(-1, 3)
         rgb, normals = torch.zeros_like(o), torch.zeros_like(o)
         hit = torch.zeros(o.shape[0], dtype=torch.bool, device=o.device)
         for s in range(0, o.shape[0], chunk):
@@ -184,7 +187,7 @@ class DVRTrainer(Trainer):
                            seed=self.cfg.seed)  # fmt: skip
         self.decoder.train()
         mesh = res.mesh
-        T = self.data.scale_mat.numpy() @ np.diag([1 / FRAME_SCALE] * 3 + [1.0])
+        T = self.data.scale_mat.numpy() @ np.diag([1 / self.system.frame_scale] * 3 + [1.0])
         mesh.apply_transform(T)
         return mesh, res.num_queries
 
@@ -232,7 +235,9 @@ class DVRTrainer(Trainer):
         fov = math.degrees(2 * math.atan(0.5 * self.data.width / float(self.cams.K[0, 0, 0])))
         dist = float(self.cams.centers.norm(dim=-1).mean())
         orbit = C.orbit_cameras(self.cfg.turntable_frames, dist, 20.0, size, size, fov).to(self.device, torch.float32)
-        bar = tqdm(range(len(orbit)), desc="dvr: turntable", unit="frame", disable=not (progress and is_main_process()), leave=False)
+        bar = tqdm(
+            range(len(orbit)), desc="dvr: turntable", unit="frame", disable=not (progress and is_main_process()), leave=False
+        )
         frames = [to_uint8(self.render(orbit[k])["rgb"]) for k in bar]
         if is_main_process():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ exact resume, clear data errors, and a smoke run that writes every output."""
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
