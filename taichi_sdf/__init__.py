@@ -11,7 +11,8 @@ from taichi_sdf.core.runtime import device, init, is_initialized, sync
 from taichi_sdf.geometry.mesh_sdf import MeshSDF
 from taichi_sdf.implicit.fields import TaichiField, field_gradients, field_values, grid_field
 from taichi_sdf.implicit.implicit_diff import TraceResult
-from taichi_sdf.implicit.marchers import DISTMarcher, IDRMarcher, Marcher
+from taichi_sdf.implicit.marchers import DISTMarcher, DVRMarcher, IDRMarcher, Marcher
+from taichi_sdf.implicit.ray_march import ray_march
 from taichi_sdf.implicit.scenes import make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
 from taichi_sdf.implicit.wavefront import DISTTracer, IDRTracer, march_field, sphere_trace_mlp
@@ -29,7 +30,7 @@ __all__ = [
     "render_mesh", "MeshRenderer", "MeshRender", "sample_texture", "DirectionalLight", "Material",
     "vertex_normals", "face_normals", "sh_irradiance",
     "sphere_trace", "field_values", "field_gradients", "TraceResult",
-    "march_field", "Marcher", "IDRMarcher", "DISTMarcher",
+    "march_field", "Marcher", "IDRMarcher", "DISTMarcher", "DVRMarcher", "ray_march",
     "sphere_trace_mlp", "IDRTracer", "DISTTracer",
     "__version__",
 ]  # fmt: skip
