@@ -69,7 +69,7 @@ class SingleViewSystem(nn.Module):
 
 def builtin_root(cfg: SingleViewConfig) -> Path:
     d = cfg.data
-    return Path("outputs/cache") / f"shapenet_{'_'.join(d.classes)}_{d.instances}i_{d.views}v_{d.size}px_s{d.seed}"
+    return Path("outputs/cache") / f"shapenet_{'_'.join(d.classes)}_{d.views}v_{d.size}px_{d.points}p_s{d.seed}"
 
 
 def load_split(cfg: SingleViewConfig, split: str) -> ShapeNetDataset:
@@ -78,8 +78,8 @@ def load_split(cfg: SingleViewConfig, split: str) -> ShapeNetDataset:
         root = builtin_root(cfg)
         if not (root / "generator.json").is_file() or split == "train":  # resumable: finished objects are skipped
             generate_shapenet_layout(root, classes=tuple(d.classes), n_per_class=d.instances, views=d.views,
-                                     input_views=d.views, image_size=d.size, seed=d.seed,
-                                     progress=is_main_process())  # fmt: skip
+                                     input_views=d.views, image_size=d.size, seed=d.seed, n_pointcloud=d.points,
+                                     n_points=d.points, progress=is_main_process())  # fmt: skip
         return ShapeNetDataset(root, split, d.classes, d.input_folder, d.input_size, random_view=False, with_depth=True)
     return ShapeNetDataset(d.root, split, d.classes, d.input_folder, d.input_size, random_view=False, with_depth=True)
 

@@ -26,11 +26,12 @@ class SingleDataConfig:
     views: int = 12  # built-in: supervision renders per object (image/, mask/, depth/)
     size: int = 64  # built-in: render size
     seed: int = 0  # built-in: shape and camera seed
+    points: int = 100000  # built-in: surface points (pointcloud.npz) and occupancy points (points.npz) per object (OccNet: 100k)
 
     def __post_init__(self) -> None:
         check(self.root is None or self.root.strip() != "", "root", "a dataset folder or null (the built-in one)", self.root)
         check(len(self.classes) >= 1, "classes", "at least one class", self.classes)
-        for key in ("input_size", "instances", "views", "size"):
+        for key in ("input_size", "instances", "views", "size", "points"):
             check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
 
 

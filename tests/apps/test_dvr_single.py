@@ -10,7 +10,7 @@ from apps.dvr.single_config import SingleViewConfig
 from taichi_sdf.train.config import load_config
 
 TINY = [
-    "data.classes=[chair,table]", "data.instances=3", "data.views=2", "data.size=32", "data.input_size=64",
+    "data.classes=[chair,table]", "data.instances=3", "data.views=2", "data.size=32", "data.input_size=64", "data.points=2000",
     "model.hidden_size=16", "model.c_dim=8", "train.batch_size=2", "train.pixels=32", "train.iterations=2",
     "train.log_every=1", "marcher.init_steps=8", "mesh.resolution_0=8", "mesh.upsampling_steps=1",
     "mesh.refinement_steps=2", "eval.n_points=500", "eval.split=test",
