@@ -3,10 +3,13 @@
 sign change of the logit `f - level` (positive inside), then secant or bisection refinement of the
 bracket. Driven by `taichi_sdf.implicit.marchers.dvr`; none of these kernels is differentiated.
 
-Per-ray state (`[N]`): `t_lo`, `t_hi` (the proposal span), `f_prev` (value at the last proposal),
-`best_f`, `best_t` (largest value seen: the point nearest the surface), `state` (below), `steps`
-(points evaluated), and the bracket `b_t0, b_f0, b_t1, b_f1` with `t_pred` (the refined depth).
-Proposal s of n sits at `t_lo + s / (n - 1) * (t_hi - t_lo)` (DVR's `linspace(0, 1, n)` grid).
+Per-ray state (`[N]`): `t_lo`, `t_hi` (the proposal span), `pos` (the last consumed coarse proposal,
+-1 before proposal 0) and `f_prev` (its value), `end`, `f_end` (the coarse end of the candidate
+interval (pos, end) to walk at full resolution next, or -1), `best_f`, `best_t` (largest value
+seen: the point nearest the surface), `state` (below), `steps` (points evaluated), and the bracket
+`b_t0, b_f0, b_t1, b_f1` with `t_pred` (the refined depth). Proposal s of n sits at
+`t_lo + s / (n - 1) * (t_hi - t_lo)` (DVR's `linspace(0, 1, n)` grid); coarse proposals are every
+`stride`-th and the last (stride 1: DVR's exact walk, every interval is a pair of neighbours).
 """
 
 import functools
