@@ -43,7 +43,7 @@ def ray_march(
         field: the occupancy logit and its parameters (see `TaichiField`).
         origins, directions: `[N, 3]` rays, directions unit (may require grad: camera optimisation).
         marcher: the options (`n_steps`, `n_secant_steps`, `method`, `padding`, `depth_range`,
-            `search_outside_cube`; `block_points` does not apply).
+            `search_outside_cube`, `coarse_stride`, `refine_margin`; `block_points` does not apply).
         level: the surface `occ = level` (logit(tau); 0 for tau = 0.5).
 
     Returns:
@@ -65,7 +65,7 @@ def ray_march(
         kernel(origins.detach().contiguous(), directions.detach().contiguous(), field.params.detach(), t0, state, t_min,
                f_min, steps, float(marcher.cube_half), level, float(marcher.depth_range[0]),
                float(marcher.depth_range[1]), int(marcher.search_outside_cube), marcher.n_steps, marcher.n_secant_steps,
-               int(marcher.method == "bisection"))  # fmt: skip
+               int(marcher.method == "bisection"), marcher.coarse_stride, float(marcher.refine_margin))  # fmt: skip
     if torch.isnan(f_min).any():
         raise ValueError(f"field {field.name!r}: the occupancy logit is NaN along {int(torch.isnan(f_min).sum())} rays")
     march = MarchResult(state == 1, t0, t_min, steps)

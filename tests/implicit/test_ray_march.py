@@ -65,10 +65,12 @@ def box_depth(o, d):
 
 class Decoder(torch.nn.Module):
     """A tiny DVR "simple" decoder (fc_p, ResNet-FC blocks, fc_out -> 1 + 3, optional code added before
-    each block) on top of a sphere prior, so a random init has a surface in the cube."""
+    each block) on top of a sphere prior (logit slope `sharpness`), so a random init has a surface in the
+    cube."""
 
-    def __init__(self, hidden=16, blocks=2, c_dim=0, seed=0):
+    def __init__(self, hidden=16, blocks=2, c_dim=0, seed=0, sharpness=8.0):
         super().__init__()
+        self.sharpness = sharpness
         torch.manual_seed(seed)
         self.fc_p = torch.nn.Linear(3, hidden)
         self.fc_c = torch.nn.ModuleList([torch.nn.Linear(c_dim, hidden) for _ in range(blocks)]) if c_dim else None
@@ -84,7 +86,7 @@ class Decoder(torch.nn.Module):
                 h = h + self.fc_c[i](c)
             h = h + block(h)
         out = self.fc_out(torch.relu(h))
-        return torch.cat([out[:, :1] + 8.0 * (0.35 - x.norm(dim=-1, keepdim=True)), out[:, 1:]], 1)
+        return torch.cat([out[:, :1] + self.sharpness * (0.35 - x.norm(dim=-1, keepdim=True)), out[:, 1:]], 1)
 
 
 def test_dvr_marcher_follows_the_protocol():
@@ -132,17 +134,90 @@ def test_decoder_matches_both_twins(device, n_steps, method):
     assert int(r.steps.sum()) == r.marching_evals
 
 
-def test_fused_matches_wavefront_and_twin(device):
+@pytest.mark.parametrize("stride,margin", [(1, 0.0), (4, 1.0)])
+def test_fused_matches_wavefront_and_twin(device, stride, margin):
     _, o, d = rays(torch.float32, device, size=20)
     field = TaichiField(box_occ, torch.tensor([*BOX, SCALE], device=device), twin=lambda x, p: box_fn(x))
-    marcher = DVRMarcher(n_steps=24, block_points=1)  # one proposal per call: the same points as the fused loop
+    # one coarse proposal per call: the same points as the fused loop
+    marcher = DVRMarcher(n_steps=24, block_points=1, coarse_stride=stride, refine_margin=margin)
     rf = ray_march(field, o, d, marcher=marcher)
     rw = march_field(box_fn, o, d, marcher=marcher)
     rt = twin.march_field(box_fn, o, d, marcher=marcher)
-    assert torch.equal(rf.hit, rw.hit) and torch.equal(rf.steps, rw.steps)
-    assert (rf.hit == rt.hit).all()
+    assert torch.equal(rf.hit, rw.hit) and (rf.hit == rt.hit).all()
+    # the fused loop stops inside a refined interval at its crossing; the wavefront evaluates it at once
+    assert torch.equal(rf.steps, rw.steps) if stride == 1 else (rf.steps <= rw.steps).all()
     torch.testing.assert_close(rf.t, rw.t, atol=1e-5, rtol=0)
     torch.testing.assert_close(rf.t_min_sdf, rt.t_min_sdf, atol=1e-6, rtol=0)
+
+
+COARSE = [(16, 4, 8.0), (64, 8, 2.0), (33, 5, 8.0)]  # (n_steps, coarse_stride, refine_margin)
+
+
+@pytest.mark.parametrize("n_steps,stride,margin", COARSE)
+def test_coarse_search_matches_its_twin_and_dvr(device, n_steps, stride, margin):
+    """A decoder as sharp as a fitted one (logits beyond the margin a coarse spacing from the surface;
+    on softer fields the margin makes every interval a candidate: the exact search's points, plus up
+    to stride - 1 past each hit)."""
+    _, o, d = rays(torch.float32, device, size=24)
+    net = Decoder(sharpness=40.0).to(device)
+    coarse = DVRMarcher(n_steps=n_steps, coarse_stride=stride, refine_margin=margin, block_points=256)
+    r = march_field(net, o, d, marcher=coarse, polish_steps=0)
+    rt = twin.march_field(net, o, d, marcher=coarse, polish_steps=0)
+    exact = march_field(net, o, d, marcher=DVRMarcher(n_steps=n_steps, coarse_stride=1, block_points=256),
+                        polish_steps=0)  # fmt: skip
+    orig = original_depth(net, o, d, n_steps=n_steps)
+    assert 0.1 < r.hit.float().mean() < 0.9
+    assert torch.equal(r.hit, rt.hit)
+    torch.testing.assert_close(r.t, rt.t, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.t_min_sdf, rt.t_min_sdf, atol=1e-6, rtol=0)
+    assert (r.hit == orig.mask).float().mean() >= 0.995
+    both = r.hit & orig.mask
+    assert (r.t - orig.d)[both].abs().max() < 1e-4
+    assert r.marching_evals <= exact.marching_evals
+
+
+@pytest.mark.parametrize("margin", [0.0, 3.0])
+def test_coarse_stride_one_is_dvr_exact_search(device, margin):
+    """Stride 1 examines every pair: the twin's coarse-to-fine route gives the exact walk's results, and
+    the kernel spends the exact mode's evaluations whatever the margin."""
+    _, o, d = rays(torch.float64, device, size=16)
+    net = Decoder().to(device, torch.float64)
+    one = DVRMarcher(n_steps=24, coarse_stride=1, refine_margin=margin, block_points=64)
+    ev = lambda x: twin._Evaluator(net)(x)  # noqa: E731
+    hit, t, t_min = twin._trace_dvr_coarse(ev, o, d, one)
+    hit_x, t_x, t_min_x = twin._trace_dvr(ev, o, d, one)
+    assert torch.equal(hit, hit_x) and hit.sum() > 10
+    assert torch.equal(t, t_x) and torch.equal(t_min, t_min_x)
+    r = march_field(net, o, d, marcher=one, polish_steps=0)
+    rx = march_field(net, o, d, marcher=DVRMarcher(n_steps=24, coarse_stride=1, refine_margin=0.0, block_points=64),
+                    polish_steps=0)  # fmt: skip
+    assert torch.equal(r.hit, rx.hit) and torch.equal(r.steps, rx.steps) and torch.equal(r.t, rx.t)
+
+
+def thin_plate_fn(x):
+    """The sphere with a thin square plate (0.02 thick, about one proposal of 64 across the cube) in
+    front of it, union of logits."""
+    plate = torch.stack([0.01 - (x[:, 2] - 0.45).abs(), 0.25 - x[:, 0].abs(), 0.25 - x[:, 1].abs()]).min(0).values
+    return torch.maximum(sphere_fn(x), SCALE * plate)
+
+
+def test_refine_margin_catches_a_thin_plate(device):
+    """Coarse proposals (8 fine spacings apart) straddle the plate without a sign change: with no margin
+    the rays go through it to the sphere (the limit of the coarse search); a margin above the plate's
+    logit half a coarse spacing away (SCALE * (0.01 - 0.08) = -0.7) examines those intervals and finds
+    the plate where DVR does."""
+    _, o, d = rays(torch.float64, device, size=24, eye=(0.05, 0.03, 1.6), fov=40.0)
+    orig = original_depth(thin_plate_fn, o, d, n_steps=64)
+    on_plate = orig.mask & ((o + orig.d[:, None] * d)[:, 2] > 0.43)
+    assert on_plate.sum() > 20  # DVR finds the plate where a proposal lands inside it
+    blind = march_field(thin_plate_fn, o, d, marcher=DVRMarcher(n_steps=64, coarse_stride=8, refine_margin=0.0),
+                        polish_steps=0)  # fmt: skip
+    seen = march_field(thin_plate_fn, o, d, marcher=DVRMarcher(n_steps=64, coarse_stride=8, refine_margin=1.0),
+                       polish_steps=0)  # fmt: skip
+    assert ((blind.t - orig.d)[on_plate & blind.hit].abs() > 0.05).float().mean() > 0.5
+    assert (seen.hit == orig.mask).float().mean() >= 0.995
+    both = seen.hit & orig.mask
+    assert (seen.t - orig.d)[both].abs().max() < 1e-6
 
 
 def test_z_depth_equals_dvr_depth_of_unnormalised_rays(device):
@@ -207,7 +282,7 @@ class _WithFcP(torch.nn.Module):
     def __init__(self, net, weight):
         super().__init__()
         self.net, self.weight = net, weight
-        self.blocks, self.fc_c, self.fc_out = net.blocks, net.fc_c, net.fc_out
+        self.blocks, self.fc_c, self.fc_out, self.sharpness = net.blocks, net.fc_c, net.fc_out, net.sharpness
 
     def fc_p(self, x):
         return torch.nn.functional.linear(x, self.weight, self.net.fc_p.bias)
@@ -353,7 +428,9 @@ def test_level_selects_tau(device):
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"n_steps": 1}, "n_steps"), ({"n_secant_steps": -1}, "n_secant_steps"), ({"method": "newton"}, "method"),
-     ({"padding": -0.1}, "padding"), ({"depth_range": (2.0, 1.0)}, "depth_range"), ({"block_points": 0}, "block_points")],
+     ({"padding": -0.1}, "padding"), ({"depth_range": (2.0, 1.0)}, "depth_range"), ({"block_points": 0}, "block_points"),
+     ({"coarse_stride": 0}, "coarse_stride"), ({"coarse_stride": 2.0}, "coarse_stride"),
+     ({"refine_margin": -1.0}, "refine_margin"), ({"refine_margin": math.nan}, "refine_margin")],
 )  # fmt: skip
 def test_bad_options_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -3,10 +3,13 @@
 sign change of the logit `f - level` (positive inside), then secant or bisection refinement of the
 bracket. Driven by `taichi_sdf.implicit.marchers.dvr`; none of these kernels is differentiated.
 
-Per-ray state (`[N]`): `t_lo`, `t_hi` (the proposal span), `f_prev` (value at the last proposal),
-`best_f`, `best_t` (largest value seen: the point nearest the surface), `state` (below), `steps`
-(points evaluated), and the bracket `b_t0, b_f0, b_t1, b_f1` with `t_pred` (the refined depth).
-Proposal s of n sits at `t_lo + s / (n - 1) * (t_hi - t_lo)` (DVR's `linspace(0, 1, n)` grid).
+Per-ray state (`[N]`): `t_lo`, `t_hi` (the proposal span), `pos` (the last consumed coarse proposal,
+-1 before proposal 0) and `f_prev` (its value), `end`, `f_end` (the coarse end of the candidate
+interval (pos, end) to walk at full resolution next, or -1), `best_f`, `best_t` (largest value
+seen: the point nearest the surface), `state` (below), `steps` (points evaluated), and the bracket
+`b_t0, b_f0, b_t1, b_f1` with `t_pred` (the refined depth). Proposal s of n sits at
+`t_lo + s / (n - 1) * (t_hi - t_lo)` (DVR's `linspace(0, 1, n)` grid); coarse proposals are every
+`stride`-th and the last (stride 1: DVR's exact walk, every interval is a pair of neighbours).
 """
 
 import functools
@@ -32,69 +35,120 @@ def dvr_kernels(dtype: str) -> SimpleNamespace:
         return t_lo[r] + ti.cast(s, f) / ti.cast(n_steps - 1, f) * (t_hi[r] - t_lo[r])
 
     @ti.func
-    def write_block(o: ti.template(), d: ti.template(), t_lo: ti.template(), t_hi: ti.template(), r, m, s0, k, n_steps,
-                    points: ti.template()):  # fmt: skip
-        for j in range(k):
-            t = proposal(t_lo, t_hi, r, s0 + j, n_steps)
-            for c in ti.static(range(3)):
-                points[m * k + j, c] = o[r, c] + t * d[r, c]
+    def wanted(pos: ti.template(), end: ti.template(), r, k, stride, n_steps):
+        """(first fine index, index step, count) of ray r's next proposals: the fine ones inside its
+        candidate interval (pos, end), else its next k coarse ones (proposal 0 alone at the start)."""
+        first, step, cnt = 0, stride, 1
+        if end[r] >= 0:
+            first, step, cnt = pos[r] + 1, 1, end[r] - pos[r] - 1
+        elif pos[r] >= 0:
+            first = ti.min(pos[r] + stride, n_steps - 1)
+            cnt = ti.min(k, (n_steps - 1 - pos[r] + stride - 1) // stride)
+        return first, step, cnt
 
     @ti.kernel
-    def gather_block(o: vec, d: vec, t_lo: arr, t_hi: arr, state: iarr, s0: ti.i32, k: ti.i32, n_steps: ti.i32,
-                     slots: iarr, points: vec, count: iarr):  # fmt: skip
-        """Proposals s0 .. s0 + k - 1 of every searching ray: points [M * k] (ray-major), slots [M]."""
+    def gather(o: vec, d: vec, t_lo: arr, t_hi: arr, state: iarr, pos: iarr, end: iarr, k: ti.i32, stride: ti.i32,
+               n_steps: ti.i32, slots: iarr, offsets: iarr, points: vec, count: iarr):  # fmt: skip
+        """The next proposals of every searching ray (see `wanted`): slots [M] of the rays and offsets
+        [M] of their runs of points (count[0] = M, count[1] = points written)."""
         count[0] = 0
+        count[1] = 0
         for r in range(o.shape[0]):
             if state[r] == SEARCHING:
+                first, step, cnt = wanted(pos, end, r, k, stride, n_steps)
                 m = ti.atomic_add(count[0], 1)
+                off = ti.atomic_add(count[1], cnt)
                 slots[m] = r
-                write_block(o, d, t_lo, t_hi, r, m, s0, k, n_steps, points)
+                offsets[m] = off
+                for j in range(cnt):
+                    t = proposal(t_lo, t_hi, r, ti.min(first + j * step, n_steps - 1), n_steps)
+                    for c in ti.static(range(3)):
+                        points[off + j, c] = o[r, c] + t * d[r, c]
+
+    @ti.func
+    def crossing(fp, v):  # DVR's sign change: a zero is none
+        return (fp < 0.0 and v > 0.0) or (fp > 0.0 and v < 0.0)
 
     @ti.kernel
-    def scan_block(vals: arr, slots: iarr, s0: ti.i32, k: ti.i32, n_steps: ti.i32, o: vec, d: vec, t_lo: arr,
-                   t_hi: arr, f_prev: arr, best_f: arr, best_t: arr, state: iarr, steps: iarr, b_t0: arr,
-                   b_f0: arr, b_t1: arr, b_f1: arr, next_slots: iarr, next_points: vec, count: iarr,
-                   k_next: ti.i32):  # fmt: skip
-        """Walk each ray's block of k values in order: proposal 0 occupied (>= 0) -> INSIDE; the first
-        sign change (v_prev * v < 0) -> HIT with bracket [s - 1, s] when it goes from outside (< 0) to
-        inside, else MISS (DVR's rule); a zero is no sign change. Rays still searching after the block
-        write the next block of `k_next` proposals (when k_next > 0), or become MISS after the last."""
+    def scan(vals: arr, slots: iarr, offsets: iarr, k: ti.i32, stride: ti.i32, n_steps: ti.i32, margin: f,
+             t_lo: arr, t_hi: arr, pos: iarr, end: iarr, f_prev: arr, f_end: arr, best_f: arr, best_t: arr,
+             state: iarr, steps: iarr, b_t0: arr, b_f0: arr, b_t1: arr, b_f1: arr, count: iarr):  # fmt: skip
+        """Consume each ray's run of values in ray order. Coarse values (proposal p after the last
+        consumed coarse proposal a): p = 0 occupied (>= 0) -> INSIDE; a pair of neighbours -> its sign
+        change decides; an interval (a, p) that is a candidate (a sign change, or an end within
+        `margin` of the level) -> refine it next (the rest of the run is dropped). Fine values (the
+        inside of a candidate interval, then its known end value): the first sign change -> HIT with
+        bracket [s - 1, s] when it goes from outside (< 0) to inside, else MISS (DVR's rule); none ->
+        back to coarse proposals after the interval. A ray past the last proposal -> MISS.
+        count[0] = rays still searching."""
         count[0] = 0
         for m in range(slots.shape[0]):
             r = slots[m]
-            fp = f_prev[r]
+            off = offsets[m]
+            first, step, cnt = wanted(pos, end, r, k, stride, n_steps)
             st = SEARCHING
-            for j in range(k):
-                s = s0 + j
-                v = vals[m * k + j]
-                t = proposal(t_lo, t_hi, r, s, n_steps)
-                if v > best_f[r]:
-                    best_f[r] = v
-                    best_t[r] = t
-                if s == 0:
-                    if v >= 0.0:
-                        st = INSIDE
-                        break
-                elif (fp < 0.0 and v > 0.0) or (fp > 0.0 and v < 0.0):
-                    if fp < 0.0:
-                        st = HIT
-                        b_t0[r] = proposal(t_lo, t_hi, r, s - 1, n_steps)
-                        b_f0[r] = fp
-                        b_t1[r] = t
-                        b_f1[r] = v
-                    else:
+            fp = f_prev[r]
+            if end[r] >= 0:  # fine values pos+1 .. end-1, then the end's value (already counted)
+                for j in range(cnt + 1):
+                    s = first + j
+                    v = f_end[r]
+                    if j < cnt:
+                        v = vals[off + j]
+                        if v > best_f[r]:
+                            best_f[r] = v
+                            best_t[r] = proposal(t_lo, t_hi, r, s, n_steps)
+                    if crossing(fp, v):
                         st = MISS
-                    break
-                fp = v
+                        if fp < 0.0:
+                            st = HIT
+                            b_t0[r] = proposal(t_lo, t_hi, r, s - 1, n_steps)
+                            b_f0[r] = fp
+                            b_t1[r] = proposal(t_lo, t_hi, r, s, n_steps)
+                            b_f1[r] = v
+                        break
+                    fp = v
+                if st == SEARCHING:
+                    pos[r] = end[r]
+                    end[r] = -1
+            else:
+                a = pos[r]
+                for j in range(cnt):
+                    s = first + j * step
+                    if s > n_steps - 1:
+                        s = n_steps - 1
+                    v = vals[off + j]
+                    t = proposal(t_lo, t_hi, r, s, n_steps)
+                    if v > best_f[r]:
+                        best_f[r] = v
+                        best_t[r] = t
+                    if s == 0:
+                        if v >= 0.0:
+                            st = INSIDE
+                            break
+                    elif s - a == 1:
+                        if crossing(fp, v):
+                            st = MISS
+                            if fp < 0.0:
+                                st = HIT
+                                b_t0[r] = proposal(t_lo, t_hi, r, a, n_steps)
+                                b_f0[r] = fp
+                                b_t1[r] = t
+                                b_f1[r] = v
+                            break
+                    elif crossing(fp, v) or ti.min(ti.abs(fp), ti.abs(v)) <= margin:
+                        end[r] = s
+                        f_end[r] = v
+                        break
+                    a = s
+                    fp = v
+                pos[r] = a
             f_prev[r] = fp
-            steps[r] += k
-            if st == SEARCHING and s0 + k >= n_steps:
+            steps[r] += cnt
+            if st == SEARCHING and end[r] < 0 and pos[r] >= n_steps - 1:
                 st = MISS
             state[r] = st
-            if st == SEARCHING and k_next > 0:
-                mm = ti.atomic_add(count[0], 1)
-                next_slots[mm] = r
-                write_block(o, d, t_lo, t_hi, r, mm, s0 + k, k_next, n_steps, next_points)
+            if st == SEARCHING:
+                ti.atomic_add(count[0], 1)
 
     @ti.func
     def predict(b_t0: ti.template(), b_f0: ti.template(), b_t1: ti.template(), b_f1: ti.template(), r, bisection):
@@ -134,5 +188,5 @@ def dvr_kernels(dtype: str) -> SimpleNamespace:
             for c in ti.static(range(3)):
                 points[k, c] = o[r, c] + t * d[r, c]
 
-    return SimpleNamespace(gather_block=gather_block, scan_block=scan_block, refine_gather=refine_gather,
+    return SimpleNamespace(gather=gather, scan=scan, refine_gather=refine_gather,
                            refine_step=refine_step)  # fmt: skip

@@ -50,11 +50,30 @@ class DVRMarcher:
     the evaluated proposal with the largest value (nearest the surface of a field positive inside:
     the point a mask loss uses); rays never evaluated report the point nearest the cube's centre.
 
-    The field is evaluated only on rays still searching: a ray stops after its first sign change.
-    Proposals go in blocks: every searching ray gets the next k proposals per call, k = the most
-    that keeps a call near `block_points` points (k = 1 while many rays search; more for the few
-    left, which costs at most k - 1 extra proposals per ray but saves launches). The first block is
-    proposal 0 alone, so rays that start inside cost one point.
+    Search modes. `coarse_stride=1` is DVR's exact search: every proposal in order until the first
+    sign change. The default, `coarse_stride=4`, is coarse-to-fine, an approximation of it that
+    spends far fewer points on rays that cross the cube and miss the object (the bulk of DVR's cost):
+    proposals go first to every `coarse_stride`-th position of DVR's grid (and the last), and along
+    each ray in order, a coarse interval is examined at full resolution (the fine proposals inside
+    it, DVR's positions) when it is a candidate: a sign change of its ends, or an end within
+    `refine_margin` logits of the level (a thin feature that both coarse ends miss). The first fine
+    sign change found ends the ray with DVR's bracket and rule (outside -> inside: a hit, else a
+    miss); an interval without one hands over to the next. Where DVR's proposals see a feature whose
+    values never come within `refine_margin` of the level at a coarse proposal (a sliver thinner than
+    the coarse spacing with a steep logit), the coarse search misses it. The margin is in logits: on
+    a soft field (|logit| < margin across the cube, e.g. early in training) every interval is a
+    candidate and the search costs what the exact one does, plus up to stride - 1 points per hit.
+    Measured on DVR's decoder fitted to a sphere (bench/ray_march.py, 128x128 rays, hidden 128/512,
+    16/128 steps): 99.91-100% of DVR's masks, depths within 1.5e-6, 0.40x (16 steps) and 0.24x
+    (128 steps) of the original's points (exact mode: 0.84x, 0.81x). Hits, brackets and depths are
+    DVR's wherever both find the same interval.
+
+    The field is evaluated only on rays still searching. The first call evaluates proposal 0 alone,
+    so rays that start inside cost one point. The exact search then gives each searching ray its
+    next k proposals per call, k = the most that keeps a call near `block_points` points (k = 1
+    while many rays search; more for the few left, which costs at most k - 1 extra proposals per
+    ray but saves launches); the coarse search takes one coarse proposal (or one candidate
+    interval's fine proposals) per ray and call, so it never drops a value.
 
     Attributes:
         n_steps: proposals per ray (DepthModule `n_steps=[128, 129]`; training schedules 16 -> 32 ->
@@ -69,7 +88,11 @@ class DVRMarcher:
             (DVR's normalisation, and MISE extracts meshes from that box only), so what it can find
             there is an artefact outside the shape, and skipping the rays saves n_steps points on
             each background pixel. True: DVR-faithful.
-        block_points: target points per field call while proposing (see above).
+        block_points: target points per field call while proposing (exact search, see above).
+        coarse_stride: spacing of the coarse proposals in DVR's grid steps; 1: DVR's exact search.
+        refine_margin: logits: a coarse interval with an end value within this of the level is
+            examined at full resolution (0: sign changes only). Larger is closer to the exact search
+            (a field whose logits stay within the margin is searched exactly, at a little more cost).
     """
 
     name: ClassVar[str] = "dvr"
@@ -81,6 +104,8 @@ class DVRMarcher:
     depth_range: tuple[float, float] = (0.0, 2.4)
     search_outside_cube: bool = False
     block_points: int = 8192
+    coarse_stride: int = 4
+    refine_margin: float = 8.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_steps, int) and self.n_steps >= 2):
@@ -96,6 +121,10 @@ class DVRMarcher:
             raise ValueError(f"depth_range: expected (t0, t1) with 0 <= t0 < t1, got {self.depth_range!r}")
         if not (isinstance(self.block_points, int) and self.block_points >= 1):
             raise ValueError(f"block_points: expected an int >= 1, got {self.block_points!r}")
+        if not (isinstance(self.coarse_stride, int) and self.coarse_stride >= 1):
+            raise ValueError(f"coarse_stride: expected an int >= 1, got {self.coarse_stride!r}")
+        if not (math.isfinite(self.refine_margin) and self.refine_margin >= 0):
+            raise ValueError(f"refine_margin: expected a finite float >= 0, got {self.refine_margin!r}")
 
     @property
     def cube_half(self) -> float:
@@ -119,29 +148,32 @@ def _march(c, k, ev, o, d, cfg: DVRMarcher) -> MarchResult:
         out = state != SEARCHING
         t_lo[out], t_hi[out] = cfg.depth_range
         state[out] = SEARCHING
-    f_prev = o.new_zeros(n)
+    f_prev, f_end = o.new_zeros(n), o.new_zeros(n)
+    pos = torch.full((n,), -1, dtype=torch.int32, device=dev)  # last consumed coarse proposal (-1: none)
+    end = torch.full((n,), -1, dtype=torch.int32, device=dev)  # candidate interval (pos, end) to refine, or -1
     best_f = torch.full((n,), -math.inf, dtype=o.dtype, device=dev)
     best_t = t_close.clone()
     steps = torch.zeros(n, dtype=torch.int32, device=dev)
     bracket = [o.new_zeros(n) for _ in range(4)]  # t0, f0 (outside end), t1, f1 (inside end)
     t_pred = o.new_zeros(n)
-    count = torch.zeros(1, dtype=torch.int32, device=dev)
-    # Proposals in blocks: slots [m] of the searching rays, their points [m * kk, 3] (ray-major).
-    s0, kk = 0, 1
-    slots = torch.empty(n, dtype=torch.int32, device=dev)
-    pts = o.new_empty(n, 3)
-    k.gather_block(o, d, t_lo, t_hi, state, s0, kk, cfg.n_steps, slots, pts, count)
-    m = int(count[0])
+    count = torch.zeros(2, dtype=torch.int32, device=dev)
+    stride, n_coarse = cfg.coarse_stride, -(-(cfg.n_steps - 1) // cfg.coarse_stride) + 1
+    m, kk = n, 1  # searching rays (a bound at the start), coarse proposals per ray in the next call
+    margin = float(cfg.refine_margin)
     while m > 0:
-        vals = ev(pts[: m * kk])
-        remaining = cfg.n_steps - s0 - kk
-        k_next = min(remaining, max(1, -(-cfg.block_points // m))) if remaining > 0 else 0
-        next_slots = torch.empty(m, dtype=torch.int32, device=dev)
-        next_pts = o.new_empty(max(m * k_next, 1), 3)
-        k.scan_block(vals, slots[:m], s0, kk, cfg.n_steps, o, d, t_lo, t_hi, f_prev, best_f, best_t, state, steps,
-                     *bracket, next_slots, next_pts, count, k_next)  # fmt: skip
-        m = int(count[0]) if k_next > 0 else 0
-        s0, kk, slots, pts = s0 + kk, k_next, next_slots, next_pts
+        slots = torch.empty(m, dtype=torch.int32, device=dev)
+        offsets = torch.empty(m, dtype=torch.int32, device=dev)
+        pts = o.new_empty(m * max(kk, stride - 1), 3)
+        k.gather(o, d, t_lo, t_hi, state, pos, end, kk, stride, cfg.n_steps, slots, offsets, pts, count)
+        m, p = count.tolist()
+        if m == 0:
+            break
+        vals = ev(pts[:p])
+        k.scan(vals, slots[:m], offsets[:m], kk, stride, cfg.n_steps, margin, t_lo, t_hi, pos, end, f_prev, f_end,
+               best_f, best_t, state, steps, *bracket, count)  # fmt: skip
+        m = int(count[0])
+        if stride == 1:  # blocks of proposals; the coarse search takes one at a time (no value is dropped)
+            kk = min(n_coarse, max(1, cfg.block_points // max(m, 1)))
     hit = state == HIT
     idx = compact(c, hit.to(torch.int32))
     if len(idx) > 0:

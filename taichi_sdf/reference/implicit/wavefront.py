@@ -242,7 +242,85 @@ def _trace_dvr(ev, o, d, cfg, image_shape=None):
     return hit, t_hit, best_t
 
 
-MARCHERS = {"idr": _trace_idr, "dist": _trace_dist, "dvr": _trace_dvr}  # Marcher.name -> twin algorithm
+def _trace_dvr_coarse(ev, o, d, cfg, image_shape=None):
+    """(hit, t, t_min) of `DVRMarcher`'s coarse-to-fine search (any `coarse_stride`; 1 gives `_trace_dvr`'s
+    results by a different route). Coarse proposals a < b (every `coarse_stride`-th of DVR's grid and the
+    last) are walked in ray order; an interval is examined at full resolution when it is a candidate (a
+    sign change, or an end within `refine_margin` of the level; neighbours always): its first fine sign
+    change ends the ray (a hit when it goes from outside to inside), none moves on to the next interval.
+    `t_min` tracks the values in the kernel's order: each coarse value, then the fine values examined."""
+    n, ns, c = o.shape[0], cfg.n_steps, cfg.coarse_stride
+    t_lo, t_hi, t_close, searching = cube_bounds(o, d, cfg.cube_half)
+    if cfg.search_outside_cube:
+        t_lo = torch.where(searching, t_lo, torch.full_like(t_lo, cfg.depth_range[0]))
+        t_hi = torch.where(searching, t_hi, torch.full_like(t_hi, cfg.depth_range[1]))
+        searching = torch.ones_like(searching)
+    best_f = torch.full((n,), -float("inf"), dtype=o.dtype, device=o.device)
+    best_t = t_close.clone()
+
+    def track(f, t, mask):
+        nonlocal best_f, best_t
+        better = mask & (f > best_f)
+        best_f, best_t = torch.where(better, f, best_f), torch.where(better, t, best_t)
+
+    def at(s, rays=slice(None)):  # proposal index s (int or [M, L]) of the rays -> t
+        w = s / (ns - 1) if isinstance(s, int) else s.to(o.dtype) / (ns - 1)
+        span = t_hi[rays] - t_lo[rays]
+        return t_lo[rays] + w * span if isinstance(s, int) else t_lo[rays, None] + w * span[:, None]
+
+    f_a = ev(o + at(0)[:, None] * d)
+    track(f_a, at(0), searching)
+    searching = searching & (f_a < 0)  # first proposal occupied: DVR's d = 0, no hit
+    hit = torch.zeros_like(searching)
+    t0, f0, t1, f1 = (torch.zeros_like(t_lo) for _ in range(4))
+    coarse = [*range(0, ns - 1, c), ns - 1]
+    for a, b in zip(coarse[:-1], coarse[1:]):
+        if not searching.any():
+            break
+        f_b = ev(o + at(b)[:, None] * d)
+        track(f_b, at(b), searching)
+        crossing = ((f_a < 0) & (f_b > 0)) | ((f_a > 0) & (f_b < 0))
+        near = torch.minimum(f_a.abs(), f_b.abs()) <= cfg.refine_margin
+        rays = (searching & (crossing | near | (b - a == 1))).nonzero()[:, 0]
+        if len(rays):
+            s = torch.arange(a, b + 1, device=o.device).expand(len(rays), -1)  # [M, L + 1]
+            t = at(s, rays)
+            fine = ev((o[rays, None] + t[:, 1:-1, None] * d[rays, None]).reshape(-1, 3)).reshape(len(rays), -1)
+            f = torch.cat([f_a[rays, None], fine, f_b[rays, None]], 1)
+            change = ((f[:, :-1] < 0) & (f[:, 1:] > 0)) | ((f[:, :-1] > 0) & (f[:, 1:] < 0))  # [M, L]
+            found = change.any(1)
+            first = torch.where(found, change.int().argmax(1), torch.full_like(found, b - a, dtype=torch.long))
+            for i in range(1, b - a):  # fine value i is examined unless a sign change came before it
+                sub = torch.zeros_like(searching)
+                sub[rays] = first >= i - 1
+                ft, tt = torch.zeros_like(best_f), torch.zeros_like(best_t)
+                ft[rays], tt[rays] = f[:, i], t[:, i]
+                track(ft, tt, sub)
+            rows = torch.arange(len(rays), device=o.device)
+            j = first.clamp_max(b - a - 1)
+            new_hit = found & (f[rows, j] < 0)
+            sel = rays[new_hit]
+            t0[sel], f0[sel] = t[rows, j][new_hit], f[rows, j][new_hit]
+            t1[sel], f1[sel] = t[rows, j + 1][new_hit], f[rows, j + 1][new_hit]
+            hit[sel] = True
+            searching[rays[found]] = False
+        f_a = torch.where(searching, f_b, f_a)
+    t_hit = best_t.clone()
+    sel = hit.nonzero()[:, 0]
+    if len(sel):
+        t_hit[sel] = refine_bracket(ev, o[sel], d[sel], t0[sel], f0[sel], t1[sel], f1[sel], cfg.n_secant_steps,
+                                    cfg.method)  # fmt: skip
+    return hit, t_hit, best_t
+
+
+def _trace_dvr_any(ev, o, d, cfg, image_shape=None):
+    """`DVRMarcher`'s search: DVR's exact one (`coarse_stride` 1) or the coarse-to-fine one."""
+    if getattr(cfg, "coarse_stride", 1) == 1:
+        return _trace_dvr(ev, o, d, cfg, image_shape)
+    return _trace_dvr_coarse(ev, o, d, cfg, image_shape)
+
+
+MARCHERS = {"idr": _trace_idr, "dist": _trace_dist, "dvr": _trace_dvr_any}  # Marcher.name -> twin algorithm
 
 
 class _Evaluator:
