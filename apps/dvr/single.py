@@ -103,7 +103,8 @@ class SingleViewTrainer(Trainer):
         decoder, encoder = build_dvr_networks(cfg.model)
         m, t = cfg.marcher, cfg.train
         marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,
-                             depth_range=tuple(m.depth_range))  # fmt: skip
+                             depth_range=tuple(m.depth_range), coarse_stride=m.coarse_stride,
+                             refine_margin=m.refine_margin)  # fmt: skip
         weights = {"rgb": t.rgb_weight, "image_gradient": 0.0, "normal": t.normal_weight, "freespace": t.freespace_weight,
                    "occupied": t.occupied_weight, "depth": t.depth_weight}  # fmt: skip
         self.system = SingleViewSystem(encoder, decoder, marcher, weights).to(self.device)

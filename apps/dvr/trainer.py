@@ -52,7 +52,8 @@ class DVRTrainer(Trainer):
         decoder, _ = build_dvr_networks(cfg.model)
         m, t = cfg.marcher, cfg.train
         marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,
-                             depth_range=tuple(m.depth_range))  # fmt: skip
+                             depth_range=tuple(m.depth_range), coarse_stride=m.coarse_stride,
+                             refine_margin=m.refine_margin)  # fmt: skip
         fmt = "idr" if cfg.data.data is None else cfg.data.format if cfg.data.format != "auto" else detect_format(cfg.data.data)
         self.system = DVRSystem(decoder, marcher, frame_scale=frame_scale(fmt), patch_size=p, rgb_weight=t.rgb_weight,
                                 image_gradient_weight=t.image_gradient_weight, normal_weight=t.normal_weight,
