@@ -9,9 +9,7 @@ F-score; per class and mean) beside a retrieval baseline (the nearest training o
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -27,9 +25,9 @@ from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.models.dvr import build_dvr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
-from taichi_sdf.train.config import parse_config
+from taichi_sdf.train.cli import train_and_export
 from taichi_sdf.train.metrics import evaluate_occnet, write_eval_tables
-from taichi_sdf.train.trainer import Trainer, exit_on_user_error, is_main_process
+from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .single_config import SingleViewConfig
 from .system import LOSS_TERMS, ray_losses
@@ -275,34 +273,6 @@ class SingleViewTrainer(Trainer):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m apps.dvr single", description=__doc__.split("\n\n")[1].replace("\n", " "))
-    ap.add_argument("--resume", action="store_true", help="continue from out/checkpoints/latest.pt (a new run if none)")
-    ap.add_argument("--overwrite", action="store_true", help="replace the run in out (its checkpoints, log and metrics)")
-    ap.add_argument("--eval-only", action="store_true", help="no training: generate and evaluate from the latest checkpoint")
-    ap.add_argument("--iterations", type=int, default=None, help="train at most this many iterations now")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
-        argv = ["--config", DEFAULT_PRESET] + argv
-    cfg, args = parse_config(SingleViewConfig, argv, ap)
-    if args.resume and args.overwrite:
-        ap.error("--resume and --overwrite exclude each other")
-    mode = "eval" if args.eval_only else "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    t0 = time.time()
-    with exit_on_user_error("dvr single"):
-        trainer = SingleViewTrainer(cfg, mode=mode)
-        with trainer.locked():
-            if not args.eval_only:
-                trainer.train(args.iterations)
-                if trainer.interrupted is not None:
-                    raise SystemExit(128 + trainer.interrupted)
-            train_s = time.time() - t0
-            metrics = trainer.export()
-            metrics["wall_seconds_train"] = train_s
-            metrics["wall_seconds_total"] = time.time() - t0
-            if is_main_process():
-                atomic_write_bytes(trainer.out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
-    print(json.dumps({k: v for k, v in metrics.items()}, indent=2, default=float))
-    trainer.message(
-        f"outputs in {trainer.out}/ (generation/, eval_meshes*.csv/json, metrics.json, log.csv, log.png, checkpoints/)"
-    )
-    return metrics
+    return train_and_export(argv, prog="python -m apps.dvr single", name="dvr single", description=__doc__.split("\n\n")[1].replace("\n", " "),
+                            config_cls=SingleViewConfig, make_trainer=SingleViewTrainer, default_preset=DEFAULT_PRESET,
+                            outputs="generation/, eval_meshes*.csv/json, metrics.json, log.csv, log.png, checkpoints/")  # fmt: skip
