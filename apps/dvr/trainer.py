@@ -4,7 +4,6 @@ ray marcher, MISE meshing and the shared multi-view data loaders."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -12,22 +11,21 @@ import numpy as np
 import torch
 
 import taichi_sdf
-from taichi_sdf.cameras import camera as C
-from taichi_sdf.data.image_io import to_uint8, write_image
 from taichi_sdf.data.multiview.source import default_ground_truth, detect_format, load_multiview
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.models.dvr import build_dvr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
-from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr
+from taichi_sdf.train.metrics import evaluate_mesh
+from taichi_sdf.train.multiview import MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import DVRConfig
 from .system import DVRSystem, frame_scale
 
 
-class DVRTrainer(Trainer):
+class DVRTrainer(MultiViewExport, Trainer):
     """Construct, `step()` repeatedly (or `train()`), then `export()`; checkpoints resume exactly.
     The loss is `self.system(batch)` (a `DVRSystem`)."""
 
@@ -146,37 +144,14 @@ class DVRTrainer(Trainer):
 
     # -- evaluation and export ---------------------------------------------------------------------
 
-    @torch.no_grad()
-    def render(self, cam: C.Camera, n_steps: int | None = None, chunk: int = 8192) -> dict[str, torch.Tensor]:
-        """RGB `[H, W, 3]` in [0, 1] (black background), normal map and hit mask of one camera
-        (normalised frame), marched with `n_steps` proposals (default `marcher.render_steps`)."""
-        n_steps = n_steps or self.cfg.marcher.render_steps
-        o, d = cam.image_rays()
-        o, d = o.reshape(-1, 3) * self.system.frame_scale, d.reshape(-1, 3)
-        rgb, normals = torch.zeros_like(o), torch.zeros_like(o)
-        hit = torch.zeros(o.shape[0], dtype=torch.bool, device=o.device)
-        for s in range(0, o.shape[0], chunk):
-            r = self.system.render_rays(o[s : s + chunk].contiguous(), d[s : s + chunk].contiguous(), n_steps)
-            rgb[s : s + chunk], normals[s : s + chunk], hit[s : s + chunk] = r["rgb"], r["normals"], r["hit"]
-        H, W = cam.height, cam.width
-        return {"rgb": rgb.reshape(H, W, 3), "normals": torch.where(hit[:, None], 0.5 + 0.5 * normals, 0.0).reshape(H, W, 3),
-                "hit": hit.reshape(H, W)}  # fmt: skip
+    render_chunk = 8192
+
+    def render_rays(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Marched with `marcher.render_steps` proposals (DVR renders with 1024)."""
+        return self.system.render_rays(o * self.system.frame_scale, d, self.cfg.marcher.render_steps)
 
     def evaluate_views(self, ids: list[int], write_dir: Path | None = None, progress: bool = False) -> dict[str, float]:
-        from tqdm import tqdm
-
-        psnrs, ious = [], []
-        for i in tqdm(ids, desc="dvr: held-out views", unit="view", disable=not (progress and is_main_process()), leave=False):
-            r = self.render(self.cams[i])
-            gt_mask = self.masks[i]
-            psnrs.append(psnr(r["rgb"].cpu(), self.images[i].cpu(), gt_mask.cpu()) if gt_mask.any() else float("nan"))
-            ious.append(mask_iou(r["hit"].cpu(), gt_mask.cpu()))
-            if write_dir is not None and is_main_process():
-                write_image(write_dir / f"{self.data.names[i]}_rgb.png", r["rgb"])
-                write_image(write_dir / f"{self.data.names[i]}_normals.png", r["normals"])
-                write_image(write_dir / f"{self.data.names[i]}_gt.png", self.images[i])
-        return {"psnr_masked": float(np.nanmean(psnrs)), "mask_iou": float(np.mean(ious)), "views": len(ids),
-                "render_steps": self.cfg.marcher.render_steps}  # fmt: skip
+        return super().evaluate_views(ids, write_dir, progress) | {"render_steps": self.cfg.marcher.render_steps}
 
     def mesh(self, progress: bool = False):
         """MISE mesh of the occupancy field with vertex colours, in world units (DVR frame -> normalised
@@ -227,19 +202,3 @@ class DVRTrainer(Trainer):
             if is_main_process():
                 atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
         return metrics
-
-    def turntable(self, path: Path, progress: bool = False) -> None:
-        import imageio.v3 as iio
-        from tqdm import tqdm
-
-        size = self.cfg.render_size or self.data.width
-        fov = math.degrees(2 * math.atan(0.5 * self.data.width / float(self.cams.K[0, 0, 0])))
-        dist = float(self.cams.centers.norm(dim=-1).mean())
-        orbit = C.orbit_cameras(self.cfg.turntable_frames, dist, 20.0, size, size, fov).to(self.device, torch.float32)
-        bar = tqdm(
-            range(len(orbit)), desc="dvr: turntable", unit="frame", disable=not (progress and is_main_process()), leave=False
-        )
-        frames = [to_uint8(self.render(orbit[k])["rgb"]) for k in bar]
-        if is_main_process():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            iio.imwrite(path, np.stack(frames), duration=80, loop=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -12,20 +11,20 @@ import torch
 
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
-from taichi_sdf.data.image_io import to_uint8, write_image
 from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.models.idr import build_idr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
-from taichi_sdf.train.metrics import evaluate_mesh, mask_iou, psnr
+from taichi_sdf.train.metrics import evaluate_mesh
+from taichi_sdf.train.multiview import MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import IDRConfig
 from .system import IDRSystem
 
 
-class IDRTrainer(Trainer):
+class IDRTrainer(MultiViewExport, Trainer):
     """Construct, `step()` repeatedly (or `train()`), then `export()`; checkpoints resume exactly.
     The loss is `self.system(batch)` (an `IDRSystem`), never the networks' methods."""
 
@@ -119,7 +118,9 @@ class IDRTrainer(Trainer):
         terms = self.losses(i, rows, cols)
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}")
+            raise FloatingPointError(
+                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         if self.pose_optimizer:
             self.pose_optimizer.zero_grad(set_to_none=True)
@@ -154,35 +155,11 @@ class IDRTrainer(Trainer):
 
     # -- evaluation and export ---------------------------------------------------------------------
 
-    @torch.no_grad()
-    def render(self, cam: C.Camera, chunk: int = 4096) -> dict[str, torch.Tensor]:
-        """RGB `[H, W, 3]` in [0, 1] (black background), normal map, hit mask of one camera."""
-        o, d = cam.image_rays()
-        o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-        rgb = torch.zeros_like(o)
-        normals = torch.zeros_like(o)
-        hit = torch.zeros(o.shape[0], dtype=torch.bool, device=o.device)
-        for s in range(0, o.shape[0], chunk):
-            r = self.system.render_rays(o[s : s + chunk], d[s : s + chunk])
-            rgb[s : s + chunk], normals[s : s + chunk], hit[s : s + chunk] = r["rgb"], r["normals"], r["hit"]
-        H, W = cam.height, cam.width
-        return {"rgb": rgb.reshape(H, W, 3), "normals": torch.where(hit[:, None], 0.5 + 0.5 * normals, 0.0).reshape(H, W, 3),
-                "hit": hit.reshape(H, W)}  # fmt: skip
+    def render_rays(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.system.render_rays(o, d)
 
-    def evaluate_views(self, ids: list[int], write_dir: Path | None = None, progress: bool = False) -> dict[str, float]:
-        from tqdm import tqdm
-
-        psnrs, ious = [], []
-        for i in tqdm(ids, desc="idr: held-out views", unit="view", disable=not (progress and is_main_process()), leave=False):
-            r = self.render(self.camera(i))
-            gt_mask = self.masks[i]
-            psnrs.append(psnr(r["rgb"].cpu(), self.images[i].cpu(), gt_mask.cpu()) if gt_mask.any() else float("nan"))
-            ious.append(mask_iou(r["hit"].cpu(), gt_mask.cpu()))
-            if write_dir is not None and is_main_process():
-                write_image(write_dir / f"{self.data.names[i]}_rgb.png", r["rgb"])
-                write_image(write_dir / f"{self.data.names[i]}_normals.png", r["normals"])
-                write_image(write_dir / f"{self.data.names[i]}_gt.png", self.images[i])
-        return {"psnr_masked": float(np.nanmean(psnrs)), "mask_iou": float(np.mean(ious)), "views": len(ids)}
+    def view_camera(self, i: int) -> C.Camera:
+        return self.camera(i)  # refined when train_cameras
 
     def mesh(self, resolution: int | None = None, progress: bool = False):
         """Marching cubes of the SDF, largest component, in world units (via the dataset's scale_mat)."""
@@ -226,17 +203,3 @@ class IDRTrainer(Trainer):
             if is_main_process():
                 atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
         return metrics
-
-    def turntable(self, path: Path, progress: bool = False) -> None:
-        import imageio.v3 as iio
-        from tqdm import tqdm
-
-        size = self.cfg.render_size or self.data.width
-        fov = math.degrees(2 * math.atan(0.5 * self.data.width / float(self.cams.K[0, 0, 0])))
-        dist = float(self.cams.centers.norm(dim=-1).mean())
-        orbit = C.orbit_cameras(self.cfg.turntable_frames, dist, 20.0, size, size, fov).to(self.device, torch.float32)
-        bar = tqdm(range(len(orbit)), desc="idr: turntable", unit="frame", disable=not (progress and is_main_process()), leave=False)
-        frames = [to_uint8(self.render(orbit[k])["rgb"]) for k in bar]
-        if is_main_process():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            iio.imwrite(path, np.stack(frames), duration=80, loop=0)
