@@ -18,14 +18,14 @@ from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.models.dvr import build_dvr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.metrics import evaluate_mesh
-from taichi_sdf.train.multiview import MultiViewExport
+from taichi_sdf.train.multiview import EpochSchedule, MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import DVRConfig
 from .system import DVRSystem, frame_scale
 
 
-class DVRTrainer(MultiViewExport, Trainer):
+class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
     """Construct, `step()` repeatedly (or `train()`), then `export()`; checkpoints resume exactly.
     The loss is `self.system(batch)` (a `DVRSystem`)."""
 
@@ -64,32 +64,13 @@ class DVRTrainer(MultiViewExport, Trainer):
         self.keep_every = 10 * self.checkpoint_interval
         self.start(mode)
 
-    # -- schedule --------------------------------------------------------------------------------
-
-    @property
-    def epoch(self) -> int:
-        return self.iteration // len(self.train_ids)
-
-    @property
-    def total_iterations(self) -> int:
-        return self.cfg.train.epochs * len(self.train_ids)
-
-    @property
-    def checkpoint_interval(self) -> int:
-        return max(1, self.cfg.train.checkpoint_every * len(self.train_ids))
-
-    def checkpoint_due(self) -> bool:
-        return self.iteration % self.checkpoint_interval == 0
+    # -- schedule (epochs, checkpoints and lr milestones: EpochSchedule) ---------------------------
 
     def n_steps(self, iteration: int | None = None) -> int:
         """Proposals per ray at `iteration` (DVR's schedule: init_steps, doubled at each milestone)."""
         it = self.iteration if iteration is None else iteration
         m = self.cfg.marcher
         return m.init_steps * 2 ** sum(it >= s for s in m.step_milestones)
-
-    def lr_scale(self) -> float:
-        t = self.cfg.train
-        return t.lr_factor ** sum(self.epoch >= m for m in t.lr_milestones)
 
     # -- one iteration -----------------------------------------------------------------------------
 

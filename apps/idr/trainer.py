@@ -17,14 +17,14 @@ from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.models.idr import build_idr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.metrics import evaluate_mesh
-from taichi_sdf.train.multiview import MultiViewExport
+from taichi_sdf.train.multiview import EpochSchedule, MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import IDRConfig
 from .system import IDRSystem
 
 
-class IDRTrainer(MultiViewExport, Trainer):
+class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
     """Construct, `step()` repeatedly (or `train()`), then `export()`; checkpoints resume exactly.
     The loss is `self.system(batch)` (an `IDRSystem`), never the networks' methods."""
 
@@ -61,31 +61,12 @@ class IDRTrainer(MultiViewExport, Trainer):
         self.keep_every = 10 * self.checkpoint_interval  # and every 10th checkpoint
         self.start(mode)
 
-    # -- schedule --------------------------------------------------------------------------------
-
-    @property
-    def epoch(self) -> int:
-        return self.iteration // len(self.train_ids)
-
-    @property
-    def total_iterations(self) -> int:
-        return self.cfg.train.epochs * len(self.train_ids)
-
-    @property
-    def checkpoint_interval(self) -> int:
-        return max(1, self.cfg.train.checkpoint_every * len(self.train_ids))
-
-    def checkpoint_due(self) -> bool:
-        return self.iteration % self.checkpoint_interval == 0
+    # -- schedule (epochs, checkpoints and lr milestones: EpochSchedule) ---------------------------
 
     def alpha(self, epoch: int | None = None) -> float:
         e = self.epoch if epoch is None else epoch
         t = self.cfg.train
         return t.alpha * t.alpha_factor ** sum(e >= m for m in t.alpha_milestones)
-
-    def lr_scale(self) -> float:
-        t = self.cfg.train
-        return t.lr_factor ** sum(self.epoch >= m for m in t.lr_milestones)
 
     # -- one iteration -----------------------------------------------------------------------------
 

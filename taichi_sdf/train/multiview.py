@@ -87,3 +87,28 @@ class MultiViewExport:
         if is_main_process():
             path.parent.mkdir(parents=True, exist_ok=True)
             iio.imwrite(path, np.stack(frames), duration=80, loop=0)
+
+
+class EpochSchedule:
+    """Mixin for a `Trainer` of a multi-view app that trains on one image per iteration: an epoch is
+    one pass over `train_ids`, and `cfg.train.epochs`, `checkpoint_every` and `lr_milestones` count
+    epochs (IDR's and DVR's convention); the learning rate is scaled by `lr_factor` at each milestone."""
+
+    @property
+    def epoch(self) -> int:
+        return self.iteration // len(self.train_ids)
+
+    @property
+    def total_iterations(self) -> int:
+        return self.cfg.train.epochs * len(self.train_ids)
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return max(1, self.cfg.train.checkpoint_every * len(self.train_ids))
+
+    def checkpoint_due(self) -> bool:
+        return self.iteration % self.checkpoint_interval == 0
+
+    def lr_scale(self) -> float:
+        t = self.cfg.train
+        return t.lr_factor ** sum(self.epoch >= m for m in t.lr_milestones)
