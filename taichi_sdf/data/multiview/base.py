@@ -42,9 +42,7 @@ class MultiViewDataset:
             raise ValueError(f"cameras: expected {n} cameras, got {len(self.cameras)}")
         H, W = self.images.shape[1:3]
         if (self.cameras.height, self.cameras.width) != (H, W):
-            raise ValueError(
-                f"cameras: image size {self.cameras.width}x{self.cameras.height} differs from the images' {W}x{H}"
-            )
+            raise ValueError(f"cameras: image size {self.cameras.width}x{self.cameras.height} differs from the images' {W}x{H}")
         if tuple(self.scale_mat.shape) != (4, 4):
             raise ValueError(f"scale_mat: expected shape [4, 4], got {list(self.scale_mat.shape)}")
         self.masks = self.masks.bool()

@@ -23,30 +23,9 @@ from taichi_sdf.cameras.camera import Camera, check_rotation
 from taichi_sdf.data.exr import read_depth_exr, write_exr
 from taichi_sdf.data.image_io import read_image, write_image
 from taichi_sdf.data.multiview.base import MultiViewDataset
+from taichi_sdf.data.multiview.idr import list_files, read_matrix
 
 __all__ = ["is_dvr_folder", "load_dvr", "load_dvr_depth", "read_dvr_cameras", "write_dvr_cameras", "write_dvr_scene"]
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
-
-
-def _list_files(folder: Path, exts: tuple[str, ...], what: str) -> list[Path]:
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: {what} folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))
-    if not files:
-        raise ValueError(f"{folder}: no {what} files ({'/'.join(exts)}) found")
-    return files
-
-
-def _matrix(npz, key: str, path: Path) -> np.ndarray:
-    if key not in npz.files:
-        raise ValueError(f"{path}: missing '{key}'")
-    m = np.asarray(npz[key], dtype=np.float64)
-    if m.shape == (3, 4):
-        m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
-    if m.shape != (4, 4) or not np.isfinite(m).all():
-        raise ValueError(f"{path}: '{key}' must be a finite [4, 4] (or [3, 4]) matrix, got shape {list(m.shape)}")
-    return m
 
 
 def is_dvr_folder(folder: str | os.PathLike) -> bool:
@@ -84,9 +63,9 @@ def read_dvr_cameras(path: str | os.PathLike, width: int, height: int, count: in
         raise ValueError(f"{path}: no 'world_mat_i' entries")
     if count is not None and n != count:
         raise ValueError(f"{path}: {n} world_mat_i entries but {count} images")
-    world = np.stack([_matrix(npz, f"world_mat_{i}", path) for i in range(n)])
-    camera = np.stack([_matrix(npz, f"camera_mat_{i}", path) for i in range(n)])
-    scale = np.stack([_matrix(npz, f"scale_mat_{i}", path) if f"scale_mat_{i}" in keys else np.eye(4) for i in range(n)])
+    world = np.stack([read_matrix(npz, f"world_mat_{i}", path) for i in range(n)])
+    camera = np.stack([read_matrix(npz, f"camera_mat_{i}", path) for i in range(n)])
+    scale = np.stack([read_matrix(npz, f"scale_mat_{i}", path) if f"scale_mat_{i}" in keys else np.eye(4) for i in range(n)])
     differs = [i for i in range(n) if not np.allclose(scale[i], scale[0], rtol=1e-9, atol=1e-12)]
     if differs:
         raise ValueError(f"{path}: 'scale_mat_{differs[0]}' differs from 'scale_mat_0'; one object frame per folder is supported")
@@ -119,8 +98,8 @@ def load_dvr(
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: dataset folder not found")
-    images = _list_files(folder / "image", IMAGE_EXTS, "image")
-    masks = _list_files(folder / "mask", IMAGE_EXTS, "mask")
+    images = list_files(folder / "image", "image")
+    masks = list_files(folder / "mask", "mask")
     if len(images) != len(masks):
         raise ValueError(f"{folder}: {len(images)} images in image/ but {len(masks)} masks in mask/")
     rgb, alpha = [], []
@@ -169,7 +148,7 @@ def load_dvr_depth(folder: str | os.PathLike, frame: str = "object", depth_folde
     if frame not in ("object", "world"):
         raise ValueError(f"frame: expected 'object' or 'world', got {frame!r}")
     folder = Path(folder)
-    files = _list_files(folder / depth_folder, (".exr",), "depth")
+    files = list_files(folder / depth_folder, "depth", (".exr",))
     maps = [read_depth_exr(f) for f in files]
     for f, m in zip(files, maps):
         if m.shape != maps[0].shape:
@@ -178,7 +157,7 @@ def load_dvr_depth(folder: str | os.PathLike, frame: str = "object", depth_folde
     if frame == "object":
         cam_path = folder / "cameras.npz"
         with np.load(cam_path) as npz:
-            S = _matrix(npz, "scale_mat_0", cam_path) if "scale_mat_0" in npz.files else np.eye(4)
+            S = read_matrix(npz, "scale_mat_0", cam_path) if "scale_mat_0" in npz.files else np.eye(4)
         depth = depth / similarity_scale(torch.from_numpy(S), f"{cam_path}: scale_mat_0")
     return depth
 

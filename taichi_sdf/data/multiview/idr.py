@@ -20,16 +20,18 @@ from taichi_sdf.data.multiview.base import MultiViewDataset
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
-def _list_images(folder: Path, what: str) -> list[Path]:
+def list_files(folder: Path, what: str, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
+    """The files of `folder` with a suffix in `exts`, sorted; a named error when there is none (the
+    multi-view readers' `image/`, `mask/`, `depth/` folders)."""
     if not folder.is_dir():
         raise ValueError(f"{folder}: {what} folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))
     if not files:
-        raise ValueError(f"{folder}: no {what} files (.png/.jpg) found")
+        raise ValueError(f"{folder}: no {what} files ({'/'.join(exts)}) found")
     return files
 
 
-def _matrix(npz, key: str, path: Path) -> np.ndarray:
+def read_matrix(npz, key: str, path: Path) -> np.ndarray:
     if key not in npz:
         raise ValueError(f"{path}: missing '{key}'")
     m = np.asarray(npz[key], dtype=np.float64)
@@ -62,8 +64,8 @@ def load_idr(
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: dataset folder not found")
-    images = _list_images(folder / "image", "image")
-    masks = _list_images(folder / "mask", "mask")
+    images = list_files(folder / "image", "image")
+    masks = list_files(folder / "mask", "mask")
     if len(images) != len(masks):
         raise ValueError(f"{folder}: {len(images)} images in image/ but {len(masks)} masks in mask/")
     cam_path = folder / cameras_file
@@ -91,9 +93,9 @@ def load_idr(
         rgb.append(img[..., :3] if img.shape[-1] >= 3 else np.repeat(img[..., :1], 3, -1))
         alpha.append(m[..., 0] > mask_threshold)
 
-    world = np.stack([_matrix(npz, f"world_mat_{i}", cam_path) for i in range(n_cams)])
+    world = np.stack([read_matrix(npz, f"world_mat_{i}", cam_path) for i in range(n_cams)])
     scale = np.stack(
-        [_matrix(npz, f"scale_mat_{i}", cam_path) if f"scale_mat_{i}" in keys else np.eye(4) for i in range(n_cams)]
+        [read_matrix(npz, f"scale_mat_{i}", cam_path) if f"scale_mat_{i}" in keys else np.eye(4) for i in range(n_cams)]
     )
     for i in range(n_cams):
         if abs(np.linalg.det(scale[i][:3, :3])) < 1e-12:

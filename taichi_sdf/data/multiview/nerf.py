@@ -127,9 +127,7 @@ def load_nerf(
     )
 
 
-def save_nerf(
-    dataset: MultiViewDataset, folder: str | os.PathLike, splits: dict[str, list[int]] | None = None
-) -> Path:
+def save_nerf(dataset: MultiViewDataset, folder: str | os.PathLike, splits: dict[str, list[int]] | None = None) -> Path:
     """Write `dataset` as a NeRF-synthetic folder (RGBA PNGs, cameras in world units).
 
     The intrinsics must be a centred pinhole with square pixels (what `camera_angle_x` can express);

@@ -77,7 +77,11 @@ def load_multiview(d: MultiViewDataConfig) -> MultiViewDataset:
         raise ValueError(f"data.format: expected auto, idr, nerf or dvr, got {fmt!r}")
     ds = load_idr(path) if fmt == "idr" else load_dvr(path)
     splits_file = path / "splits.json"
-    test = json.loads(splits_file.read_text())["test"] if splits_file.is_file() else list(range(d.test_offset, len(ds), d.test_every))
+    test = (
+        json.loads(splits_file.read_text())["test"]
+        if splits_file.is_file()
+        else list(range(d.test_offset, len(ds), d.test_every))
+    )
     ds.splits = {"train": [i for i in range(len(ds)) if i not in test], "test": test}
     return ds
 
