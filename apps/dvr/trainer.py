@@ -11,13 +11,12 @@ import numpy as np
 import torch
 
 import taichi_sdf
-from taichi_sdf.data.multiview.source import default_ground_truth, detect_format, load_multiview
+from taichi_sdf.data.multiview.source import detect_format, load_multiview
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.models.dvr import build_dvr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
-from taichi_sdf.train.metrics import evaluate_mesh
 from taichi_sdf.train.multiview import EpochSchedule, MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
@@ -165,18 +164,7 @@ class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
                     save_mesh(mesh, out / "mesh.ply")
             metrics["mesh_faces"] = int(len(mesh.faces))
             metrics["mise_queries"] = int(queries)
-            gt, frame = default_ground_truth(self.cfg.data, self.cfg.gt, self.cfg.gt_frame)
-            if gt is not None and Path(gt).is_file() and len(mesh.faces):
-                from taichi_sdf.train.metrics import load_geometry
-
-                with self.phase("geometry metrics"):
-                    S = self.data.scale_mat.numpy()
-                    pred_n = mesh.copy()
-                    pred_n.apply_transform(np.linalg.inv(S))
-                    gt_geom = load_geometry(gt, None if frame == "normalized" else np.linalg.inv(S))
-                    metrics["geometry"] = evaluate_mesh(pred_n, gt_geom, thresholds=(self.cfg.fscore_threshold,))
-                    metrics["geometry"]["frame"] = "normalized (unit sphere)"
-                    metrics["gt"] = gt
+            metrics |= self.geometry_metrics(mesh)
             with self.phase(f"turntable of {self.cfg.turntable_frames} frames"):
                 self.turntable(out / "turntable.gif", progress)
             metrics["export_seconds"] = time.time() - t0

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
-from taichi_sdf.data.multiview.source import default_ground_truth, load_multiview
+from taichi_sdf.data.multiview.source import load_multiview
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.models.idr import build_idr_networks
 from taichi_sdf.train.checkpoint import atomic_write_bytes
-from taichi_sdf.train.metrics import evaluate_mesh
 from taichi_sdf.train.multiview import EpochSchedule, MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
@@ -166,18 +163,7 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
                 if is_main_process():
                     save_mesh(mesh, out / "mesh.ply")
             metrics["mesh_faces"] = int(len(mesh.faces))
-            gt, frame = default_ground_truth(self.cfg.data, self.cfg.gt, self.cfg.gt_frame)
-            if gt is not None and Path(gt).is_file():
-                from taichi_sdf.train.metrics import load_geometry
-
-                with self.phase("geometry metrics"):
-                    S = self.data.scale_mat.numpy()
-                    pred_n = mesh.copy()
-                    pred_n.apply_transform(np.linalg.inv(S))  # metrics in the normalised frame
-                    gt_geom = load_geometry(gt, None if frame == "normalized" else np.linalg.inv(S))
-                    metrics["geometry"] = evaluate_mesh(pred_n, gt_geom, thresholds=(self.cfg.fscore_threshold,))
-                    metrics["geometry"]["frame"] = "normalized (unit sphere)"
-                    metrics["gt"] = gt
+            metrics |= self.geometry_metrics(mesh)
             with self.phase(f"turntable of {self.cfg.turntable_frames} frames"):
                 self.turntable(out / "turntable.gif", progress)
             metrics["export_seconds"] = time.time() - t0

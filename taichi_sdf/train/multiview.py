@@ -12,7 +12,7 @@ import torch
 from taichi_sdf.cameras import camera as C
 from taichi_sdf.data.image_io import to_uint8, write_image
 
-from .metrics import mask_iou, psnr
+from .metrics import evaluate_mesh, load_geometry, mask_iou, psnr
 from .trainer import is_main_process
 
 
@@ -66,6 +66,23 @@ class MultiViewExport:
                 write_image(write_dir / f"{self.data.names[i]}_normals.png", r["normals"])
                 write_image(write_dir / f"{self.data.names[i]}_gt.png", self.images[i])
         return {"psnr_masked": float(np.nanmean(psnrs)), "mask_iou": float(np.mean(ious)), "views": len(ids)}
+
+    def geometry_metrics(self, mesh) -> dict:
+        """{"geometry": Chamfer-L1 / normal consistency / F-score of `mesh` (world units) in the dataset's
+        normalised frame, "gt": path} against the configured ground truth (`cfg.data`, `cfg.gt`,
+        `cfg.gt_frame`, `cfg.fscore_threshold`); {} when there is none or the mesh is empty."""
+        from taichi_sdf.data.multiview.source import default_ground_truth
+
+        gt, frame = default_ground_truth(self.cfg.data, self.cfg.gt, self.cfg.gt_frame)
+        if gt is None or not Path(gt).is_file() or len(mesh.faces) == 0:
+            return {}
+        with self.phase("geometry metrics"):
+            S_inv = np.linalg.inv(self.data.scale_mat.numpy())
+            pred_n = mesh.copy()
+            pred_n.apply_transform(S_inv)  # metrics in the normalised frame
+            gt_geom = load_geometry(gt, None if frame == "normalized" else S_inv)
+            geometry = evaluate_mesh(pred_n, gt_geom, thresholds=(self.cfg.fscore_threshold,))
+        return {"geometry": geometry | {"frame": "normalized (unit sphere)"}, "gt": gt}
 
     def turntable(self, path: Path, progress: bool = False) -> None:
         """A GIF of `cfg.turntable_frames` views orbiting at the cameras' mean distance, 20 degrees up."""
