@@ -73,9 +73,14 @@ class SDFNetwork(nn.Module):
         x = x / x.norm(dim=-1, keepdim=True) * (radius + 0.3 * (torch.rand(n, 1, generator=g) - 0.5))
         z = torch.zeros(n, self.d_latent) if self.d_latent else None
         f = self.forward(x, z)[:, 0]
-        r = x.norm(dim=-1)
-        A = torch.stack([r, torch.ones_like(r)], -1)
-        a, b = torch.linalg.lstsq(A, f[:, None]).solution[:, 0]
+        # Least squares f ~ a r + b in closed form, in float64: LAPACK's threaded lstsq gave results
+        # differing by ulps between runs on a loaded machine (DESIGN section 6).
+        dtype = f.dtype
+        r, f = x.norm(dim=-1).double(), f.double()
+        rc = r - r.mean()
+        a = (rc * (f - f.mean())).sum() / (rc * rc).sum()
+        b = f.mean() - a * r.mean()
+        a, b = a.to(dtype), b.to(dtype)
         last = self.layers[-1]
         # f_new = (f - b) / a - radius; only the SDF row (row 0) of the last layer changes.
         if hasattr(last, "parametrizations"):

@@ -1,7 +1,7 @@
 """Kernels shared by the marchers of torch-callable fields (`taichi_sdf.implicit.marchers`).
 
-A marcher alternates: a kernel proposes points for the active rays (the active set is compacted
-here), torch evaluates the field on them in one batch without gradients, a kernel scatters the
+A marcher alternates: a kernel proposes points for the active rays (the drivers put them in ray
+order before evaluating), torch evaluates the field on them in one batch without gradients, a kernel scatters the
 values back and advances each ray's state. None of these kernels is differentiated.
 
 Index arrays are int32; `t`-like arrays are per-ray `[N]` in the marcher's float type. Each
@@ -20,7 +20,7 @@ _BIG = 1e30  # an unbounded slab
 
 @functools.cache
 def common_kernels(dtype: str) -> SimpleNamespace:
-    """`sphere_bounds`, `cube_bounds`, `compact`, `sample_points` for `dtype` ("f32" | "f64")."""
+    """`sphere_bounds`, `cube_bounds`, `sample_points` for `dtype` ("f32" | "f64")."""
     f = ti_float(dtype)
     vec = ti.types.ndarray(dtype=f, ndim=2)
     arr = ti.types.ndarray(dtype=f, ndim=1)
@@ -69,14 +69,6 @@ def common_kernels(dtype: str) -> SimpleNamespace:
                 t_far[r] = hi
 
     @ti.kernel
-    def compact(flags: iarr, out_idx: iarr, count: iarr):
-        """Indices of the rays with flags != 0 (in any order) and their number in count[0]."""
-        count[0] = 0
-        for r in range(flags.shape[0]):
-            if flags[r] != 0:
-                out_idx[ti.atomic_add(count[0], 1)] = r
-
-    @ti.kernel
     def sample_points(o: vec, d: vec, t_lo: arr, t_hi: arr, idx: iarr, n_samples: ti.i32, points: vec):
         """n_samples uniform points on [t_lo, t_hi] (both ends included) of each ray idx[k]."""
         for k, s in ti.ndrange(idx.shape[0], n_samples):
@@ -86,5 +78,5 @@ def common_kernels(dtype: str) -> SimpleNamespace:
             for c in ti.static(range(3)):
                 points[k * n_samples + s, c] = o[r, c] + t * d[r, c]
 
-    return SimpleNamespace(sphere_bounds=sphere_bounds, cube_bounds=cube_bounds, compact=compact,
+    return SimpleNamespace(sphere_bounds=sphere_bounds, cube_bounds=cube_bounds,
                            sample_points=sample_points)  # fmt: skip

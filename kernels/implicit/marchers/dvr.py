@@ -47,23 +47,27 @@ def dvr_kernels(dtype: str) -> SimpleNamespace:
         return first, step, cnt
 
     @ti.kernel
-    def gather(o: vec, d: vec, t_lo: arr, t_hi: arr, state: iarr, pos: iarr, end: iarr, k: ti.i32, stride: ti.i32,
-               n_steps: ti.i32, slots: iarr, offsets: iarr, points: vec, count: iarr):  # fmt: skip
-        """The next proposals of every searching ray (see `wanted`): slots [M] of the rays and offsets
-        [M] of their runs of points (count[0] = M, count[1] = points written)."""
-        count[0] = 0
-        count[1] = 0
-        for r in range(o.shape[0]):
+    def gather_counts(state: iarr, pos: iarr, end: iarr, k: ti.i32, stride: ti.i32, n_steps: ti.i32, counts: iarr):
+        """counts [N]: how many proposals each ray wants next (see `wanted`; 0 unless searching)."""
+        for r in range(state.shape[0]):
+            counts[r] = 0
             if state[r] == SEARCHING:
                 first, step, cnt = wanted(pos, end, r, k, stride, n_steps)
-                m = ti.atomic_add(count[0], 1)
-                off = ti.atomic_add(count[1], cnt)
-                slots[m] = r
-                offsets[m] = off
-                for j in range(cnt):
-                    t = proposal(t_lo, t_hi, r, ti.min(first + j * step, n_steps - 1), n_steps)
-                    for c in ti.static(range(3)):
-                        points[off + j, c] = o[r, c] + t * d[r, c]
+                counts[r] = cnt
+
+    @ti.kernel
+    def gather(o: vec, d: vec, t_lo: arr, t_hi: arr, pos: iarr, end: iarr, k: ti.i32, stride: ti.i32,
+               n_steps: ti.i32, slots: iarr, offsets: iarr, points: vec):  # fmt: skip
+        """The next proposals of the searching rays `slots [M]` (in ray order), written as runs of
+        points from `offsets [M]` (an exclusive scan of `gather_counts`, so the layout is fixed)."""
+        for m in range(slots.shape[0]):
+            r = slots[m]
+            off = offsets[m]
+            first, step, cnt = wanted(pos, end, r, k, stride, n_steps)
+            for j in range(cnt):
+                t = proposal(t_lo, t_hi, r, ti.min(first + j * step, n_steps - 1), n_steps)
+                for c in ti.static(range(3)):
+                    points[off + j, c] = o[r, c] + t * d[r, c]
 
     @ti.func
     def crossing(fp, v):  # DVR's sign change: a zero is none
@@ -188,5 +192,5 @@ def dvr_kernels(dtype: str) -> SimpleNamespace:
             for c in ti.static(range(3)):
                 points[k, c] = o[r, c] + t * d[r, c]
 
-    return SimpleNamespace(gather=gather, scan=scan, refine_gather=refine_gather,
+    return SimpleNamespace(gather_counts=gather_counts, gather=gather, scan=scan, refine_gather=refine_gather,
                            refine_step=refine_step)  # fmt: skip

@@ -89,12 +89,14 @@ def idr_kernels(dtype: str) -> SimpleNamespace:
             ti.atomic_min(best_f[r], v)
 
     @ti.kernel
-    def idr_scatter_t(vals: arr, slots: iarr, t2: side2, best_f: arr, best_t: arr):
-        """Second pass of `idr_scatter`: the t of the minimum (atomic_min cannot carry it)."""
+    def idr_scatter_t(vals: arr, slots: iarr, t2: side2, f2: side2, best_f: arr, best_t: arr):
+        """Second pass of `idr_scatter`: the t of the minimum (atomic_min cannot carry it). On a tie
+        the start side wins (a fixed rule: both sides of a ray are written in one parallel loop)."""
         for k in range(vals.shape[0]):
             r = slots[k] // 2
-            if vals[k] == best_f[r]:
-                best_t[r] = t2[slots[k] % 2, r]
+            side = slots[k] % 2
+            if vals[k] == best_f[r] and (side == 0 or f2[0, r] != best_f[r]):
+                best_t[r] = t2[side, r]
 
     # -- sampler selection + secant for rays that did not converge -----------------------------------
 

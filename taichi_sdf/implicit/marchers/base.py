@@ -34,7 +34,7 @@ import torch
 
 from taichi_sdf.implicit.implicit_diff import MarchResult
 
-__all__ = ["Marcher", "MarchResult", "FieldEvaluator", "compact", "shifted"]
+__all__ = ["Marcher", "MarchResult", "FieldEvaluator", "compact", "shifted", "sort_gathered"]
 
 
 @runtime_checkable
@@ -97,10 +97,17 @@ def shifted(evaluate: Callable[[torch.Tensor], torch.Tensor], level: float) -> C
     return lambda x: (evaluate(x) - level).contiguous()
 
 
-def compact(c, flags: torch.Tensor) -> torch.Tensor:
-    """int32 indices `[M]` of the rays whose int32 flag `[N]` is non-zero, by the `compact` kernel of
-    `common_kernels` `c`."""
-    idx = torch.empty_like(flags)
-    count = torch.zeros(1, dtype=torch.int32, device=flags.device)
-    c.compact(flags, idx, count)
-    return idx[: int(count[0])]
+def compact(flags: torch.Tensor) -> torch.Tensor:
+    """int32 indices `[M]` of the rays whose flag `[N]` is non-zero, in increasing order (a fixed order:
+    the field's values depend on a point's row in its batch at the ulp level, DESIGN section 6)."""
+    return flags.nonzero().squeeze(1).to(torch.int32)
+
+
+def sort_gathered(slots: torch.Tensor, points: torch.Tensor, m: int) -> None:
+    """Put the first `m` gathered `slots [M]` (unique ints) and their `points [M, 3]` in increasing
+    slot order, in place. Gathers with an atomic slot counter write in a scheduling-dependent order;
+    sorting makes each field batch, and so every value, independent of thread timing."""
+    if m > 1:
+        s, perm = torch.sort(slots[:m])
+        slots[:m] = s
+        points[:m] = points[:m][perm]

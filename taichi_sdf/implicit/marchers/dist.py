@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
-from taichi_sdf.implicit.marchers.base import MarchResult, shifted
+from taichi_sdf.implicit.marchers.base import MarchResult, shifted, sort_gathered
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
 from taichi_sdf.kernels.implicit.marchers.dist import dist_kernels
 
@@ -94,6 +94,7 @@ def _march(c, k, ev, o, d, cfg: DISTMarcher, image_shape):
             if m == 0:
                 break
             a, b = step % 2, 1 - step % 2
+            sort_gathered(slots[a], pts[a], m)
             vals = ev(pts[a][:m])
             k.dist_step_gather(vals, slots[a][:m], oo, dd, t, t_far, active, best_f, best_t, converged, pts[b], slots[b],
                                count, float(cfg.alpha), float(cfg.clamp), float(cfg.eps), int(step + 1 < n_steps))  # fmt: skip

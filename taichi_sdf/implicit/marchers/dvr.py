@@ -160,14 +160,21 @@ def _march(c, k, ev, o, d, cfg: DVRMarcher) -> MarchResult:
     stride, n_coarse = cfg.coarse_stride, -(-(cfg.n_steps - 1) // cfg.coarse_stride) + 1
     m, kk = n, 1  # searching rays (a bound at the start), coarse proposals per ray in the next call
     margin = float(cfg.refine_margin)
+    counts = torch.empty(n, dtype=torch.int32, device=dev)
     while m > 0:
-        slots = torch.empty(m, dtype=torch.int32, device=dev)
-        offsets = torch.empty(m, dtype=torch.int32, device=dev)
-        pts = o.new_empty(m * max(kk, stride - 1), 3)
-        k.gather(o, d, t_lo, t_hi, state, pos, end, kk, stride, cfg.n_steps, slots, offsets, pts, count)
-        m, p = count.tolist()
+        # Proposals in ray order at offsets from a scan (not an atomic counter): each field batch, and
+        # so every value, is then independent of thread timing (DESIGN section 6).
+        k.gather_counts(state, pos, end, kk, stride, cfg.n_steps, counts)
+        slots = compact(state == SEARCHING)  # a ray may want 0 new values (its refined interval's end is known)
+        m = len(slots)
         if m == 0:
             break
+        run = counts[slots.long()]
+        ends = torch.cumsum(run, 0, dtype=torch.int32)
+        offsets = (ends - run).contiguous()
+        p = int(ends[-1])
+        pts = o.new_empty(p, 3)
+        k.gather(o, d, t_lo, t_hi, pos, end, kk, stride, cfg.n_steps, slots, offsets, pts)
         vals = ev(pts[:p])
         k.scan(vals, slots[:m], offsets[:m], kk, stride, cfg.n_steps, margin, t_lo, t_hi, pos, end, f_prev, f_end,
                best_f, best_t, state, steps, *bracket, count)  # fmt: skip
@@ -175,7 +182,7 @@ def _march(c, k, ev, o, d, cfg: DVRMarcher) -> MarchResult:
         if stride == 1:  # blocks of proposals; the coarse search takes one at a time (no value is dropped)
             kk = min(n_coarse, max(1, cfg.block_points // max(m, 1)))
     hit = state == HIT
-    idx = compact(c, hit.to(torch.int32))
+    idx = compact(hit.to(torch.int32))
     if len(idx) > 0:
         bisection = int(cfg.method == "bisection")
         pts = o.new_empty(len(idx), 3)

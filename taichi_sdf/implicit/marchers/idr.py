@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
-from taichi_sdf.implicit.marchers.base import MarchResult, compact, shifted
+from taichi_sdf.implicit.marchers.base import MarchResult, compact, shifted, sort_gathered
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
 from taichi_sdf.kernels.implicit.marchers.idr import idr_kernels
 
@@ -60,9 +60,10 @@ def _march(c, k, ev, o, d, cfg: IDRMarcher):
     def evaluate_gathered() -> int:
         m = int(count[0])
         if m:
+            sort_gathered(slots, points, m)
             vals = ev(points[:m])
             k.idr_scatter(vals, slots[:m], t2, f2, best_f, best_t)
-            k.idr_scatter_t(vals, slots[:m], t2, best_f, best_t)
+            k.idr_scatter_t(vals, slots[:m], t2, f2, best_f, best_t)
         return m
 
     k.idr_gather_all(o, d, t2, unf2, points, slots, count)
@@ -86,7 +87,7 @@ def _march(c, k, ev, o, d, cfg: IDRMarcher):
     hit = (active != 0) & (unf_s == 0) & (t_s < t_e)
     t_hit = t_s.clone()
     # Rays whose front never converged: uniform samples on [t_s, t_e], first sign change + secant.
-    idx = compact(c, unf_s)
+    idx = compact(unf_s)
     if len(idx):
         m, ns = len(idx), cfg.n_steps
         pts = o.new_empty(m * ns, 3)
@@ -107,7 +108,7 @@ def _march(c, k, ev, o, d, cfg: IDRMarcher):
             hit[li] = True
             t_hit[li] = z_pred
     if cfg.min_sdf_samples > 0:
-        idx = compact(c, ((active != 0) & ~hit).int())
+        idx = compact(((active != 0) & ~hit).int())
         if len(idx):
             m, ns = len(idx), cfg.min_sdf_samples
             pts = o.new_empty(m * ns, 3)
