@@ -21,6 +21,14 @@ mask and read B from them (normal_smoothness, whose normals exist only at the ma
     image_gradient_l2   sum_{patch} sum_c ||grad c - grad c_gt|| / B    (2x2 patches, all pixels in mask)
 
 The weights of each DVR configuration are `DVRLossWeights` presets (DVR_WEIGHTS_*).
+
+DIST (`core/utils/loss_utils.py`, `core/inv_optimizer/loss_single.py`) takes one `[H, W]` image per
+term and averages over the pixels each term selects (0 when none is selected):
+
+    dist_depth_l1       mean_{overlap} |z - z_gt|        (overlap: rendered & GT mask & 0 < z_gt < 1e5)
+    dist_normal_cos     mean_{overlap} -cos(n, n_gt)     (overlap: rendered & GT mask & |n| != 0)
+    dist_mask_losses    (mean_{GT \\ rendered} max(s - eps, 0), mean_{rendered \\ GT} max(eps - s, 0))
+    dist_latent_l2      mean z^2                         (s: the ray's min-|SDF| sample value)
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ __all__ = ["rgb_l1", "mask_bce", "eikonal", "clamped_sdf_l1", "latent_l2"]
 __all__ += ["dvr_rgb_l1", "dvr_depth_l1", "dvr_world_depth_l2", "freespace_bce", "occupancy_bce", "normal_smoothness"]
 __all__ += ["image_gradient_l2", "DVRLossWeights", "DVR_WEIGHTS_DEFAULT", "DVR_WEIGHTS_SINGLE_VIEW_COMBINED"]
 __all__ += ["DVR_WEIGHTS_SINGLE_VIEW_DEPTH", "DVR_WEIGHTS_MULTI_VIEW", "DVR_WEIGHTS_MULTI_VIEW_DEPTH"]
+__all__ += ["dist_depth_l1", "dist_normal_cos", "dist_mask_losses", "dist_latent_l2", "DISTLossWeights"]
 
 
 def rgb_l1(
@@ -244,3 +253,90 @@ def image_gradient_l2(
         return torch.stack([v[:, 0, 0] - v[:, 0, 1], v[:, 0, 0] - v[:, 1, 0]], dim=-1)
 
     return (grads(pred) - grads(target)).norm(dim=-1).sum() / b
+
+
+# ----------------------------------------------------------------------------------------- DIST
+
+
+@dataclass(frozen=True)
+class DISTLossWeights:
+    """Weights of DIST's single-view terms (`run_single_shape.py`: depth 10, normal 5, masks 1, latent 1;
+    `run_single_camera.py` uses normal 10)."""
+
+    depth: float = 10.0
+    normal: float = 5.0
+    mask_gt: float = 1.0
+    mask_out: float = 1.0
+    latent: float = 1.0
+
+
+def _check_image(name: str, x: torch.Tensor, shape: tuple, dtype=FLOAT_DTYPES) -> None:
+    check_tensor(name, x, shape=shape, dtype=dtype, device=None, contiguous=False)
+
+
+def _masked_mean(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Mean of `values [M]`, or a 0 that still depends on `like` when M = 0 (DIST's empty-set case)."""
+    return values.mean() if values.numel() else like.sum() * 0.0
+
+
+def dist_depth_l1(
+    depth: torch.Tensor,  # [H, W]
+    mask: torch.Tensor,  # [H, W] bool
+    depth_gt: torch.Tensor,  # [H, W]
+    mask_gt: torch.Tensor,  # [H, W] bool
+) -> torch.Tensor:
+    """DIST's depth loss (`compute_loss_depth`): mean |depth - depth_gt| over the pixels rendered
+    (`mask`) and in the GT silhouette (`mask_gt`) whose GT depth is valid (0 < z < 1e5: sparse depth
+    stores 0 or 1e11 where it has none). Camera z-depth `[H, W]`; 0 when no pixel qualifies."""
+    _check_image("depth", depth, (None, None))
+    shape = tuple(depth.shape)
+    _check_image("depth_gt", depth_gt, shape)
+    _check_image("mask", mask, shape, torch.bool)
+    _check_image("mask_gt", mask_gt, shape, torch.bool)
+    sel = mask & mask_gt & (depth_gt > 0) & (depth_gt < 1e5)
+    return _masked_mean((depth[sel] - depth_gt[sel]).abs(), depth)
+
+
+def dist_normal_cos(
+    normals: torch.Tensor,  # [H, W, 3]
+    mask: torch.Tensor,  # [H, W] bool
+    normals_gt: torch.Tensor,  # [H, W, 3]
+    mask_gt: torch.Tensor,  # [H, W] bool
+) -> torch.Tensor:
+    """DIST's normal loss (`compute_loss_normal`): mean of -cos(n, n_gt) over the overlap of `mask`,
+    `mask_gt` where the rendered normal is non-zero; both normalised (eps 1e-12). Its range is
+    [-1, 1]; -1 is a perfect match. Normals `[H, W, 3]` in one frame (world or camera, the same for both)."""
+    _check_image("normals", normals, (None, None, 3))
+    shape = tuple(normals.shape)
+    _check_image("normals_gt", normals_gt, shape)
+    _check_image("mask", mask, shape[:2], torch.bool)
+    _check_image("mask_gt", mask_gt, shape[:2], torch.bool)
+    sel = mask & mask_gt & (normals.norm(dim=-1) != 0)
+    n = normals[sel] / (normals[sel].norm(dim=-1, keepdim=True) + 1e-12)
+    g = normals_gt[sel] / (normals_gt[sel].norm(dim=-1, keepdim=True) + 1e-12)
+    return _masked_mean(-(n * g).sum(-1), normals)
+
+
+def dist_mask_losses(
+    min_sdf: torch.Tensor,  # [H, W]
+    mask: torch.Tensor,  # [H, W] bool
+    mask_gt: torch.Tensor,  # [H, W] bool
+    eps: float = 5e-5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DIST's two silhouette hinges (`compute_loss_mask`) on `min_sdf [H, W]`, the ray's smallest-|f|
+    sample value (differentiable): (mask_gt, mask_out) = (mean of max(s - eps, 0) over pixels in the
+    GT silhouette but not rendered, mean of max(eps - s, 0) over pixels rendered outside it); each 0
+    when its set is empty. `eps` is the renderer's convergence threshold."""
+    _check_image("min_sdf", min_sdf, (None, None))
+    shape = tuple(min_sdf.shape)
+    _check_image("mask", mask, shape, torch.bool)
+    _check_image("mask_gt", mask_gt, shape, torch.bool)
+    missed, spilled = mask_gt & ~mask, mask & ~mask_gt
+    loss_gt = _masked_mean((min_sdf[missed] - eps).clamp_min(0.0), min_sdf)
+    loss_out = _masked_mean((eps - min_sdf[spilled]).clamp_min(0.0), min_sdf)
+    return loss_gt, loss_out
+
+
+def dist_latent_l2(code: torch.Tensor) -> torch.Tensor:
+    """DIST's code regulariser: mean of the squared entries of `code` (`torch.mean(latent ** 2)`)."""
+    return code.square().mean()
