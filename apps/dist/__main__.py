@@ -54,7 +54,7 @@ def run_mode(mode: str, cfg, tag: str = "", overwrite: bool = False, progress: b
 
     model, shapes, paths, cache = prepare(cfg, progress)
     if mode == "data":
-        print(f"dist: {len(paths)} observation files in {Path(cfg.out) / 'views'}")
+        print(f"dist: {len(paths)} observation files in {paths[0].parent}")
         return {"views": [str(p) for p in paths]}
     section = {"single-shape": "single", "single-camera": "camera", "multi-view": "multi"}[mode]
     run = RunFolder(Path(cfg.out), mode, settings_of(cfg, section), tag, overwrite)

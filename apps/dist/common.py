@@ -40,11 +40,24 @@ def view_losses(
     if "depth" in inputs and w.depth:
         out["depth"] = w.depth * losses.dist_depth_l1(img.depth, img.mask, obs.depth[0], mask_gt)
     if "normal" in inputs and w.normal:
-        out["normal"] = w.normal * losses.dist_normal_cos(img.normal, img.mask, obs.normal[0], mask_gt)
+        n, n_gt = img.normal @ R.transpose(0, 1), obs.normal[0] @ R_obs.transpose(0, 1)
+        out["normal"] = w.normal * losses.dist_normal_cos(n, img.mask, n_gt, mask_gt)
     if "silhouette" in inputs and (w.mask_gt or w.mask_out):
         m_gt, m_out = losses.dist_mask_losses(img.min_sdf, img.mask, mask_gt, eps)
         out["mask_gt"], out["mask_out"] = w.mask_gt * m_gt, w.mask_out * m_out
     return out
+
+
+def camera_rays(K: torch.Tensor, R: torch.Tensor, t: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through the pixel centres of a pinhole camera `K [3, 3]`, world-to-camera `R [3, 3]`, `t [3]`,
+    in torch (differentiable w.r.t. all three): origins, unit directions `[H, W, 3]`."""
+    v, u = torch.meshgrid(torch.arange(height, dtype=K.dtype, device=K.device) + 0.5,
+                          torch.arange(width, dtype=K.dtype, device=K.device) + 0.5, indexing="ij")  # fmt: skip
+    pix = torch.stack([u, v, torch.ones_like(u)], -1)  # [H, W, 3]
+    d = pix @ torch.linalg.inv(K).transpose(0, 1) @ R  # R^T d_cam, as row vectors
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = (-(R.transpose(0, 1) @ t)).expand_as(d)
+    return o.contiguous(), d.contiguous()
 
 
 def initial_code(kind: str, std: float, size: int, fitted: torch.Tensor | None, mean: torch.Tensor, seed: int) -> torch.Tensor:

@@ -126,7 +126,7 @@ class MultiViewConfig:
     mask_gt_weight: float = 1.0
     mask_out_weight: float = 1.0
     latent_weight: float = 1.0
-    depth_threshold: float = 0.01  # consistent-depth test of the warp (normalised units)
+    depth_threshold: float = 0.0316  # consistent-depth test of the warp: DIST (z_proj - z_j)^2 < 0.001, normalised units
     init_std: float = 0.1
     similarity: bool = False  # also fit a Sim(3) world -> shape frame (DIST's real-data mode)
     similarity_noise: float = 0.0  # rough initial similarity: rotation (rad) / translation / log-scale noise

@@ -3,14 +3,15 @@
 silhouette, camera z-depth and world normals, with the cameras, in the decoder's normalised frame.
 Sparse / noisy depth as in the paper's single-view experiments is made from the clean depth.
 
-Layout: `<out>/views/<instance>.npz` with K [V, 3, 3], T_cam_world [V, 4, 4], rgb [V, H, W, 3],
+Layout: `<out>/views/<key>/<instance>.npz` (`key`: size, view count and a digest of the settings, so
+runs with other view settings, e.g. noisy depth, keep their own files) with K [V, 3, 3], T_cam_world [V, 4, 4], rgb [V, H, W, 3],
 mask [V, H, W], depth [V, H, W] (0 where there is none: background, or dropped by `depth_keep`),
-depth_clean, normal [V, H, W, 3] (world, 0 on background); `<out>/views/settings.json` records the
-settings, and files made with other settings are rebuilt (they are derived data).
+depth_clean, normal [V, H, W, 3] (world, 0 on background); `settings.json` there records the settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -91,14 +92,19 @@ def settings_of(vc: ViewsConfig) -> dict:
     return json.loads(json.dumps(config_to_dict(vc)))
 
 
+def views_folder(out: Path, vc: ViewsConfig) -> Path:
+    digest = hashlib.sha1(json.dumps(settings_of(vc), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(out) / "views" / f"{vc.size}px_{vc.views}v_{digest}"
+
+
 def make_observations(shapes: list[HeldOutShape], vc: ViewsConfig, out: Path, progress: bool = True) -> list[Path]:
     """Render every shape's views into `out/views/` (skipping files made with the same settings)."""
     from tqdm import tqdm
 
-    folder = out / "views"
+    settings = settings_of(vc)
+    folder = views_folder(out, vc)
     folder.mkdir(parents=True, exist_ok=True)
     settings_path = folder / "settings.json"
-    settings = settings_of(vc)
     same = settings_path.is_file() and json.loads(settings_path.read_text()) == settings
     paths = []
     for i, shape in enumerate(tqdm(shapes, desc="dist views", unit="shape", disable=not progress, dynamic_ncols=True)):
