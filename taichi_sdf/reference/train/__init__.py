@@ -1,0 +1,1 @@
+"""Twins of taichi_sdf.train ops."""
