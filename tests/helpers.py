@@ -1,7 +1,9 @@
-"""Shared test helpers: compare an op with its torch twin on values and vector-Jacobian products."""
+"""Shared test helpers: compare an op with its torch twin on values and vector-Jacobian products; record
+the points a field is asked for."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -44,3 +46,18 @@ def assert_matches_twin(op, twin, inputs, *, atol, rtol=0.0, seed=0):
     grads_twin = torch.autograd.grad(loss_twin, [x for x in leaves_twin if x.requires_grad])
     for g, gt in zip(grads, grads_twin):
         torch.testing.assert_close(g, gt, atol=atol * 10, rtol=rtol)
+
+
+class Recorder:
+    """Wraps a field; keeps every point it was asked for."""
+
+    def __init__(self, fn):
+        self.fn, self.points = fn, []
+
+    def __call__(self, p):
+        self.points.append(p.detach().clone())
+        return self.fn(p)
+
+    def grid_indices(self, lo, step):  # [K, 3] int64 grid coordinates of every queried point
+        p = torch.cat(self.points).double().numpy()
+        return np.rint((p - lo) / step).astype(np.int64)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import trimesh
 
-__all__ = ["extract_mesh", "save_mesh"]
+__all__ = ["extract_mesh", "grid_marching_cubes", "save_mesh"]
 
 FieldFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -128,6 +128,24 @@ def _evaluate_grid(
     return values.reshape(res, res, res), n_bad, vmin, vmax
 
 
+def grid_marching_cubes(
+    values: np.ndarray, level: float, lo: np.ndarray, step: np.ndarray, inside: Literal["negative", "positive"] = "negative"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes (skimage) of a `[X, Y, Z]` value grid sampled at `lo + ijk * step`.
+
+    Returns vertices `[V, 3]` float64 in field coordinates and faces `[F, 3]` int64 wound so that
+    face normals point out of the object (`inside` as in `extract_mesh`). The grid must cross `level`.
+    """
+    from skimage.measure import marching_cubes
+
+    # skimage's winding with gradient_direction="descent" gives normals along +grad (checked
+    # empirically on skimage 0.26): outward for an SDF, inward for occupancy, hence "ascent" there.
+    direction = "descent" if inside == "negative" else "ascent"
+    verts, faces, _, _ = marching_cubes(values, level=level, gradient_direction=direction)
+    verts = lo + verts.astype(np.float64) * step  # voxel index -> field coordinates
+    return verts, faces.astype(np.int64)
+
+
 def extract_mesh(
     field_fn: FieldFn,
     resolution: int = 256,
@@ -199,15 +217,8 @@ def extract_mesh(
             f"(min value {vmin:.6g}, max value {vmax:.6g}); check level, bound and inside={inside!r}"
         )
 
-    from skimage.measure import marching_cubes
-
-    # skimage's winding with gradient_direction="descent" gives normals along +grad (checked
-    # empirically on skimage 0.26): outward for an SDF, inward for occupancy, hence "ascent" there.
-    direction = "descent" if inside == "negative" else "ascent"
-    verts, faces, _, _ = marching_cubes(values, level=level, gradient_direction=direction)
+    verts, faces = grid_marching_cubes(values, level, lo, step, inside)
     del values
-    verts = lo + verts.astype(np.float64) * step  # voxel index -> field coordinates
-    faces = faces.astype(np.int64)
     if T is not None:
         verts = verts @ T[:3, :3].T + T[:3, 3]
         if np.linalg.det(T[:3, :3]) < 0:

@@ -142,6 +142,18 @@ class _GridField:
         return out
 
 
+def _dense_grid(evaluate: _GridField, n: int) -> np.ndarray:
+    """`evaluate` at every point of the `[n, n, n]` integer grid -> float32 `[n, n, n]` (C order, x, y, z)."""
+    grid = np.empty(n**3, dtype=np.float32)
+    rows = max(1, evaluate.batch // (n * n))  # x-slabs per batch keep the index buffer bounded
+    yz = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
+    for i0 in range(0, n, rows):
+        xs = np.arange(i0, min(i0 + rows, n), dtype=np.int64)
+        ijk = np.concatenate([np.repeat(xs, len(yz))[:, None], np.tile(yz, (len(xs), 1))], axis=1)
+        grid[i0 * n * n : i0 * n * n + len(ijk)] = evaluate(ijk)
+    return grid.reshape(n, n, n)
+
+
 def _mark(flags_pos, flags_neg, ijk: np.ndarray, z: np.ndarray, depth: int, cells: int) -> None:
     """Flag every voxel (at each level < depth) whose closed box holds a point with z >= 0 / z <= 0.
 
@@ -463,13 +475,5 @@ def dense_extract(
     step = (hi - lo) / resolution
     evaluate = _GridField(fn, lo, step, post.level, sign, post.batch_points, post.device)
     t0 = time.perf_counter()
-    n = resolution + 1
-    grid = np.empty(n**3, dtype=np.float32)
-    rows = max(1, post.batch_points // (n * n))  # x-slabs per batch keep the index buffer bounded
-    yz = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
-    for i0 in range(0, n, rows):
-        xs = np.arange(i0, min(i0 + rows, n), dtype=np.int64)
-        ijk = np.concatenate([np.repeat(xs, len(yz))[:, None], np.tile(yz, (len(xs), 1))], axis=1)
-        grid[i0 * n * n : i0 * n * n + len(ijk)] = evaluate(ijk)
-    grid = grid.reshape(n, n, n)
+    grid = _dense_grid(evaluate, resolution + 1)
     return _finish(grid, lo, step, evaluate, 1, time.perf_counter() - t0, post)

@@ -12,6 +12,7 @@ import trimesh
 
 from taichi_sdf.geometry.mise import _marching_cubes, _mise_grid, dense_extract, mise_extract, refine_mesh
 from taichi_sdf.train.metrics import chamfer_distance
+from tests.helpers import Recorder
 
 RADIUS = 0.3
 
@@ -30,21 +31,6 @@ def blobs_logit(p):  # a lumpy field with thin necks and small islands, so late 
     scales = torch.tensor([0.18, 0.12, 0.05, 0.03])
     d2 = ((p[:, None, :] - centres) ** 2).sum(-1)
     return 10.0 * (torch.exp(-d2 / (2 * scales**2)).sum(-1) - 0.5)
-
-
-class Recorder:
-    """Wraps a field; keeps every point it was asked for."""
-
-    def __init__(self, fn):
-        self.fn, self.points = fn, []
-
-    def __call__(self, p):
-        self.points.append(p.detach().clone())
-        return self.fn(p)
-
-    def grid_indices(self, lo, step):  # [K, 3] int64 grid coordinates of every queried point
-        p = torch.cat(self.points).double().numpy()
-        return np.rint((p - lo) / step).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
