@@ -31,11 +31,20 @@ class ViewWeights:
 
 
 def view_losses(
-    img: SDFImage, obs: Observations, w: ViewWeights, eps: float, inputs=("depth", "normal", "silhouette")
+    img: SDFImage,
+    obs: Observations,
+    w: ViewWeights,
+    eps: float,
+    inputs=("depth", "normal", "silhouette"),
+    R: torch.Tensor | None = None,  # [3, 3]
 ) -> dict[str, torch.Tensor]:
     """DIST's single-view terms of one rendered view against observation view 0 of `obs` (weighted;
-    a term whose input is not in `inputs` or whose weight is 0 is left out)."""
+    a term whose input is not in `inputs` or whose weight is 0 is left out). Normals are compared in
+    the camera frame, as DIST does: the rendered ones rotated by `R [3, 3]` (the rendering camera's
+    world-to-camera rotation, default the observation's), the observed ones by the observation's."""
     mask_gt = obs.mask[0]
+    R_obs = obs.cameras.R[0].to(img.normal)
+    R = R_obs if R is None else R
     out: dict[str, torch.Tensor] = {}
     if "depth" in inputs and w.depth:
         out["depth"] = w.depth * losses.dist_depth_l1(img.depth, img.mask, obs.depth[0], mask_gt)

@@ -46,7 +46,9 @@ def errors(T: torch.Tensor, T_gt: torch.Tensor) -> dict[str, float]:
             "center": float(camera_center_error(T, T_gt))}  # fmt: skip
 
 
-def fit_camera(decoder, code: torch.Tensor, obs: Observations, T0: torch.Tensor, cfg: DISTConfig) -> tuple[torch.Tensor, list[dict]]:
+def fit_camera(
+    decoder, code: torch.Tensor, obs: Observations, T0: torch.Tensor, cfg: DISTConfig
+) -> tuple[torch.Tensor, list[dict]]:
     """Fit view 0's pose from `T0 [4, 4]` with the shape `code` fixed; returns (T [4, 4], loss rows)."""
     cc = cfg.camera
     w = ViewWeights(cc.depth_weight, cc.normal_weight, cc.mask_gt_weight, cc.mask_out_weight)
