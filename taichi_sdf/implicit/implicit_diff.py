@@ -46,12 +46,17 @@ class MarchResult:
             (rays that miss the bound: the point closest to its centre).
         steps: int32 field evaluations spent on each ray, or None when the marcher does not count
             them per ray (wavefront marchers count points in total instead).
+        t_buffer: `[N, K]` ray distances of the K samples of smallest |f - level| the loop saw on each
+            ray, ascending in |f - level| (index 0 the minimum), NaN in slots left empty (a ray with
+            fewer than K samples, or none); None when the marcher keeps no buffer. `DISTMarcher(
+            buffer_size=K)` keeps them for DIST's approximate gradient (`implicit.dist_gradient`).
     """
 
     hit: torch.Tensor
     t: torch.Tensor
     t_min: torch.Tensor
     steps: torch.Tensor | None = None
+    t_buffer: torch.Tensor | None = None
 
 
 @dataclass

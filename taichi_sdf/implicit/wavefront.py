@@ -8,7 +8,8 @@ kernels own the per-ray state and the compaction of the active set. Afterwards o
 evaluation at the found points and the implicit-function step (`taichi_sdf.implicit.implicit_diff`)
 give exact first-order gradients w.r.t. everything `fn` depends on (weights, latent codes) and w.r.t.
 the rays (camera poses); normals come from autograd with `create_graph` so eikonal and normal losses
-train the network.
+train the network. `gradient="approximate"` gives `t` (and `points`, normals) DIST's approximate gradient
+instead (`taichi_sdf.implicit.dist_gradient`; needs `DISTMarcher(buffer_size=K > 0)`).
 
 Marchers (defaults from the original code): `IDRMarcher` (lioryariv/idr `ray_tracing.py` with
 `confs/dtu_*.conf` values), `DISTMarcher` (B1ueber2y/DIST-Renderer `SDFRenderer`), `DVRMarcher`
@@ -26,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from taichi_sdf.core.validation import FLOAT_DTYPES, check_finite, check_tensor
+from taichi_sdf.implicit.dist_gradient import approximate_trace_result
 from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (re-exported: former home of these names)
     MarchResult,
     TraceResult,
@@ -56,6 +58,7 @@ def march_field(
     chunk_size: int = 65536,
     create_graph: bool = True,
     polish_steps: int = 1,
+    gradient: str = "implicit",
 ) -> TraceResult:
     """Find the level set `fn = level` along rays with `marcher`, and make differentiable outputs.
 
@@ -71,7 +74,12 @@ def march_field(
         create_graph: keep the graph of the normals (needed for normal/eikonal losses on them).
         polish_steps: guarded Newton steps on the hits before the differentiable step (IDR accepts
             points with f <= eps, including points inside after its line search; the implicit
-            gradient is exact only on the surface).
+            gradient is exact only on the surface). Unused with `gradient="approximate"`.
+        gradient: how `t` and `points` of the hits get their gradient: "implicit" (exact, the
+            implicit-function step) or "approximate" (DIST's `alpha * sum_j d clamp(f(p_j))` over the
+            marcher's sample buffer, with DIST's forward value; `taichi_sdf.implicit.dist_gradient`;
+            needs a marcher that keeps a buffer, `DISTMarcher(buffer_size=K > 0)`, whose `alpha` and
+            `clamp` it uses). `hit`, `min_sdf` and the misses are the same either way.
 
     Returns:
         `TraceResult` (`[N]`, `[N, 3]`); `num_evals` counts every point `fn` was evaluated at,
@@ -91,16 +99,25 @@ def march_field(
 
     if origins.device.type != runtime_device().type:
         raise ValueError(f"origins: expected a tensor on {runtime_device().type} (the device taichi_sdf runs on), got {origins.device}")
+    if gradient not in ("implicit", "approximate"):
+        raise ValueError(f"gradient: expected 'implicit' or 'approximate', got {gradient!r}")
+    if gradient == "approximate" and getattr(marcher, "buffer_size", 0) <= 0:
+        raise ValueError(f"gradient: 'approximate' needs a marcher that keeps DIST's sample buffer "
+                         f"(DISTMarcher(buffer_size=K) with K > 0), got {marcher!r}")  # fmt: skip
     level = float(level)
     ev = FieldEvaluator(fn, chunk_size, origins.dtype)
     o, d = origins.detach().contiguous(), directions.detach().contiguous()
     if o.shape[0] == 0:
         empty = o.new_empty(0)
-        march = MarchResult(torch.zeros(0, dtype=torch.bool, device=o.device), empty, empty)
+        buffer = o.new_empty(0, marcher.buffer_size) if gradient == "approximate" else None
+        march = MarchResult(torch.zeros(0, dtype=torch.bool, device=o.device), empty, empty, t_buffer=buffer)
     else:
         march = marcher.march(ev, o, d, level=level, image_shape=image_shape)
     marching = ev.count
     values_fn, gradients_fn = differentiable_field(ev.values, create_graph)
+    if gradient == "approximate":
+        return approximate_trace_result(values_fn, gradients_fn, origins, directions, march, alpha=marcher.alpha,
+                                        clamp=marcher.clamp, level=level, marching_evals=marching)  # fmt: skip
     return trace_result(values_fn, gradients_fn, origins, directions, march, level=level, polish_steps=polish_steps,
                         marching_evals=marching)  # fmt: skip
 

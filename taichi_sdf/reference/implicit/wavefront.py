@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from taichi_sdf.reference.implicit.implicit_step import Trace, trace_outputs
+from taichi_sdf.reference.implicit import dist_gradient
+from taichi_sdf.reference.implicit.implicit_step import Trace, spatial_gradient, trace_outputs
 from taichi_sdf.reference.implicit.sphere_trace import sphere_bounds
 
 
@@ -130,12 +131,15 @@ def _block_rays(o, d, shape, scale):
 
 
 def _trace_dist(ev, o, d, cfg, image_shape):
-    """(hit, t, t_min) of DIST's algorithm; `ev(points) -> [M]` values of an SDF, `cfg` a `DISTMarcher`."""
+    """(hit, t, t_min, t_buffer) of DIST's algorithm; `ev(points) -> [M]` values of an SDF, `cfg` a
+    `DISTMarcher`. `t_buffer [N, K]` (None when `cfg.buffer_size` K is 0): the K samples of smallest |f|
+    of the final level, from its full per-step record."""
+    f_steps, t_steps = [], []
     scales = cfg.scales if image_shape is not None else (1,)
     steps = cfg.steps_per_scale if image_shape is not None else (-1,)
     budget = cfg.march_steps
     t_prev, prev_shape = None, None
-    for scale, n_steps in zip(scales, steps):
+    for i_scale, (scale, n_steps) in enumerate(zip(scales, steps)):
         if image_shape is not None:
             oo, dd, shape = _block_rays(o, d, image_shape, scale)
         else:
@@ -157,6 +161,9 @@ def _trace_dist(ev, o, d, cfg, image_shape):
             if not active.any():
                 break
             f = ev(oo + t[:, None] * dd)
+            if i_scale == len(scales) - 1:
+                f_steps.append(torch.where(active, f, float("inf")))
+                t_steps.append(t)
             better = active & (f.abs() < best_f.abs())
             best_f, best_t = torch.where(better, f, best_f), torch.where(better, t, best_t)
             conv = active & (f.abs() < cfg.eps)
@@ -168,7 +175,12 @@ def _trace_dist(ev, o, d, cfg, image_shape):
         t_prev, prev_shape = t, shape
     hit = converged & (best_t < t_far)
     best_t = torch.where(torch.isfinite(best_f), best_t, t_close)
-    return hit, best_t.clone(), best_t
+    k = getattr(cfg, "buffer_size", 0)
+    t_buffer = None
+    if k > 0:
+        stack = lambda x: torch.stack(x) if x else o.new_empty(0, o.shape[0])  # noqa: E731
+        t_buffer = dist_gradient.smallest_abs_buffer(stack(f_steps), stack(t_steps), k)
+    return hit, best_t.clone(), best_t, t_buffer
 
 
 def cube_bounds(o, d, half):
@@ -350,14 +362,23 @@ def march_field(
     chunk_size: int = 65536,
     create_graph: bool = True,
     polish_steps: int = 1,
+    gradient: str = "implicit",
 ) -> Trace:
     """Twin of `taichi_sdf.implicit.wavefront.march_field` (same arguments and outputs; `chunk_size` is
-    ignored: the twin evaluates each batch at once)."""
+    ignored: the twin evaluates each batch at once; `num_evals` is not counted for the approximate
+    gradient)."""
     ev = _Evaluator(fn)
     o, d = origins.detach(), directions.detach()
-    hit, t0, t_min = MARCHERS[marcher.name](lambda x: ev(x) - level, o, d, marcher, image_shape)
-    return trace_outputs(ev.values, origins, directions, hit, t0, t_min, level=level, polish_steps=polish_steps,
-                         create_graph=create_graph, marching_evals=ev.count)  # fmt: skip
+    hit, t0, t_min, *buffer = MARCHERS[marcher.name](lambda x: ev(x) - level, o, d, marcher, image_shape)
+    out = trace_outputs(ev.values, origins, directions, hit, t0, t_min, level=level, polish_steps=polish_steps,
+                        create_graph=create_graph, marching_evals=ev.count)  # fmt: skip
+    if gradient == "approximate":  # DIST's t; points and normals follow it
+        out.t = dist_gradient.approximate_depth(ev.values, origins, directions, hit, t_min, buffer[0],
+                                                alpha=marcher.alpha, clamp=marcher.clamp, level=level)  # fmt: skip
+        out.points = origins + out.t[:, None] * directions
+        grad = spatial_gradient(ev.values, out.points, create_graph and torch.is_grad_enabled())
+        out.normals = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return out
 
 
 def sphere_trace_mlp(fn, origins, directions, *, tracer, **kwargs) -> Trace:
