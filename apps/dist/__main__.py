@@ -12,6 +12,8 @@ chairs), whose observations it renders once with the project's rasterizer (`<out
   single-camera   camera pose from a far initialisation with the shape fixed, over a sweep of errors
   multi-view      shape code from a photometric warp loss between views + silhouettes
                   (`multi.similarity=true`: also a Sim(3) from a rough initialisation)
+  texture         a colour decoder + colour codes trained on the training shapes' coloured
+                  surfaces, held-out colour codes fitted from RGB views, a moving-light demo
 
 Outputs in `<out>/<mode>[_<tag>]/`: metrics.json (per shape and mean / median), shapes/*.json (a rerun
 resumes), images/*.png (GT | initial | final). Defaults: configs/dist/cpu.yaml.
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 
 DEFAULT_PRESET = "configs/dist/cpu.yaml"
-MODES = ("data", "single-shape", "single-camera", "multi-view")
+MODES = ("data", "single-shape", "single-camera", "multi-view", "texture")
 
 
 def prepare(cfg, progress: bool):
@@ -42,7 +44,9 @@ def prepare(cfg, progress: bool):
     model = load_shape_model(cfg.shapes, torch.device("cpu"))
     shapes = held_out_shapes(model, cfg.shapes)
     paths = make_observations(shapes, cfg.views, Path(cfg.out), progress=progress)
-    return model, shapes, paths, Path(cfg.out) / "codes" / f"{model.experiment.name}_{model.epoch}"
+    from .common import code_cache
+
+    return model, shapes, paths, code_cache(cfg, model)
 
 
 def run_mode(mode: str, cfg, tag: str = "", overwrite: bool = False, progress: bool = True) -> dict:
@@ -56,8 +60,14 @@ def run_mode(mode: str, cfg, tag: str = "", overwrite: bool = False, progress: b
     if mode == "data":
         print(f"dist: {len(paths)} observation files in {paths[0].parent}")
         return {"views": [str(p) for p in paths]}
-    section = {"single-shape": "single", "single-camera": "camera", "multi-view": "multi"}[mode]
+    section = {"single-shape": "single", "single-camera": "camera", "multi-view": "multi", "texture": "texture"}[mode]
     run = RunFolder(Path(cfg.out), mode, settings_of(cfg, section), tag, overwrite)
+    if mode == "texture":  # its own loop: one colour decoder for all shapes, then per-shape fits
+        from .texture import run_texture
+
+        summary = run_texture(cfg, model, shapes, paths, run.path, progress)
+        print(format_summary(mode, summary, run.path))
+        return summary
     rows = []
     bar = tqdm(list(zip(shapes, paths)), desc=f"dist {mode}", unit="shape", disable=not progress, dynamic_ncols=True)
     for i, (shape, path) in enumerate(bar):
@@ -94,6 +104,13 @@ def summary_of(mode: str, rows: list[dict]) -> dict:
 
 
 def format_summary(mode: str, summary: dict, where: Path) -> str:
+    if mode == "texture":
+        lines = [f"dist texture: {where}", f"{'codes':<14}{'PSNR mask':>10}{'PSNR img':>10}{'L1':>8}   (held-out views, means)"]
+        for key in ("initial", "fitted", "oracle_albedo"):
+            s = summary.get(key)
+            if s:
+                lines.append(f"{key:<14}{s['psnr']:10.2f}{s['psnr_image']:10.2f}{s['l1']:8.4f}")
+        return "\n".join(lines)
     if mode == "single-camera":
         from .single_camera import format_camera
 

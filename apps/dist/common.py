@@ -116,6 +116,11 @@ class RunFolder:
         return p
 
 
+def code_cache(cfg, model) -> Path:
+    """Where the shapes' codes fitted to 3D samples are cached (per DeepSDF experiment and epoch)."""
+    return Path(cfg.out) / "codes" / f"{model.experiment.name}_{model.epoch}"
+
+
 def settings_of(cfg, *sections: str) -> dict:
     d = config_to_dict(cfg)
     return {k: d[k] for k in ("shapes", "views", "render", *sections, "eval", "seed")}

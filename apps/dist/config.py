@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from taichi_sdf.models.texture import ColorDecoderConfig
 from taichi_sdf.train.config import check
 
 
@@ -148,6 +149,47 @@ class EvalConfig:
         check(self.resolution >= 16, "resolution", ">= 16", self.resolution)
 
 
+def _cpu_decoder() -> ColorDecoderConfig:
+    return ColorDecoderConfig(latent_size=16, hidden=128, layers=4, latent_in=(2,), num_frequencies=4, use_shape_code=False)
+
+
+@dataclass
+class TextureConfig:
+    """Colour decoder training, colour-code fitting and the lighting demo (sized for 2 CPU cores; the
+    original's decoder is `ColorDecoderConfig()`, trained on its own renders of ShapeNet textures)."""
+
+    decoder: ColorDecoderConfig = field(default_factory=_cpu_decoder)
+    iterations: int = 1500  # decoder + training codes, Adam
+    shapes_per_batch: int = 16
+    points_per_shape: int = 512  # coloured surface points per shape and iteration
+    max_surface_points: int = 20000  # surface samples kept per training shape
+    lr: float = 2e-3  # decoder
+    code_lr: float = 2e-3  # training colour codes
+    code_init_std: float = 1.0  # N(0, (std / sqrt(latent_size))^2), DeepSDF's CodeInitStdDev
+    code_reg: float = 1e-4  # mean(code^2) weight, DeepSDF's CodeRegularizationLambda
+    fit_views: int = 4  # views that fit a held-out shape's colour code; the others are evaluated
+    fit_iterations: int = 100
+    fit_lr: float = 1e-2
+    fit_code_reg: float = 1e-4
+    demo_frames: int = 36  # light positions of the turntable (0 = no demo; DIST: 180)
+    demo_size: int = 128  # demo image size (pixels)
+    demo_elevation_deg: float = 25.0  # DIST's light elevation
+
+    def __post_init__(self) -> None:
+        check(self.iterations >= 0, "iterations", ">= 0", self.iterations)
+        check(self.shapes_per_batch >= 1, "shapes_per_batch", ">= 1", self.shapes_per_batch)
+        check(self.points_per_shape >= 1, "points_per_shape", ">= 1", self.points_per_shape)
+        check(self.max_surface_points >= 1, "max_surface_points", ">= 1", self.max_surface_points)
+        for key in ("lr", "code_lr", "fit_lr"):
+            check(getattr(self, key) > 0, key, "> 0", getattr(self, key))
+        for key in ("code_init_std", "code_reg", "fit_code_reg"):
+            check(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
+        check(self.fit_views >= 1, "fit_views", ">= 1", self.fit_views)
+        check(self.fit_iterations >= 0, "fit_iterations", ">= 0", self.fit_iterations)
+        check(self.demo_frames >= 0, "demo_frames", ">= 0", self.demo_frames)
+        check(self.demo_size >= 8, "demo_size", ">= 8", self.demo_size)
+
+
 @dataclass
 class DISTConfig:
     shapes: ShapeModelConfig = field(default_factory=ShapeModelConfig)
@@ -156,6 +198,7 @@ class DISTConfig:
     single: ShapeOptimConfig = field(default_factory=ShapeOptimConfig)
     camera: CameraOptimConfig = field(default_factory=CameraOptimConfig)
     multi: MultiViewConfig = field(default_factory=MultiViewConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str = "outputs/dist"
     seed: int = 0

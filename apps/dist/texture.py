@@ -26,7 +26,7 @@ import importlib.util
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,10 +40,12 @@ from taichi_sdf.data.deepsdf import load_normalization, load_surface_samples, no
 from taichi_sdf.data.image_io import write_image
 from taichi_sdf.mesh.shading import DirectionalLight, Material, lambert, phong
 from taichi_sdf.models.deepsdf import LatentCodes
-from taichi_sdf.models.texture import ColorDecoder, ColorDecoderConfig, build_color_decoder
+from taichi_sdf.models.texture import ColorDecoder, build_color_decoder
 from taichi_sdf.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from taichi_sdf.train.config import check, config_to_dict
+from taichi_sdf.train.config import config_to_dict
 
+from .common import code_cache
+from .config import TextureConfig
 from .data import Observations, albedo, load_observations
 from .render import render_sdf
 from .shapes import HeldOutShape, ShapeModel, fitted_code
@@ -51,51 +53,9 @@ from .shapes import HeldOutShape, ShapeModel, fitted_code
 OBSERVATION_LIGHT = DirectionalLight()  # render_mesh's default light: the one the observations are shaded with
 
 
-def _cpu_decoder() -> ColorDecoderConfig:
-    return ColorDecoderConfig(latent_size=16, hidden=128, layers=4, latent_in=(2,), num_frequencies=4, use_shape_code=False)
-
-
-@dataclass
-class TextureConfig:
-    """Colour decoder training, colour-code fitting and the lighting demo (sized for 2 CPU cores; the
-    original's decoder is `ColorDecoderConfig()`, trained on its own renders of ShapeNet textures)."""
-
-    decoder: ColorDecoderConfig = field(default_factory=_cpu_decoder)
-    iterations: int = 1500  # decoder + training codes, Adam
-    shapes_per_batch: int = 16
-    points_per_shape: int = 512  # coloured surface points per shape and iteration
-    max_surface_points: int = 20000  # surface samples kept per training shape
-    lr: float = 2e-3  # decoder
-    code_lr: float = 2e-3  # training colour codes
-    code_init_std: float = 1.0  # N(0, (std / sqrt(latent_size))^2), DeepSDF's CodeInitStdDev
-    code_reg: float = 1e-4  # mean(code^2) weight, DeepSDF's CodeRegularizationLambda
-    fit_views: int = 4  # views that fit a held-out shape's colour code; the others are evaluated
-    fit_iterations: int = 100
-    fit_lr: float = 1e-2
-    fit_code_reg: float = 1e-4
-    demo_frames: int = 36  # light positions of the turntable (0 = no demo; DIST: 180)
-    demo_size: int = 128  # demo image size (pixels)
-    demo_elevation_deg: float = 25.0  # DIST's light elevation
-
-    def __post_init__(self) -> None:
-        check(self.iterations >= 0, "iterations", ">= 0", self.iterations)
-        check(self.shapes_per_batch >= 1, "shapes_per_batch", ">= 1", self.shapes_per_batch)
-        check(self.points_per_shape >= 1, "points_per_shape", ">= 1", self.points_per_shape)
-        check(self.max_surface_points >= 1, "max_surface_points", ">= 1", self.max_surface_points)
-        for key in ("lr", "code_lr", "fit_lr"):
-            check(getattr(self, key) > 0, key, "> 0", getattr(self, key))
-        for key in ("code_init_std", "code_reg", "fit_code_reg"):
-            check(getattr(self, key) >= 0, key, ">= 0", getattr(self, key))
-        check(self.fit_views >= 1, "fit_views", ">= 1", self.fit_views)
-        check(self.fit_iterations >= 0, "fit_iterations", ">= 0", self.fit_iterations)
-        check(self.demo_frames >= 0, "demo_frames", ">= 0", self.demo_frames)
-        check(self.demo_size >= 8, "demo_size", ">= 8", self.demo_size)
-
-
 def texture_config(cfg) -> TextureConfig:
-    """The `texture` section of a DISTConfig (the defaults while the config has none)."""
-    tc = getattr(cfg, "texture", None)
-    return tc if tc is not None else TextureConfig()
+    """The `texture` section of a DISTConfig."""
+    return cfg.texture
 
 
 # ------------------------------------------------------------------------------ colour model
@@ -408,7 +368,7 @@ def run_texture(cfg, model: ShapeModel, shapes: list[HeldOutShape], paths: list[
     (out / "shapes").mkdir(parents=True, exist_ok=True)
     images = out / "images"
     cm, train_stats = load_or_train_color_model(model, tc, out, cfg.seed, progress)
-    cache = Path(cfg.out) / "codes" / f"{model.experiment.name}_{model.epoch}"  # as apps.dist.__main__.prepare
+    cache = code_cache(cfg, model)
     rows = []
     for i, (shape, path) in enumerate(tqdm(list(zip(shapes, paths)), desc="dist texture", unit="shape",
                                            disable=not progress, dynamic_ncols=True)):  # fmt: skip
