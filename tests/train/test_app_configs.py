@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from apps.deepsdf.config import DeepSDFConfig, check_config
+from apps.dist.config import DISTConfig
 from apps.demo import DemoConfig
 from apps.dvr.config import DVRConfig
 from apps.dvr.single_config import SingleViewConfig
@@ -18,7 +19,7 @@ from taichi_sdf.train.config import ConfigValueError, _dataclass_in, _hints, con
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = re.compile(r"\.(py|json|yaml|pt|ply|npz|npy|png|gif)$")  # `reconstruct.py` is a file, not a key
-APPS = {"idr": IDRConfig, "deepsdf": DeepSDFConfig, "demo": DemoConfig, "dvr": DVRConfig}
+APPS = {"idr": IDRConfig, "deepsdf": DeepSDFConfig, "demo": DemoConfig, "dvr": DVRConfig, "dist": DISTConfig}
 
 
 @pytest.mark.parametrize("preset", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")))
