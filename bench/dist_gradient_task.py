@@ -19,8 +19,6 @@ import math
 import statistics
 import time
 
-import torch
-
 from bench.common import machine, print_table
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from apps.deepsdf.config import DeepSDFConfig, check_config
-from apps.dist.config import DISTConfig
 from apps.demo import DemoConfig
+from apps.dist.config import DISTConfig
 from apps.dvr.config import DVRConfig
 from apps.dvr.single_config import SingleViewConfig
 from apps.idr.config import IDRConfig
@@ -170,6 +170,10 @@ def _help_of(app: str, capsys) -> list[str]:
         from apps.demo import main
 
         return [_help(capsys, main, ["--help"])]
+    if app == "dist":
+        from apps.dist.__main__ import main
+
+        return [_help(capsys, main, ["single-shape", "--help"])]
     from apps.deepsdf import __main__ as top
     from apps.deepsdf import evaluate, reconstruct, train
 
