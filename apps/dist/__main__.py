@@ -22,6 +22,7 @@ resumes), images/*.png (GT | initial | final). Defaults: configs/dist/cpu.yaml.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,15 @@ def run_mode(mode: str, cfg, tag: str = "", overwrite: bool = False, progress: b
         return {"views": [str(p) for p in paths]}
     section = {"single-shape": "single", "single-camera": "camera", "multi-view": "multi", "texture": "texture"}[mode]
     run = RunFolder(Path(cfg.out), mode, settings_of(cfg, section), tag, overwrite)
+    if mode == "multi-view" and cfg.multi.data is not None:  # one code for a dataset folder
+        from .multi_view import run_dataset
+
+        row = run_dataset(cfg, model, run.path)
+        print(
+            f"dist multi-view on {cfg.multi.data}: {run.path} "
+            + json.dumps({k: v for k, v in row.items() if k in ("chamfer_l1", "fscore", "test_mask_iou", "seconds")})
+        )
+        return row
     if mode == "texture":  # its own loop: one colour decoder for all shapes, then per-shape fits
         from .texture import run_texture
 

@@ -130,6 +130,8 @@ class MultiViewConfig:
     depth_threshold: float = 0.0316  # consistent-depth test of the warp: DIST (z_proj - z_j)^2 < 0.001, normalised units
     init_std: float = 0.1
     similarity: bool = False  # also fit a Sim(3) world -> shape frame (DIST's real-data mode)
+    data: str | None = None  # an IDR/DTU, NeRF or DVR folder to fit instead of the held-out shapes' renders
+    max_views: int = 16  # training views of `data` used (evenly spread)
     similarity_noise: float = 0.0  # rough initial similarity: rotation (rad) / translation / log-scale noise
 
     def __post_init__(self) -> None:

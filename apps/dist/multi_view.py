@@ -139,3 +139,79 @@ def _sim_errors(M: torch.Tensor, M_true: torch.Tensor) -> dict[str, float]:
     s0, R0, t0 = decompose_similarity(M_true)
     return {"rotation_deg": float(rotation_error_deg(R, R0)), "translation": float((t - t0).norm()),
             "scale_ratio": float(s / s0)}  # fmt: skip
+
+
+def run_dataset(cfg: DISTConfig, model, out) -> dict:
+    """Fit one code (and, with `multi.similarity`, a Sim(3) from the identity) to the training views of a
+    dataset folder the project reads (`multi.data`: IDR/DTU, NeRF, DVR; its normalised frame, the object
+    in the unit sphere, is taken as the shape frame); write the mesh in the dataset's units, a picture and
+    metrics (Chamfer-L1 / F-score against the folder's `gt_points.npy` when it has one; mask IoU of the
+    held-out views)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from taichi_sdf.data.multiview.source import MultiViewDataConfig, default_ground_truth, load_multiview
+    from taichi_sdf.geometry.fast_mesh import fast_extract
+    from taichi_sdf.train.checkpoint import atomic_write_bytes
+    from taichi_sdf.train.metrics import chamfer_distance, fscore, mask_iou, sample_surface
+
+    mc = cfg.multi
+    d = MultiViewDataConfig(data=mc.data)
+    ds = load_multiview(d)
+    if ds.cameras.width % 4 or ds.cameras.height % 4:
+        raise ValueError(
+            f"multi.data: {mc.data}: images of {ds.cameras.width}x{ds.cameras.height} px; DIST's pyramid needs multiples of 4"
+        )
+    train = ds.splits["train"]
+    train = [train[int(i)] for i in np.linspace(0, len(train) - 1, min(mc.max_views, len(train)))]
+    cams = ds.cameras.to(dtype=torch.float32)
+    zeros = torch.zeros_like(ds.masks[train], dtype=torch.float32)
+    obs = Observations(
+        cams[train], ds.images[train].float(), ds.masks[train], zeros, zeros, torch.zeros(*ds.masks[train].shape, 3)
+    )
+    seed = cfg.seed
+    gen = torch.Generator().manual_seed(seed)
+    code0 = initial_code("random", mc.init_std, model.latent_size, None, model.mean_code, seed)
+    sim = Sim3(torch.eye(4), dtype=torch.float32) if mc.similarity else None
+    t0 = time.time()
+    code, history = fit_multi_view(model.decoder, obs, cfg, code0, sim, obs.cameras if sim is not None else None, gen)
+    row: dict = {"data": str(mc.data), "views": train, "seconds": time.time() - t0, "steps": len(history),
+                 "final_loss": history[-1] if history else None}  # fmt: skip
+    out = Path(out)
+    try:
+        mesh, _ = fast_extract(
+            model.decoder.field(code), resolution=cfg.eval.resolution, coarse_resolution=cfg.eval.resolution // 2
+        )
+    except ValueError as e:
+        row["status"] = f"no surface ({e})"
+        atomic_write_bytes(out / "metrics.json", json.dumps(row, indent=1).encode())
+        return row
+    if sim is not None:  # canonical -> the dataset's normalised frame
+        with torch.no_grad():
+            mesh.vertices = sim.from_canonical(torch.as_tensor(mesh.vertices, dtype=torch.float32)).double().numpy()
+    gt_path, _ = default_ground_truth(d)
+    if gt_path and Path(gt_path).is_file():
+        gt = np.load(gt_path)[:, :3]
+        S = ds.scale_mat.double().numpy()
+        gt_n = (gt - S[:3, 3]) @ np.linalg.inv(S[:3, :3]).T
+        pts, _ = sample_surface(mesh, cfg.eval.points, seed=seed)
+        row["chamfer_l1"] = chamfer_distance(pts, gt_n)["chamfer_l1"]
+        row["fscore"] = fscore(pts, gt_n, (cfg.eval.fscore_threshold,))[cfg.eval.fscore_threshold][2]
+    test = ds.splits.get("test", [])
+    ious = []
+    with torch.no_grad():
+        for i in test:
+            c = cams[i]
+            if sim is not None:
+                c = sim.cameras_in_canonical(c)
+            img = render_sdf(model.decoder.field(code), c, cfg.render, normals=False)
+            ious.append(mask_iou(img.mask, ds.masks[i]))
+    row["test_mask_iou"] = float(np.mean(ious)) if ious else None
+    row["status"] = "ok"
+    world = mesh.copy()
+    world.apply_transform(ds.scale_mat.double().numpy())
+    world.export(out / "mesh.ply")
+    atomic_write_bytes(out / "metrics.json", json.dumps(row, indent=1).encode())
+    return row

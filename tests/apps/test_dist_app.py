@@ -108,6 +108,19 @@ def test_multi_view_fits_a_code_from_photometric_warps(experiment, tmp_path, sim
         assert row["similarity_before"]["rotation_deg"] > 0.5
 
 
+@pytest.mark.slow
+def test_multi_view_on_a_dataset_folder(experiment, tmp_path):
+    from taichi_sdf.data.builtin import render_scene_dataset, write_dataset
+
+    folder = tmp_path / "scan"
+    write_dataset(render_scene_dataset("sphere", views=6, size=24, test_every=3, test_offset=1), folder, "idr", "sphere")
+    extra = [f"multi.data={folder}", "multi.epochs=2", "multi.pairs_per_epoch=3", "multi.similarity=true"]
+    row = run_mode("multi-view", dist_cfg(experiment, tmp_path, *extra), progress=False)
+    assert row["status"] == "ok" and row["steps"] == 6 and len(row["views"]) == 4
+    assert 0 <= row["test_mask_iou"] <= 1 and row["chamfer_l1"] > 0
+    assert (tmp_path / "multi-view" / "mesh.ply").is_file() and (tmp_path / "multi-view" / "metrics.json").is_file()
+
+
 def test_run_folder_refuses_other_settings_and_cli_errors_are_one_line(experiment, tmp_path, capsys):
     from apps.dist.common import RunFolder
     from taichi_sdf.train.trainer import UserError
