@@ -4,6 +4,7 @@ DeepSDF code fitted to full 3D samples (upper bound) and the mean training code 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -13,6 +14,36 @@ from .config import DISTConfig
 from .data import Observations
 from .evaluate import shape_metrics
 from .render import render_sdf
+
+MULTISCALE_BUFFERS = {1: 1, 2: 3, 4: 5}  # run_single_shape.py --multiscale: buffer sizes per renderer
+
+
+def downsample_view(obs: Observations, factor: int) -> Observations:
+    """Observation view 0 at 1/`factor` resolution, as DIST's `downsize_img_tensor` (area averages): the
+    mask where more than half a block is covered, depth and normals averaged over the block's covered
+    (depth: known) pixels."""
+    pool = lambda x: torch.nn.functional.avg_pool2d(x, factor)  # noqa: E731  [C, H, W] -> [C, H/f, W/f]
+    m = obs.mask[0].to(obs.depth.dtype)[None]
+    known = (m * (obs.depth[0] > 0))[None][0]
+    cover = pool(m)[0]
+    depth = pool(obs.depth[0][None] * known)[0] / pool(known)[0].clamp_min(1e-12)
+    clean = pool(obs.depth_clean[0][None] * m)[0] / cover.clamp_min(1e-12)
+    normal = (pool(obs.normal[0].permute(2, 0, 1) * m) / cover.clamp_min(1e-12)).permute(1, 2, 0)
+    rgb = pool(obs.rgb[0].permute(2, 0, 1)).permute(1, 2, 0)
+    cam = obs.cameras.resized(obs.cameras.width // factor, obs.cameras.height // factor)
+    return Observations(cam, rgb[None], (cover > 0.5)[None], depth[None], clean[None], normal[None])
+
+
+def scaled_views(obs: Observations, cfg: DISTConfig):
+    """[(observations, render settings)] of one view: itself, plus 1/2 and 1/4 resolution with DIST's
+    buffer sizes when `single.multiscale` (each renderer's loss weighs 1, as `optimize_single_view`)."""
+    if not cfg.single.multiscale:
+        return [(obs, cfg.render)]
+    out = []
+    for f, k in MULTISCALE_BUFFERS.items():
+        rc = dataclasses.replace(cfg.render, buffer_size=k)
+        out.append((obs if f == 1 else downsample_view(obs, f), rc))
+    return out
 
 
 def fit_code(decoder, obs: Observations, cfg: DISTConfig, code0: torch.Tensor, callback=None) -> tuple[torch.Tensor, list[dict]]:
@@ -30,10 +61,11 @@ def fit_code(decoder, obs: Observations, cfg: DISTConfig, code0: torch.Tensor, c
         terms: dict[str, torch.Tensor] = {}
         evals = 0
         for v in range(views):
-            img = render_sdf(decoder.field(code), obs.cameras[v], cfg.render, normals=need_normals)
-            evals += img.evals
-            for k, val in view_losses(img, obs.view(v), w, cfg.render.eps, sc.inputs).items():
-                terms[k] = terms.get(k, 0) + val / views
+            for obs_s, rc in scaled_views(obs.view(v), cfg):
+                img = render_sdf(decoder.field(code), obs_s.cameras, rc, normals=need_normals)
+                evals += img.evals
+                for k, val in view_losses(img, obs_s, w, rc.eps, sc.inputs).items():
+                    terms[k] = terms.get(k, 0) + val / views
         terms["latent"] = sc.latent_weight * (code.square().mean())
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)

@@ -135,3 +135,33 @@ def test_run_folder_refuses_other_settings_and_cli_errors_are_one_line(experimen
     with pytest.raises(SystemExit):
         dist_main(["single-shape", "views.size=30"])
     assert "multiple of 4" in capsys.readouterr().err
+
+
+def test_downsampled_views_average_covered_pixels():
+    from apps.dist.data import Observations, view_cameras
+    from apps.dist.single_shape import downsample_view
+
+    cfg = load_config(DISTConfig, "configs/dist/cpu.yaml", ["views.size=8"])
+    cam = view_cameras(cfg.views, 0)[0]
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, :2, :2] = True  # one full 2x2 block
+    mask[0, 2, 2] = True  # a quarter of another block
+    depth = torch.where(mask, 1 + torch.arange(64.0).reshape(1, 8, 8), torch.zeros(1, 8, 8))
+    normal = torch.zeros(1, 8, 8, 3)
+    normal[..., 2] = mask.float()
+    obs = Observations(cam, torch.ones(1, 8, 8, 3), mask, depth, depth, normal)
+    half = downsample_view(obs, 2)
+    assert half.cameras.width == 4 and half.mask.shape == (1, 4, 4)
+    assert half.mask[0, 0, 0] and not half.mask[0, 1, 1] and half.mask.sum() == 1
+    assert half.depth[0, 0, 0] == pytest.approx((1 + 2 + 9 + 10) / 4)
+    assert half.depth[0, 1, 1] == pytest.approx(19.0)  # the mean of its covered pixels only
+    assert torch.allclose(half.normal[0, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.allclose(half.cameras.K[0, :2], cam.K[0, :2] / 2)
+
+
+@pytest.mark.slow
+def test_multiscale_fit_renders_three_resolutions(experiment, tmp_path):
+    cfg = dist_cfg(experiment, tmp_path, "single.multiscale=true", "single.iterations=3", "single.init=mean", "views.size=32")
+    run_mode("single-shape", cfg, progress=False)
+    row = json.loads((tmp_path / "single-shape" / "shapes" / "r50.json").read_text())
+    assert row["status"] == "ok" and row["iterations"] == 3
