@@ -82,7 +82,9 @@ class ShapeOptimConfig:
     mask_out_weight: float = 1.0
     latent_weight: float = 1.0
     views: int = 1  # observed views per shape (1: single view)
-    multiscale: bool = False  # also render at 1/2 and 1/4 resolution (buffers 3 / 5), losses summed (run_single_shape --multiscale)
+    multiscale: bool = (
+        False  # also render at 1/2 and 1/4 resolution (buffers 3 / 5), losses summed (run_single_shape --multiscale)
+    )
 
     def __post_init__(self) -> None:
         check(self.iterations >= 0, "iterations", ">= 0", self.iterations)
