@@ -58,6 +58,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             f"{path}: cannot read image: a {kind} that cannot be decoded ({type(exc).__name__}: {first}); "
             "expected a PNG or JPEG image"
         ) from None
+    if img.ndim == 3 and img.shape[-1] == 4 and _pil_mode(path) == "CMYK":  # 4 channels that are not RGBA
+        img = np.asarray(iio.imread(path, mode="RGB"))
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4):
@@ -69,6 +71,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if np.issubdtype(img.dtype, np.floating):
         return img.astype(np.float32)
     raise ValueError(f"{path}: unsupported pixel type {img.dtype}")
+
+
+def _pil_mode(path: Path) -> str | None:
+    import imageio.v3 as iio
+
+    try:
+        return iio.immeta(path).get("mode")
+    except Exception:  # not a Pillow format: no mode to tell
+        return None
 
 
 def to_uint8(image) -> np.ndarray:

@@ -366,6 +366,10 @@ def load_geometry(path: str | Path, transform: np.ndarray | None = None):
         geom = trimesh.load(p, process=False)
     except Exception as exc:  # trimesh raises anything from IndexError to a missing optional module
         first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
+        if isinstance(exc, IndexError):  # trimesh's OBJ reader indexes the vertex list with the faces
+            raise ValueError(
+                f"{p}: a face index is past the vertex count ({first}); expected indices of listed vertices"
+            ) from None
         raise ValueError(f"{p}: cannot read as a {suffix} mesh ({type(exc).__name__}: {first}); {expected}") from None
     if isinstance(geom, trimesh.Scene):
         parts = list(geom.dump()) if geom.geometry else []

@@ -29,7 +29,7 @@ def _write(path, text):
     "name, text, match",
     [
         ("empty.obj", "", r"empty\.obj: the file is empty \(0 bytes\)"),
-        ("past.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 9\n", r"past\.obj: cannot read as a \.obj mesh"),
+        ("past.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 9\n", r"past\.obj: a face index is past the vertex count"),
         ("pred.txt", "v 0 0 0\n", r"pred\.txt: unknown extension '\.txt'"),
         ("pred.ply.bak", "ply\n", r"pred\.ply\.bak: unknown extension '\.bak'"),
     ],

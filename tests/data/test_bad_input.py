@@ -261,7 +261,7 @@ def test_png_named_obj_is_named(idr, tmp_path):
     [
         ("empty.obj", "", r"empty\.obj: the file is empty \(0 bytes\)"),
         ("comments.obj", "# nothing here\n", r"comments\.obj: no geometry"),
-        ("past.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 9\n", r"past\.obj: cannot read as a \.obj mesh"),
+        ("past.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2 9\n", r"past\.obj: a face index is past the vertex count"),
         ("nan.obj", "v 0 0 nan\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 2 3 4\n", r"nan\.obj: 1 of 4 vertices are NaN"),
         ("mesh.txt", "v 0 0 0\n", r"mesh\.txt: unknown extension '\.txt'; expected a mesh"),
     ],
@@ -307,3 +307,67 @@ def test_transform_file_is_checked(tmp_path, text, match):
     (tmp_path / "T.json").write_text(text)
     with pytest.raises(ValueError, match=r"T\.json: .*" + match):
         metrics.load_transform(tmp_path / "T.json")
+
+
+# ------------------------------------------------- found by trying bad inputs beyond the issue's list
+
+
+@pytest.mark.parametrize("style", ["alpha", "blue", "grey_alpha"])
+def test_masks_in_alpha_or_colour_are_read(ds, idr, style):
+    for i, f in enumerate(sorted((idr / "mask").iterdir())):
+        m = ds.masks[i].numpy().astype(np.uint8) * 255
+        full, zero = np.full_like(m, 255), np.zeros_like(m)
+        layers = {"alpha": [full, full, full, m], "blue": [zero, zero, m], "grey_alpha": [full, m]}[style]
+        iio.imwrite(f, np.stack(layers, -1))
+    assert torch.equal(_quiet_load(load_idr, idr).masks, ds.masks)
+
+
+def test_cmyk_jpeg_is_read_as_rgb(ds, idr):
+    from PIL import Image
+
+    for f in sorted((idr / "image").iterdir()):
+        Image.open(f).convert("CMYK").save(f.with_suffix(".jpg"), quality=100)
+        f.unlink()
+    back = _quiet_load(load_idr, idr)
+    assert back.images.shape == ds.images.shape
+    assert float((back.images - ds.images).abs().mean()) < 0.05  # JPEG error; CMYK read as RGBA is ~0.6
+
+
+@pytest.mark.parametrize(
+    "matrix, match",
+    [
+        ([["1", "0", "0", "0"]] * 4, r"frame 2 'transform_matrix' must be a finite 4x4 or 3x4 matrix of numbers"),
+        ([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 4], [0, 0, 0, 1]], r"frame 2 'transform_matrix' is no rigid camera-to-world"),
+    ],
+)
+def test_nerf_pose_is_checked_per_frame(ds, tmp_path, matrix, match):
+    save_nerf(ds, tmp_path / "nerf", splits={"train": [0, 1, 2, 3, 4, 5]})
+    path = tmp_path / "nerf" / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    meta["frames"][2]["transform_matrix"] = matrix
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"transforms_train\.json: " + match):
+        load_nerf(tmp_path / "nerf")
+
+
+def test_nerf_camera_angle_in_degrees_gets_a_hint(ds, tmp_path):
+    save_nerf(ds, tmp_path / "nerf", splits={"train": [0, 1, 2, 3, 4, 5]})
+    path = tmp_path / "nerf" / "transforms_train.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "camera_angle_x": 40}))
+    with pytest.raises(ValueError, match=r"got 40 \(degrees\?\)"):
+        load_nerf(tmp_path / "nerf")
+
+
+def test_splits_holding_out_every_view_is_refused(idr):
+    (idr / "splits.json").write_text('{"test": [0, 1, 2, 3, 4, 5]}')
+    with pytest.raises(ValueError, match=r"data: no training views in .*splits\.json"):
+        load_multiview(MultiViewDataConfig(data=str(idr)), log=None)
+
+
+def test_nerf_grey_alpha_images_are_read(ds, tmp_path):
+    save_nerf(ds, tmp_path / "nerf", splits={"train": [0, 1, 2, 3, 4, 5]})
+    for f in (tmp_path / "nerf" / "train").iterdir():
+        rgba = iio.imread(f)
+        iio.imwrite(f, np.stack([rgba[..., 0], rgba[..., 3]], -1))
+    back = _quiet_load(load_nerf, tmp_path / "nerf", scale_mat=None)
+    assert back.images.shape == ds.images.shape and torch.equal(back.masks, ds.masks)

@@ -123,12 +123,18 @@ def check_projections(P: np.ndarray, path: Path, key: str = "world_mat") -> None
 
 
 def mask_from_image(image: np.ndarray, path: Path, threshold: float) -> np.ndarray:
-    """Bool mask `[H, W]` from an image in [0, 1] `[H, W, C]` (first channel): grey level > threshold.
+    """Bool mask `[H, W]` from an image in [0, 1] `[H, W, C]`: the brightest colour channel > threshold
+    (a mask drawn in any colour on black), or the alpha channel when it is not all opaque (a mask
+    stored as transparency, whatever the colour).
 
     Label masks stored as 0/1 (brightest value one 8-bit grey level or less) would all fall under the
     threshold and read as empty; they are read as `value > 0` instead.
     """
-    grey = image[..., 0]
+    has_alpha = image.shape[-1] in (2, 4)
+    if has_alpha and float(image[..., -1].min()) < 1.0:
+        grey = image[..., -1]
+    else:
+        grey = image[..., : 3 if image.shape[-1] >= 3 else 1].max(axis=-1)
     peak = float(grey.max()) if grey.size else 0.0
     if 0.0 < peak <= 1.0 / 255.0 + 1e-7:
         return grey > 0

@@ -41,7 +41,16 @@ def _check_number(meta: dict, key: str, path: Path, expected: str, ok) -> None:
         return
     v = meta[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
-        raise ValueError(f"{path}: '{key}' must be a number, {expected}; got {json.dumps(v)}")
+        hint = " (degrees?)" if key == "camera_angle_x" and isinstance(v, (int, float)) and 3.2 <= v <= 180 else ""
+        raise ValueError(f"{path}: '{key}' must be a number, {expected}; got {json.dumps(v)}{hint}")
+
+
+def _pose(raw) -> np.ndarray | None:
+    """A finite `[4, 4]` or `[3, 4]` matrix of JSON numbers as float64, else None."""
+    m = np.asarray(raw) if isinstance(raw, list) else np.zeros(0)
+    if m.dtype.kind not in "iuf" or m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
+        return None
+    return m.astype(np.float64)
 
 
 def _frame_image(folder: Path, frame: dict, path: Path, index: int) -> Path:
@@ -101,12 +110,13 @@ def load_nerf(
                 rgb.append(img[..., :3] if img.shape[-1] == 3 else np.repeat(img, 3, -1))
                 alpha.append(np.ones(img.shape[:2], bool))
                 no_alpha.append(img_path.name)
-            try:
-                m = np.asarray(frame.get("transform_matrix"), dtype=np.float64)
-            except (TypeError, ValueError):
-                m = np.zeros(0)
-            if m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
-                raise ValueError(f"{path}: frame {i} 'transform_matrix' must be a finite 4x4 or 3x4 matrix")
+            m = _pose(frame.get("transform_matrix"))
+            if m is None:
+                raise ValueError(f"{path}: frame {i} 'transform_matrix' must be a finite 4x4 or 3x4 matrix of numbers")
+            if not np.allclose(m[:3, :3].T @ m[:3, :3], np.eye(3), atol=1e-4) or not np.linalg.det(m[:3, :3]) > 0:
+                raise ValueError(
+                    f"{path}: frame {i} 'transform_matrix' is no rigid camera-to-world pose (its 3x3 is no rotation)"
+                )
             c2w.append(m[:3, :4])
             split_idx[split].append(len(names))
             names.append(f"{split}_{Path(img_path).stem}")

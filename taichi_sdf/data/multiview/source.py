@@ -146,6 +146,8 @@ def load_multiview(d: MultiViewDataConfig, log: Callable[[str], None] | None = p
             how = f"every {d.test_every}th view from {d.test_offset} held out"
     else:
         raise ValueError(f"data.format: expected auto, idr, nerf or dvr, got {fmt!r}")
+    if not ds.splits["train"]:
+        raise ValueError(f"data: no training views in {path} ({how}); hold out fewer views")
     if log is not None:
         log(describe_views(ds, fmt, how))
     return ds
