@@ -8,19 +8,58 @@ from pathlib import Path
 
 import numpy as np
 
+# Leading bytes of formats a user may hand a reader by mistake, to say what a file really holds.
+MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"v/1\x01", "OpenEXR image"),
+    (b"GIF8", "GIF image"),
+    (b"\x93NUMPY", "numpy .npy array"),
+    (b"PK\x03\x04", "zip archive (.npz?)"),
+    (b"ply", "PLY mesh"),
+    (b"glTF", "binary glTF (.glb) mesh"),
+)
+
+
+def sniff(path: Path) -> str:
+    """What the file's first bytes say it is: a name from MAGIC, "empty (0 bytes)", "text" or "unknown"."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "empty (0 bytes)"
+    for magic, kind in MAGIC:
+        if head.startswith(magic):
+            return kind
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "unknown"
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as float32 `[H, W, C]` in [0, 1] (C = 1, 3 or 4). Raises ValueError naming the
-    file when it is missing or unreadable."""
+    """Read an image as float32 `[H, W, C]` in [0, 1] (C = 1, 2, 3 or 4). Raises ValueError naming the
+    file when it is missing, empty or unreadable (saying what the file holds instead)."""
     import imageio.v3 as iio
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: image file not found")
+    kind = sniff(path)
+    if kind == "empty (0 bytes)":
+        raise ValueError(f"{path}: the file is empty (0 bytes); expected a PNG or JPEG image")
     try:
         img = np.asarray(iio.imread(path))
-    except Exception as exc:  # imageio raises many types for corrupt files
-        raise ValueError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # imageio raises many types for corrupt files, and names missing plugins
+        if not kind.endswith("image"):  # imageio's message would be about plugins; say what the file holds
+            raise ValueError(f"{path}: cannot read image: the file holds {kind} data; expected a PNG or JPEG image") from None
+        first = (str(exc).strip().splitlines() or [""])[0].replace(str(path), "<file>")[:100]
+        raise ValueError(
+            f"{path}: cannot read image: a {kind} that cannot be decoded ({type(exc).__name__}: {first}); "
+            "expected a PNG or JPEG image"
+        ) from None
+    if img.ndim == 3 and img.shape[-1] == 4 and _pil_mode(path) == "CMYK":  # 4 channels that are not RGBA
+        img = np.asarray(iio.imread(path, mode="RGB"))
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4):
@@ -32,6 +71,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if np.issubdtype(img.dtype, np.floating):
         return img.astype(np.float32)
     raise ValueError(f"{path}: unsupported pixel type {img.dtype}")
+
+
+def _pil_mode(path: Path) -> str | None:
+    import imageio.v3 as iio
+
+    try:
+        return iio.immeta(path).get("mode")
+    except Exception:  # not a Pillow format: no mode to tell
+        return None
 
 
 def to_uint8(image) -> np.ndarray:

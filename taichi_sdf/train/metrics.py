@@ -22,6 +22,7 @@ torch tensors (any device; they are copied to the CPU).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
+
+from taichi_sdf.data.image_io import sniff
 
 __all__ = [
     "chamfer_distance",
@@ -44,6 +47,9 @@ __all__ = [
     "evaluate_occnet",
     "write_eval_tables",
     "DVR_FSCORE_THRESHOLDS",
+    "load_geometry",
+    "load_transform",
+    "frame_mismatch",
 ]
 
 
@@ -333,30 +339,134 @@ def mask_iou(pred_mask: Any, gt_mask: Any) -> float:
 
 
 def load_geometry(path: str | Path, transform: np.ndarray | None = None):
-    """A trimesh mesh, or (points, normals-or-None) for point clouds, optionally transformed by 4x4."""
-    import trimesh
+    """A trimesh mesh, or points `[N, 3]` (with normals `[N, 3]`: a tuple) for point clouds, read from
+    `path` and optionally mapped by a 4x4 `transform` (see `load_transform`).
 
+    Meshes are read without trimesh's processing (which drops NaN vertices and their faces silently)
+    and then checked; a scene of several meshes (a .glb) is their union in the scene's frame. Raises
+    ValueError naming the file for a missing, empty or mis-named file, a file trimesh cannot read,
+    no geometry, non-finite coordinates or a face index past the vertex count.
+    """
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{p}: file not found")
-    if p.suffix == ".npy":
-        pts = np.load(p).astype(np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"{p}: expected points [N, 3], got {list(pts.shape)}")
-        nf = p.with_name(p.name.replace("points", "normals"))
-        nrm = np.load(nf).astype(np.float64) if nf != p and nf.is_file() else None
-        if transform is not None:
-            pts = pts @ transform[:3, :3].T + transform[:3, 3]
-            if nrm is not None:
-                nrm = nrm @ np.linalg.inv(transform[:3, :3])
-                nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
-        return (pts, nrm) if nrm is not None else pts
-    geom = trimesh.load(p)
+    suffix = p.suffix.lower()
+    kind = sniff(p)
+    mesh_exts = sorted(f".{e}" for e in trimesh.available_formats() if e in ("ply", "obj", "off", "stl", "glb", "gltf"))
+    expected = f"expected a mesh ({'/'.join(mesh_exts)}) or points (.npy [N, 3])"
+    if kind == "empty (0 bytes)":
+        raise ValueError(f"{p}: the file is empty (0 bytes); {expected}")
+    if suffix == ".npy":
+        return _load_points(p, kind, transform)
+    if suffix[1:] not in trimesh.available_formats():
+        raise ValueError(f"{p}: unknown extension {p.suffix!r}; {expected}")
+    if kind.endswith("image") or kind.startswith(("numpy", "zip")):
+        raise ValueError(f"{p}: the file holds a {kind}, not a {suffix} mesh; {expected}")
+    try:
+        geom = trimesh.load(p, process=False)
+    except Exception as exc:  # trimesh raises anything from IndexError to a missing optional module
+        first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
+        if isinstance(exc, IndexError):  # trimesh's OBJ reader indexes the vertex list with the faces
+            raise ValueError(
+                f"{p}: a face index is past the vertex count ({first}); expected indices of listed vertices"
+            ) from None
+        raise ValueError(f"{p}: cannot read as a {suffix} mesh ({type(exc).__name__}: {first}); {expected}") from None
+    if isinstance(geom, trimesh.Scene):
+        parts = list(geom.dump()) if geom.geometry else []
+        meshes = [g for g in parts if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+        clouds = [g for g in parts if isinstance(g, trimesh.PointCloud)]
+        if meshes:
+            geom = trimesh.util.concatenate(meshes) if len(meshes) > 1 else meshes[0]
+        elif clouds:
+            geom = trimesh.PointCloud(np.concatenate([c.vertices for c in clouds]))
+        else:
+            raise ValueError(f"{p}: no geometry (no faces and no points); {expected}")
+    if len(geom.vertices) == 0:
+        raise ValueError(f"{p}: no vertices; {expected}")
+    bad = ~np.isfinite(np.asarray(geom.vertices)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{p}: {int(bad.sum())} of {len(bad)} vertices are NaN or infinite; expected finite coordinates")
+    if isinstance(geom, trimesh.Trimesh):
+        faces = np.asarray(geom.faces)
+        if len(faces) == 0:
+            raise ValueError(f"{p}: a mesh with {len(geom.vertices)} vertices and no faces; {expected}")
+        if faces.min() < 0 or faces.max() >= len(geom.vertices):
+            raise ValueError(f"{p}: face index {int(faces.max())} past the {len(geom.vertices)} vertices (indices from 0)")
     if transform is not None:
         geom.apply_transform(transform)
     if isinstance(geom, trimesh.PointCloud):
         return np.asarray(geom.vertices)
     return geom
+
+
+def _load_points(p: Path, kind: str, transform: np.ndarray | None):
+    """`.npy` points `[N, 3]` (and `*normals*.npy` beside `*points*.npy`) for `load_geometry`."""
+    if not kind.startswith("numpy"):
+        raise ValueError(f"{p}: the file holds {kind} data, not a numpy .npy array of points [N, 3]")
+    try:
+        raw = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{p}: cannot read ({type(exc).__name__}: {exc}); expected points [N, 3] of numbers") from None
+    if raw.dtype.kind not in "biuf" or raw.ndim != 2 or raw.shape[1] != 3 or len(raw) == 0:
+        raise ValueError(f"{p}: expected points [N, 3] of numbers with N > 0, got {raw.dtype} {list(raw.shape)}")
+    pts = raw.astype(np.float64)
+    if not np.isfinite(pts).all():
+        raise ValueError(f"{p}: {int((~np.isfinite(pts).all(1)).sum())} points are NaN or infinite; expected finite coordinates")
+    nf = p.with_name(p.name.replace("points", "normals"))
+    nrm = np.load(nf).astype(np.float64) if nf != p and nf.is_file() else None
+    if transform is not None:
+        pts = pts @ transform[:3, :3].T + transform[:3, 3]
+        if nrm is not None:
+            nrm = nrm @ np.linalg.inv(transform[:3, :3])
+            nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    return (pts, nrm) if nrm is not None else pts
+
+
+def load_transform(path: str | Path) -> np.ndarray:
+    """A 4x4 affine transform `[4, 4]` float64 from a JSON file: a nested list `[[...] x 4]` (a
+    `[3, 4]` gets the row [0, 0, 0, 1]), or an object with a "scale_mat" entry. ValueError naming the
+    file for malformed JSON, another shape, non-finite values, a projective last row or a singular matrix."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: transform file not found")
+    try:
+        raw = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: malformed JSON ({exc}); expected a 4x4 matrix as nested lists") from None
+    if isinstance(raw, dict) and "scale_mat" in raw:
+        raw = raw["scale_mat"]
+    try:
+        T = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        T = np.zeros(0)
+    if T.shape == (3, 4):
+        T = np.vstack([T, [0.0, 0.0, 0.0, 1.0]])
+    if T.shape != (4, 4):
+        raise ValueError(f"{p}: expected a 4x4 (or 3x4) matrix of numbers, got {json.dumps(raw)[:80]}")
+    if not np.isfinite(T).all():
+        raise ValueError(f"{p}: the matrix has NaN or infinite entries")
+    if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0]):
+        raise ValueError(f"{p}: last row {T[3].tolist()} is not [0, 0, 0, 1]; expected an affine transform")
+    if not abs(np.linalg.det(T[:3, :3])) > 1e-12 * max(1.0, float(np.abs(T[:3, :3]).max()) ** 3):
+        raise ValueError(f"{p}: the matrix is singular (its 3x3 block has no inverse)")
+    return T
+
+
+def frame_mismatch(a: Any, b: Any, factor: float = 1.5) -> str | None:
+    """Why two geometries (meshes or points `[N, 3]`) look like they are in different frames, or
+    None: their bounding-box diagonals differ by more than `factor`, or their centres lie further
+    apart than half the larger diagonal (a reconstruction with a few floaters stays well inside both)."""
+    boxes = []
+    for x in (a, b):
+        pts = np.asarray(x.vertices if hasattr(x, "vertices") else x[0] if isinstance(x, tuple) else x, dtype=np.float64)
+        lo, hi = pts.min(0), pts.max(0)
+        boxes.append(((lo + hi) / 2, float(np.linalg.norm(hi - lo))))
+    (ca, da), (cb, db) = boxes
+    big, small = max(da, db), min(da, db)
+    offset = float(np.linalg.norm(ca - cb))
+    if small <= 0 or big / small > factor or offset > 0.5 * big:
+        return f"bounding-box diagonals {da:.3g} vs {db:.3g}, centres {offset:.3g} apart"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 - `camera_mat_i` `[4, 4]`: camera -> pixel coordinates in [-1, 1] (pixel index 0 -> -1, W-1 -> +1);
 - `scale_mat_i` `[4, 4]` (optional, identity if absent): object frame (unit cube) -> world.
 
-so that `p_cam = camera_mat @ world_mat @ scale_mat @ p_object` (then divide by z). Files are sorted
-by name and matched to views by position, as DVR's glob does. Depth maps hold camera z in world units
+so that `p_cam = camera_mat @ world_mat @ scale_mat @ p_object` (then divide by z). Images are sorted
+by name and matched to cameras by position, as DVR's glob does; masks are paired with images by file
+stem (DVR's glob pairs by position, which a renamed mask shifts silently). Depth maps hold camera z in world units
 with `inf` on the background. The dataset we return lives in the object frame (`scale_mat` = the
 file's, one for all views) with our pixel convention (`Camera.from_dvr`).
 """
@@ -23,7 +24,16 @@ from taichi_sdf.cameras.camera import Camera, check_rotation
 from taichi_sdf.data.exr import read_depth_exr, write_exr
 from taichi_sdf.data.image_io import read_image, write_image
 from taichi_sdf.data.multiview.base import MultiViewDataset
-from taichi_sdf.data.multiview.idr import list_files, read_matrix
+from taichi_sdf.data.multiview.files import (
+    check_masks,
+    check_projections,
+    check_view_keys,
+    list_files,
+    mask_from_image,
+    open_npz,
+    pair_by_stem,
+    read_matrix,
+)
 
 __all__ = ["is_dvr_folder", "load_dvr", "load_dvr_depth", "read_dvr_cameras", "write_dvr_cameras", "write_dvr_scene"]
 
@@ -51,18 +61,14 @@ def read_dvr_cameras(path: str | os.PathLike, width: int, height: int, count: in
         other than `count`, per-view `scale_mat_i` that differ, or matrices that are no pinhole camera.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: camera file not found")
-    try:
-        npz = np.load(path)
-        keys = set(npz.files)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-    n = sum(1 for k in keys if k.startswith("world_mat_") and not k.startswith("world_mat_inv"))
+    npz = open_npz(path)
+    keys = set(npz.files)
+    n = sum(1 for k in keys if k.startswith("world_mat_") and k[len("world_mat_") :].isdigit())
     if n == 0:
         raise ValueError(f"{path}: no 'world_mat_i' entries")
-    if count is not None and n != count:
-        raise ValueError(f"{path}: {n} world_mat_i entries but {count} images")
+    if count is not None:
+        check_view_keys(keys, "world_mat_", count, path, f"{count} images")
+        n = count
     world = np.stack([read_matrix(npz, f"world_mat_{i}", path) for i in range(n)])
     camera = np.stack([read_matrix(npz, f"camera_mat_{i}", path) for i in range(n)])
     scale = np.stack([read_matrix(npz, f"scale_mat_{i}", path) if f"scale_mat_{i}" in keys else np.eye(4) for i in range(n)])
@@ -71,6 +77,8 @@ def read_dvr_cameras(path: str | os.PathLike, width: int, height: int, count: in
         raise ValueError(f"{path}: 'scale_mat_{differs[0]}' differs from 'scale_mat_0'; one object frame per folder is supported")
     if abs(np.linalg.det(scale[0][:3, :3])) < 1e-12:
         raise ValueError(f"{path}: 'scale_mat_0' is singular")
+    check_projections(world @ scale, path)
+    check_projections(camera, path, "camera_mat")
     try:
         cams = Camera.from_dvr(torch.from_numpy(camera), torch.from_numpy(world), width, height, torch.from_numpy(scale))
     except ValueError as exc:
@@ -103,7 +111,7 @@ def load_dvr(
     if len(images) != len(masks):
         raise ValueError(f"{folder}: {len(images)} images in image/ but {len(masks)} masks in mask/")
     rgb, alpha = [], []
-    for i, (ip, mp) in enumerate(zip(images, masks)):
+    for i, (ip, mp) in enumerate(pair_by_stem(images, masks)):
         img, m = read_image(ip), read_image(mp)
         if i == 0:
             H, W = img.shape[:2]
@@ -112,7 +120,8 @@ def load_dvr(
         if m.shape[:2] != (H, W):
             raise ValueError(f"{mp}: mask size {m.shape[1]}x{m.shape[0]} differs from its image's {W}x{H}")
         rgb.append(img[..., :3] if img.shape[-1] >= 3 else np.repeat(img[..., :1], 3, -1))
-        alpha.append(m[..., 0] > mask_threshold)
+        alpha.append(mask_from_image(m, mp, mask_threshold))
+    check_masks(alpha, [p.name for p in masks], str(folder / "mask"))
     cameras, scale_mat = read_dvr_cameras(folder / cameras_file, W, H, len(images))
     n = len(images)
     splits = {"train": list(range(n))}

@@ -16,32 +16,19 @@ import torch
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.data.image_io import read_image, write_image
 from taichi_sdf.data.multiview.base import MultiViewDataset
+from taichi_sdf.data.multiview.files import (
+    IMAGE_EXTS,
+    check_masks,
+    check_projections,
+    check_view_keys,
+    list_files,
+    mask_from_image,
+    open_npz,
+    pair_by_stem,
+    read_matrix,
+)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
-
-
-def list_files(folder: Path, what: str, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
-    """The files of `folder` with a suffix in `exts`, sorted; a named error when there is none (the
-    multi-view readers' `image/`, `mask/`, `depth/` folders)."""
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: {what} folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith("."))
-    if not files:
-        raise ValueError(f"{folder}: no {what} files ({'/'.join(exts)}) found")
-    return files
-
-
-def read_matrix(npz, key: str, path: Path) -> np.ndarray:
-    if key not in npz:
-        raise ValueError(f"{path}: missing '{key}'")
-    m = np.asarray(npz[key], dtype=np.float64)
-    if m.shape == (3, 4):
-        m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
-    if m.shape != (4, 4):
-        raise ValueError(f"{path}: '{key}' has shape {list(m.shape)}, expected [4, 4] or [3, 4]")
-    if not np.isfinite(m).all():
-        raise ValueError(f"{path}: '{key}' contains non-finite values")
-    return m
+__all__ = ["IMAGE_EXTS", "list_files", "read_matrix", "load_idr", "save_idr"]
 
 
 def load_idr(
@@ -54,12 +41,17 @@ def load_idr(
 
     Args:
         folder: contains `image/`, `mask/` and `cameras_file`.
-        mask_threshold: masks are grey levels > threshold (IDR thresholds at 127.5 / 255).
+        mask_threshold: masks are grey levels > threshold (IDR thresholds at 127.5 / 255); masks
+            stored as 0/1 labels are read as values > 0.
         test_views: view indices for the "test" split (all views are in "train").
 
+    Images and masks are paired by file stem (digit-only stems by number: DTU's `000000.png` and
+    `000.png`); camera i is the i-th image in sorted order, as in IDR.
+
     Raises:
-        ValueError naming the file for a missing folder/file, a count mismatch between images, masks
-        and cameras, a bad or singular matrix, an unreadable image or a size mismatch.
+        ValueError naming the file for a missing folder/file, an image without a mask (or the
+        reverse), a missing `world_mat_i`, a bad or singular matrix, an unreadable image, a size
+        mismatch or all-empty masks. Empty masks of some views are a warning naming them.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -68,20 +60,15 @@ def load_idr(
     masks = list_files(folder / "mask", "mask")
     if len(images) != len(masks):
         raise ValueError(f"{folder}: {len(images)} images in image/ but {len(masks)} masks in mask/")
+    pairs = pair_by_stem(images, masks)
     cam_path = folder / cameras_file
-    if not cam_path.is_file():
-        raise ValueError(f"{cam_path}: camera file not found")
-    try:
-        npz = np.load(cam_path)
-        keys = set(npz.files)
-    except Exception as exc:
-        raise ValueError(f"{cam_path}: cannot read ({type(exc).__name__}: {exc})") from None
-    n_cams = sum(1 for k in keys if k.startswith("world_mat_") and not k.startswith("world_mat_inv"))
-    if n_cams != len(images):
-        raise ValueError(f"{cam_path}: {n_cams} world_mat_i entries but {len(images)} images in {folder / 'image'}")
+    npz = open_npz(cam_path)
+    keys = set(npz.files)
+    check_view_keys(keys, "world_mat_", len(images), cam_path, f"{len(images)} images in {folder / 'image'}")
+    n_cams = len(images)
 
     rgb, alpha = [], []
-    for i, (ip, mp) in enumerate(zip(images, masks)):
+    for i, (ip, mp) in enumerate(pairs):
         img = read_image(ip)
         m = read_image(mp)
         if i == 0:
@@ -91,7 +78,8 @@ def load_idr(
         if m.shape[:2] != (H, W):
             raise ValueError(f"{mp}: mask size {m.shape[1]}x{m.shape[0]} differs from its image's {W}x{H}")
         rgb.append(img[..., :3] if img.shape[-1] >= 3 else np.repeat(img[..., :1], 3, -1))
-        alpha.append(m[..., 0] > mask_threshold)
+        alpha.append(mask_from_image(m, mp, mask_threshold))
+    check_masks(alpha, [p.name for p in masks], str(folder / "mask"))
 
     world = np.stack([read_matrix(npz, f"world_mat_{i}", cam_path) for i in range(n_cams)])
     scale = np.stack(
@@ -100,6 +88,7 @@ def load_idr(
     for i in range(n_cams):
         if abs(np.linalg.det(scale[i][:3, :3])) < 1e-12:
             raise ValueError(f"{cam_path}: 'scale_mat_{i}' is singular")
+    check_projections(world @ scale, cam_path)
     try:
         cameras = Camera.from_idr(torch.from_numpy(world), torch.from_numpy(scale), W, H)
     except ValueError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.data.image_io import read_image, write_image
 from taichi_sdf.data.multiview.base import MultiViewDataset
+from taichi_sdf.data.multiview.files import check_masks
 from taichi_sdf.data.multiview.normalize import estimate_normalization
 
 SPLITS = ("train", "val", "test")
@@ -28,11 +30,31 @@ def _read_transforms(path: Path) -> dict:
         raise ValueError(f"{path}: expected an object with a non-empty 'frames' list")
     if "camera_angle_x" not in meta and "fl_x" not in meta:
         raise ValueError(f"{path}: missing 'camera_angle_x' (or 'fl_x')")
+    _check_number(meta, "camera_angle_x", path, "radians in (0, pi)", lambda v: 0 < v < math.pi)
+    _check_number(meta, "fl_x", path, "a focal length in pixels > 0", lambda v: v > 0)
     return meta
 
 
+def _check_number(meta: dict, key: str, path: Path, expected: str, ok) -> None:
+    """`meta[key]`, when present, must be a JSON number (not a string, list, null or bool) with `ok(value)`."""
+    if key not in meta:
+        return
+    v = meta[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+        hint = " (degrees?)" if key == "camera_angle_x" and isinstance(v, (int, float)) and 3.2 <= v <= 180 else ""
+        raise ValueError(f"{path}: '{key}' must be a number, {expected}; got {json.dumps(v)}{hint}")
+
+
+def _pose(raw) -> np.ndarray | None:
+    """A finite `[4, 4]` or `[3, 4]` matrix of JSON numbers as float64, else None."""
+    m = np.asarray(raw) if isinstance(raw, list) else np.zeros(0)
+    if m.dtype.kind not in "iuf" or m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
+        return None
+    return m.astype(np.float64)
+
+
 def _frame_image(folder: Path, frame: dict, path: Path, index: int) -> Path:
-    rel = frame.get("file_path")
+    rel = frame.get("file_path") if isinstance(frame, dict) else None
     if not isinstance(rel, str):
         raise ValueError(f"{path}: frame {index} has no 'file_path'")
     p = (folder / rel).resolve() if not os.path.isabs(rel) else Path(rel)
@@ -54,6 +76,8 @@ def load_nerf(
         splits: which `transforms_{split}.json` to read; missing files are an error unless none of
             the others exist either (at least "train" must exist).
         background: colour composited under transparent pixels.
+        mask_threshold: masks are alpha > threshold. Images without alpha get all-ones masks (a
+            warning says so); all-empty masks are an error, empty masks of some views a warning.
         scale_mat: normalised -> world similarity `[4, 4]`; "auto" estimates the bounding sphere from
             the masks and cameras (visual hull), None keeps the file's frame (identity).
     """
@@ -62,7 +86,7 @@ def load_nerf(
         raise ValueError(f"{folder}: dataset folder not found")
     if not (folder / "transforms_train.json").is_file():
         raise ValueError(f"{folder / 'transforms_train.json'}: file not found")
-    names, rgb, alpha, c2w, split_idx = [], [], [], [], {}
+    names, rgb, alpha, c2w, split_idx, no_alpha = [], [], [], [], {}, []
     angle, size, focal = None, None, None
     for split in splits:
         path = folder / f"transforms_{split}.json"
@@ -77,16 +101,22 @@ def load_nerf(
                 size = img.shape[:2]
             if img.shape[:2] != size:
                 raise ValueError(f"{img_path}: size {img.shape[1]}x{img.shape[0]} differs from {size[1]}x{size[0]}")
-            if img.shape[-1] == 4:
-                a = img[..., 3:4]
-                rgb.append(img[..., :3] * a + np.asarray(background, np.float32) * (1 - a))
+            if img.shape[-1] in (2, 4):  # grey + alpha, RGB + alpha
+                a = img[..., -1:]
+                colour = img[..., :3] if img.shape[-1] == 4 else np.repeat(img[..., :1], 3, -1)
+                rgb.append(colour * a + np.asarray(background, np.float32) * (1 - a))
                 alpha.append(a[..., 0] > mask_threshold)
             else:
-                rgb.append(img[..., :3])
+                rgb.append(img[..., :3] if img.shape[-1] == 3 else np.repeat(img, 3, -1))
                 alpha.append(np.ones(img.shape[:2], bool))
-            m = np.asarray(frame.get("transform_matrix"), dtype=np.float64)
-            if m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
-                raise ValueError(f"{path}: frame {i} 'transform_matrix' must be a finite 4x4 or 3x4 matrix")
+                no_alpha.append(img_path.name)
+            m = _pose(frame.get("transform_matrix"))
+            if m is None:
+                raise ValueError(f"{path}: frame {i} 'transform_matrix' must be a finite 4x4 or 3x4 matrix of numbers")
+            if not np.allclose(m[:3, :3].T @ m[:3, :3], np.eye(3), atol=1e-4) or not np.linalg.det(m[:3, :3]) > 0:
+                raise ValueError(
+                    f"{path}: frame {i} 'transform_matrix' is no rigid camera-to-world pose (its 3x3 is no rotation)"
+                )
             c2w.append(m[:3, :4])
             split_idx[split].append(len(names))
             names.append(f"{split}_{Path(img_path).stem}")
@@ -98,6 +128,14 @@ def load_nerf(
             f is not None and focal is not None and not math.isclose(f, focal, rel_tol=1e-6)
         ):
             raise ValueError(f"{path}: field of view differs from the other splits'")
+    if no_alpha:
+        warnings.warn(
+            f"{folder}: {len(no_alpha)} of {len(names)} images have no alpha channel ({no_alpha[0]}, ...); their masks "
+            "are all ones (the whole image is the object), so give RGBA images for mask losses and normalisation",
+            UserWarning,
+            stacklevel=2,
+        )
+    check_masks(alpha, names, str(folder))
     H, W = size
     c2w_t = torch.from_numpy(np.stack(c2w))
     try:
