@@ -131,6 +131,7 @@ class MultiViewConfig:
     mask_out_weight: float = 1.0
     latent_weight: float = 1.0
     depth_threshold: float = 0.0316  # consistent-depth test of the warp: DIST (z_proj - z_j)^2 < 0.001, normalised units
+    init: Literal["random", "mean"] = "random"  # DIST: random N(0, init_std^2); "mean": the mean training code
     init_std: float = 0.1
     similarity: bool = False  # also fit a Sim(3) world -> shape frame (DIST's real-data mode)
     data: str | None = None  # an IDR/DTU, NeRF or DVR folder to fit instead of the held-out shapes' renders

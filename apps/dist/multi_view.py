@@ -95,7 +95,7 @@ def run_shape(model, shape, obs: Observations, cfg: DISTConfig, fitted: torch.Te
     mc = cfg.multi
     seed = cfg.seed * 1000 + index
     gen = torch.Generator().manual_seed(seed)
-    code0 = initial_code("random", mc.init_std, model.latent_size, None, model.mean_code, seed)
+    code0 = initial_code(mc.init, mc.init_std, model.latent_size, None, model.mean_code, seed)
     sim = world = None
     row: dict = {"shape": shape.name}
     if mc.similarity:
@@ -173,7 +173,7 @@ def run_dataset(cfg: DISTConfig, model, out) -> dict:
     )
     seed = cfg.seed
     gen = torch.Generator().manual_seed(seed)
-    code0 = initial_code("random", mc.init_std, model.latent_size, None, model.mean_code, seed)
+    code0 = initial_code(mc.init, mc.init_std, model.latent_size, None, model.mean_code, seed)
     sim = Sim3(torch.eye(4), dtype=torch.float32) if mc.similarity else None
     t0 = time.time()
     code, history = fit_multi_view(model.decoder, obs, cfg, code0, sim, obs.cameras if sim is not None else None, gen)
