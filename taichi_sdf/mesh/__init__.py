@@ -1,1 +1,2 @@
-"""Triangle meshes on screen: soft/hard rasterization, UV textures, shading, `render_mesh`."""
+"""Triangle meshes: soft/hard rasterization, UV textures, shading, `render_mesh`; connectivity for the
+mesh regularisers (`topology`) and OBJ + MTL + PNG / coloured PLY writers (`export`)."""
