@@ -11,6 +11,7 @@ import pytest
 
 from apps.deepsdf.config import DeepSDFConfig, check_config
 from apps.demo import DemoConfig
+from apps.dibr.config import FitConfig
 from apps.dist.config import DISTConfig
 from apps.dvr.config import DVRConfig
 from apps.dvr.single_config import SingleViewConfig
@@ -19,7 +20,7 @@ from taichi_sdf.train.config import ConfigValueError, _dataclass_in, _hints, con
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = re.compile(r"\.(py|json|yaml|pt|ply|npz|npy|png|gif)$")  # `reconstruct.py` is a file, not a key
-APPS = {"idr": IDRConfig, "deepsdf": DeepSDFConfig, "demo": DemoConfig, "dvr": DVRConfig, "dist": DISTConfig}
+APPS = {"idr": IDRConfig, "deepsdf": DeepSDFConfig, "demo": DemoConfig, "dvr": DVRConfig, "dist": DISTConfig, "dibr": FitConfig}
 
 
 @pytest.mark.parametrize("preset", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")))
@@ -81,6 +82,11 @@ BAD = [
     (DeepSDFConfig, "evaluate.fscore_threshold=0", "evaluate.fscore_threshold"),
     (DeepSDFConfig, "evaluate.points=0", "evaluate.points"),
     (DeepSDFConfig, "out=", "out"),
+    (FitConfig, "train.iterations=0", "train.iterations"),
+    (FitConfig, "train.betas=[0.5,1.0]", "train.betas"),
+    (FitConfig, "model.template_radius=0", "model.template_radius"),
+    (FitConfig, "render.learn_light=true", "render.learn_light"),  # shading none has no light
+    (FitConfig, "remesh.ema=1", "remesh.ema"),
     (DemoConfig, "scene=nope", "scene"),
     (DemoConfig, "views=0", "views"),
     (DemoConfig, "size=0", "size"),
@@ -166,6 +172,10 @@ def _help_of(app: str, capsys) -> list[str]:
         from apps.dvr.__main__ import main
 
         return [_help(capsys, main, ["--help"])]
+    if app == "dibr":
+        from apps.dibr.__main__ import main
+
+        return [_help(capsys, main, ["fit", "--help"]), _help(capsys, main, ["--help"])]
     if app == "demo":
         from apps.demo import main
 
