@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,15 @@ class Observations:
                             self.depth_clean[i : i + 1], self.normal[i : i + 1])  # fmt: skip
 
 
-def albedo(points: np.ndarray) -> np.ndarray:
-    """`[N, 3]` procedural colours in [0.15, 0.85] of positions `[N, 3]`: smooth stripes, so that
-    photometric warping between views has texture to match."""
-    phase = np.array([0.0, 2.1, 4.2])
-    return 0.5 + 0.35 * np.sin(5.0 * points @ np.array([[1.0, 0.6, -0.4], [0.3, 1.0, 0.8], [-0.7, 0.2, 1.0]]).T + phase)
+def albedo(points: np.ndarray, key: str = "") -> np.ndarray:
+    """`[N, 3]` procedural colours in [0.15, 0.85] of positions `[N, 3]`: smooth stripes (texture for
+    photometric warping) whose phases and frequency depend on the shape's name `key`, so that shapes
+    differ in colour and a colour code has something to encode."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    freq = rng.uniform(3.0, 7.0)
+    mix = np.array([[1.0, 0.6, -0.4], [0.3, 1.0, 0.8], [-0.7, 0.2, 1.0]])
+    return 0.5 + 0.35 * np.sin(freq * points @ mix.T + phase)
 
 
 def view_cameras(vc: ViewsConfig, index: int) -> Camera:
@@ -73,7 +78,7 @@ def render_observations(shape: HeldOutShape, vc: ViewsConfig, index: int) -> dic
     cams = view_cameras(vc, index).to(dtype=torch.float32)
     v = torch.as_tensor(shape.vertices, dtype=torch.float32)
     f = torch.as_tensor(shape.faces, dtype=torch.int32)
-    colors = torch.as_tensor(albedo(shape.vertices), dtype=torch.float32)
+    colors = torch.as_tensor(albedo(shape.vertices, shape.name), dtype=torch.float32)
     with torch.no_grad():
         out = render_mesh(v[None].expand(len(cams), -1, -1).contiguous(), f, cams, colors=colors[None].expand(len(cams), -1, -1).contiguous(),
                           shading="lambert", mode="hard", background=0.0)  # fmt: skip
@@ -88,8 +93,11 @@ def render_observations(shape: HeldOutShape, vc: ViewsConfig, index: int) -> dic
             "normal": (out.normals * mask[..., None]).numpy()}  # fmt: skip
 
 
+ALBEDO_VERSION = 2  # 2: per-shape colours (1: one colour function for every shape)
+
+
 def settings_of(vc: ViewsConfig) -> dict:
-    return json.loads(json.dumps(config_to_dict(vc)))
+    return {**json.loads(json.dumps(config_to_dict(vc))), "albedo_version": ALBEDO_VERSION}
 
 
 def views_folder(out: Path, vc: ViewsConfig) -> Path:

@@ -116,7 +116,9 @@ def train_color_model(model: ShapeModel, tc: TextureConfig, seed: int = 0, progr
     counts = torch.tensor([len(p) for p in pts])
     starts = torch.cumsum(counts, 0) - counts
     points = torch.from_numpy(np.concatenate(pts))  # [P, 3]
-    colors = torch.from_numpy(albedo(points.double().numpy()).astype(np.float32))  # [P, 3]
+    colors = torch.from_numpy(
+        np.concatenate([albedo(p.astype(np.float64), n) for n, p in zip(names, pts)]).astype(np.float32)
+    )  # [P, 3]
     S = len(names)
     torch.manual_seed(seed)  # the decoder's initial weights
     decoder = build_color_decoder(tc.decoder, model.latent_size)
@@ -240,12 +242,14 @@ def fit_color_code(cm: ColorModel, shape_code, views: list[TracedView], obs: Obs
     return code.detach(), history
 
 
-def _scores(cm: ColorModel, code, shape_code, views: list[TracedView], obs: Observations, indices: list[int]) -> dict:
+def _scores(
+    cm: ColorModel, code, shape_code, views: list[TracedView], obs: Observations, indices: list[int], key: str = ""
+) -> dict:
     """Mean PSNR over the views `indices`: on the overlap of the masks (colour) and on the whole image."""
     on, whole, l1 = [], [], []
     with torch.no_grad():
         for tv, v in zip(views, indices):
-            rgb = shaded_colors(cm, code, tv.points, tv.normals, shape_code) if code is not None else _oracle(tv)
+            rgb = shaded_colors(cm, code, tv.points, tv.normals, shape_code) if code is not None else _oracle(tv, key)
             both = tv.mask & obs.mask[v]
             on.append(psnr(compose(rgb, tv.mask), obs.rgb[v], both))
             whole.append(psnr(compose(rgb, tv.mask), obs.rgb[v]))
@@ -253,9 +257,9 @@ def _scores(cm: ColorModel, code, shape_code, views: list[TracedView], obs: Obse
     return {"psnr": float(np.mean(on)), "psnr_image": float(np.mean(whole)), "l1": float(np.mean(l1))}
 
 
-def _oracle(tv: TracedView) -> torch.Tensor:
-    """The exact procedural albedo at the hits, shaded: a perfect colour decoder on this geometry."""
-    a = torch.from_numpy(albedo(tv.points.double().numpy())).to(tv.points.dtype)
+def _oracle(tv: TracedView, key: str) -> torch.Tensor:
+    """The exact procedural albedo of shape `key` at the hits, shaded: a perfect colour decoder on this geometry."""
+    a = torch.from_numpy(albedo(tv.points.double().numpy(), key)).to(tv.points.dtype)
     return lambert(a[None], tv.normals[None], OBSERVATION_LIGHT)[0]
 
 
@@ -343,7 +347,7 @@ def run_shape(cm: ColorModel, model: ShapeModel, shape: HeldOutShape, obs: Obser
     row = {"shape": shape.name, "fit_views": fit, "eval_views": held, "seconds": seconds, "trace_seconds": trace_seconds,
            "fit_l1": {"initial": history[0]["l1"] if history else None, "final": history[-1]["l1"] if history else None},
            "initial": _scores(cm, code0, shape_code, ev, obs, held), "fitted": _scores(cm, code, shape_code, ev, obs, held),
-           "oracle_albedo": _scores(cm, None, shape_code, ev, obs, held)}  # fmt: skip
+           "oracle_albedo": _scores(cm, None, shape_code, ev, obs, held, shape.name)}  # fmt: skip
     write_image(images / f"{shape.name}_views.png", comparison_rows(cm, [code0, code], shape_code, ev, obs, held))
     if tc.demo_frames:
         row["lighting"] = lighting_demo(cm, code, shape_code, model.decoder, obs.cameras[0], cfg.render, tc, images, shape.name)
