@@ -59,8 +59,7 @@ def _approximate_t(values_fn: ValuesFn, origins, directions, march, alpha, clamp
     t = march.t_min.detach().clone()
     filled = torch.isfinite(buf) & (march.hit & torch.isfinite(buf[:, 0]))[:, None]  # [N, K]
     ray, slot = filled.nonzero(as_tuple=True)  # ray-major: slot 0 of a ray comes first
-    if len(ray) == 0:
-        return t, 0
+    # No early exit without hits: the empty evaluation keeps `t` in the graph of the field's parameters.
     t_j = buf[ray, slot]
     c = (values_fn(origins[ray] + t_j[:, None] * directions[ray]) - level).clamp(-clamp, clamp)  # [M]
     first = slot == 0
