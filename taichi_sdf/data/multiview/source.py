@@ -32,6 +32,9 @@ class MultiViewDataConfig:
             check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
         check(self.test_offset >= 0, "test_offset", ">= 0", self.test_offset)
         check(self.data is None or self.data.strip() != "", "data", "a dataset folder or null (the built-in one)", self.data)
+        check(self.data is not None or self.format == "auto", "format",
+              "'auto' without data.data (a format names the layout of a dataset folder: set data.data=<folder> too; "
+              "without it the built-in scene is used)", self.format)  # fmt: skip
 
 
 def builtin_folder(d: MultiViewDataConfig) -> Path:
