@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from taichi_sdf.core.validation import unit_directions
 from taichi_sdf.implicit.implicit_diff import GradientsFn, MarchResult, TraceResult, ValuesFn, min_sdf_values
 
 __all__ = ["approximate_depth", "approximate_trace_result"]
@@ -85,7 +86,7 @@ def approximate_depth(
 
     Args:
         fn: `points [M, 3] -> [M]` or `[M, 1 + F]` differentiable field (column 0), the one marched.
-        origins, directions: `[N, 3]` the marched rays (may require grad).
+        origins, directions: `[N, 3]` the marched rays (may require grad; directions are normalised).
         march: the marcher's result with `t_buffer [N, K]` (`DISTMarcher(buffer_size=K)`).
         alpha: DIST's `ray_marching_ratio` (the marcher's `alpha`, default 1.5).
         clamp: DIST's `clamp_dist` (the marcher's `clamp`, default 0.1).
@@ -99,6 +100,7 @@ def approximate_depth(
         raise TypeError(f"fn: expected a callable points [M, 3] -> [M] or [M, 1 + F], got {type(fn).__name__}")
     if not (isinstance(alpha, (int, float)) and isinstance(clamp, (int, float)) and clamp > 0):
         raise ValueError(f"alpha, clamp: expected numbers with clamp > 0, got {alpha!r}, {clamp!r}")
+    directions = unit_directions("directions", directions)  # as march_field: t along unit directions
     t, _ = _approximate_t(_column0(fn), origins, directions, march, float(alpha), float(clamp), float(level))
     return t
 
