@@ -117,8 +117,11 @@ def _grad_tracers(device):
         ("ray_march", lambda o, d: ray_march(occ, o, d), occ.params),
         ("idr", lambda o, d: march_field(fn, o, d, marcher=IDRMarcher()), radius),
         ("dist", lambda o, d: march_field(fn, o, d, marcher=DISTMarcher()), radius),
-        ("dist-approximate", lambda o, d: march_field(fn, o, d, marcher=DISTMarcher(buffer_size=3), gradient="approximate"),
-         radius),  # fmt: skip
+        (
+            "dist-approximate",
+            lambda o, d: march_field(fn, o, d, marcher=DISTMarcher(buffer_size=3), gradient="approximate"),
+            radius,
+        ),
         ("dvr", lambda o, d: march_field(lambda x: 10 * (radius * 0.6 - x.norm(dim=-1)), o, d, marcher=DVRMarcher()), radius),
     ]
 
@@ -154,8 +157,9 @@ MESH_OPS = {
     "soft_rasterize": lambda v, f, cam: soft_rasterize(v, f, cam),
     "soft_rasterize-dibr": lambda v, f, cam: soft_rasterize(v, f, cam, torch.ones_like(v), mode="dibr"),
     "hard_rasterize": lambda v, f, cam: hard_rasterize(v, f, cam),
-    "soft_rasterize_screen": lambda v, f, cam: soft_rasterize_screen(v[None] * 8 + torch.tensor([8.0, 8.0, 3.0], device=v.device),
-                                                                     f, 16, 16),  # fmt: skip
+    "soft_rasterize_screen": lambda v, f, cam: soft_rasterize_screen(
+        v[None] * 8 + torch.tensor([8.0, 8.0, 3.0], device=v.device), f, 16, 16
+    ),
     "render_mesh": lambda v, f, cam: render_mesh(v, f, cam),
     "render_mesh-hard": lambda v, f, cam: render_mesh(v, f, cam, mode="hard"),
 }
