@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.multiview import MultiViewDataset, load_idr, load_nerf
 
 
@@ -54,6 +55,7 @@ def fraction_inside(ds: MultiViewDataset, points_normalized: torch.Tensor, dilat
     return out
 
 
+@app_main("python -m apps.check_cameras")
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data")

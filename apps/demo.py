@@ -22,6 +22,7 @@ import torch
 import taichi_sdf
 from taichi_sdf import viz as shading
 from taichi_sdf.cameras import camera as cameras
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.image_io import to_uint8, write_image
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.scenes import SCENES, make_scene
@@ -141,6 +142,7 @@ class Example(Trainer):
         return metrics
 
 
+@app_main("python -m apps.demo")
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--headless", action="store_true", help="no window (the demo never opens one)")

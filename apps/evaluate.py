@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.train.metrics import evaluate_mesh, frame_mismatch, load_geometry, load_transform
 
 
+@app_main("python -m apps.evaluate")
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("pred")

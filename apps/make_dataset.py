@@ -39,6 +39,7 @@ import math
 import time
 from pathlib import Path
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.builtin import (
     load_mesh_asset,
     mesh_ground_truth,
@@ -49,6 +50,7 @@ from taichi_sdf.data.builtin import (
 from taichi_sdf.implicit.scenes import SCENES
 
 
+@app_main("python -m apps.make_dataset")
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scene", default=None, choices=sorted(SCENES), help="built-in scene (default csg)")

@@ -97,6 +97,12 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return None
+    from taichi_sdf.core.errors import app_main  # here: the help above stays instant (no torch/Taichi import)
+
+    return app_main("python -m apps.deepsdf")(_run)(argv)
+
+
+def _run(argv: list[str]):
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         raise SystemExit(f"error: unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}")

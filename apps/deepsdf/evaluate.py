@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.deepsdf import Instance, load_normalization, load_surface_samples, normalize
 from taichi_sdf.train.checkpoint import atomic_write_bytes, load_checkpoint
 from taichi_sdf.train.metrics import chamfer_distance, deepsdf_chamfer, fscore, sample_surface
@@ -123,6 +124,7 @@ def _instances(cfg: DeepSDFConfig, split: str) -> list[Instance]:
     return instances
 
 
+@app_main("python -m apps.deepsdf evaluate")
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m apps.deepsdf evaluate", description="Chamfer / F-score of reconstructions.")
     ap.add_argument("--checkpoint", default="latest", help="'latest' or the epoch whose reconstructions to evaluate")
@@ -130,10 +132,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--partial", action="store_true", help="evaluate the reconstructions from partial samples")
     ap.add_argument("--tag", default="", help="the --tag given to reconstruct")
     cfg, args = experiment_config(ap, list(sys.argv[1:] if argv is None else argv))
-    try:
-        result = evaluate_split(cfg, args.checkpoint, args.split, args.partial, args.tag)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    result = evaluate_split(cfg, args.checkpoint, args.split, args.partial, args.tag)
     title = f"DeepSDF evaluation, epoch {result['epoch']}{' (partial)' if args.partial else ''}: {result['reconstructions']}"
     print(format_table(result["summary"], title))
     return result

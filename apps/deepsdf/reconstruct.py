@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.core.runtime import set_torch_threads
 from taichi_sdf.data.deepsdf import Instance, load_normalization, load_sdf_samples
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
@@ -217,6 +218,7 @@ def mesh_file(out: Path, it: Instance) -> Path:
     return out / "Meshes" / it.dataset / it.class_name / f"{it.instance}.ply"
 
 
+@app_main("python -m apps.deepsdf reconstruct")
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m apps.deepsdf reconstruct", description="Fit latent codes to a split's shapes and mesh them.")
     ap.add_argument("--checkpoint", default="latest", help="'latest' or a snapshot epoch (checkpoints/<epoch>.pt)")
@@ -225,10 +227,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--overwrite", action="store_true", help="redo shapes that already have a mesh and a code")
     ap.add_argument("--tag", default="", help="suffix of the output folder, to keep runs with other settings apart")
     cfg, args = experiment_config(ap, list(sys.argv[1:] if argv is None else argv))
-    try:
-        log = reconstruct_split(cfg, args.checkpoint, args.split, args.partial, args.overwrite, tag=args.tag)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    log = reconstruct_split(cfg, args.checkpoint, args.split, args.partial, args.overwrite, tag=args.tag)
     secs = [r["seconds"] for r in log["shapes"].values()]
     print(f"deepsdf reconstruct: {len(secs)} shapes, {np.mean(secs) if secs else 0:.1f} s per shape -> "
           f"{reconstruction_dir(Path(cfg.out), log['epoch'], args.partial, args.tag)}")  # fmt: skip

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.deepsdf import (
     NORMALIZATION,
     SDF_SAMPLES,
@@ -174,6 +175,7 @@ def _sample_one(path: Path, inst: Instance, out: Path, settings: dict) -> None:
 # ---------------------------------------------------------------------------------------- main
 
 
+@app_main("python -m apps.deepsdf sample")
 def main(argv: list[str] | None = None) -> dict:
     """Run the sampler; returns the report (also written to `<out>/sample_report.json`).
     Raises SystemExit(1) when no mesh could be sampled (or found)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.core.runtime import set_torch_threads
 from taichi_sdf.models.deepsdf import LatentCodes, build_decoder
 from taichi_sdf.train import losses
@@ -262,6 +263,7 @@ def train_config(argv: list[str]) -> tuple[DeepSDFConfig, argparse.Namespace]:
     return cfg, args
 
 
+@app_main("python -m apps.deepsdf train")
 def main(argv=None) -> dict:
     cfg, args = train_config(sys.argv[1:] if argv is None else argv)
     if args.resume and args.overwrite:

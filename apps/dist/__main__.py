@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from taichi_sdf.core.errors import app_main
+
 DEFAULT_PRESET = "configs/dist/cpu.yaml"
 MODES = ("data", "single-shape", "single-camera", "multi-view", "texture")
 
@@ -137,6 +139,7 @@ def format_summary(mode: str, summary: dict, where: Path) -> str:
     return "\n".join(lines)
 
 
+@app_main("python -m apps.dist")
 def main(argv=None) -> dict:
     from taichi_sdf.train.config import add_config_args, load_config
     from taichi_sdf.train.trainer import exit_on_user_error

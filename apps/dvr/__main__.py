@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.train.cli import train_and_export
 
 from .config import DVRConfig
@@ -19,6 +20,7 @@ from .trainer import DVRTrainer
 DEFAULT_PRESET = "configs/dvr/cpu.yaml"
 
 
+@app_main("python -m apps.dvr")
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["single"]:  # DVR single-view reconstruction

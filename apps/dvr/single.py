@@ -19,6 +19,7 @@ from torch import nn
 
 import taichi_sdf
 from taichi_sdf.cameras.camera import Camera
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.shapenet import ShapeNetDataset, generate_shapenet_layout
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
@@ -272,6 +273,7 @@ class SingleViewTrainer(Trainer):
         return metrics
 
 
+@app_main("python -m apps.dvr single")
 def main(argv=None) -> dict:
     return train_and_export(argv, prog="python -m apps.dvr single", name="dvr single", description=__doc__.split("\n\n")[1].replace("\n", " "),
                             config_cls=SingleViewConfig, make_trainer=SingleViewTrainer, default_preset=DEFAULT_PRESET,

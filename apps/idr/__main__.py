@@ -8,6 +8,7 @@ Ctrl-C or SIGTERM saves a checkpoint after the running iteration and exits (--re
 
 from __future__ import annotations
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.train.cli import train_and_export
 
 from .config import IDRConfig
@@ -16,6 +17,7 @@ from .trainer import IDRTrainer
 DEFAULT_PRESET = "configs/idr/cpu.yaml"
 
 
+@app_main("python -m apps.idr")
 def main(argv=None) -> dict:
     return train_and_export(argv, prog="python -m apps.idr", name="idr", description=__doc__.split("\n\n")[1].replace("\n", " "),
                             config_cls=IDRConfig, make_trainer=IDRTrainer, default_preset=DEFAULT_PRESET,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import taichi_sdf
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.image_io import to_uint8, write_image
 
 from .controller import OrbitController
@@ -444,8 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@app_main("python -m apps.view")
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("size", "width", "height", "frames"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag}: expected >= 1, got {getattr(args, flag)}")
+    for flag, hi in (("fps", math.inf), ("fov", 180.0), ("distance", math.inf)):
+        if not (math.isfinite(getattr(args, flag)) and 0 < getattr(args, flag) < hi):
+            parser.error(f"--{flag}: expected a finite number > 0{f' and < {hi:g}' if hi < math.inf else ''}, "
+                         f"got {getattr(args, flag)}")  # fmt: skip
     size = args.size or (256 if args.offscreen else 512)
     width, height = args.width or size, args.height or size
     taichi_sdf.init(args.arch)

@@ -78,6 +78,8 @@ class Camera:
     def __post_init__(self) -> None:
         self.K = _batched("K", self.K, (3, 3))
         self.T_cam_world = _batched("T_cam_world", self.T_cam_world, (4, 4), dtype=self.K.dtype)
+        if self.K.shape[0] == 0:
+            raise ValueError("K: expected at least one camera, got an empty batch [0, 3, 3]")
         if self.K.shape[0] != self.T_cam_world.shape[0]:
             raise ValueError(
                 f"T_cam_world: expected {self.K.shape[0]} poses like K, got {self.T_cam_world.shape[0]}"
@@ -86,6 +88,9 @@ class Camera:
             raise ValueError(f"width, height: expected positive ints, got {self.width!r}, {self.height!r}")
         if not torch.isfinite(self.K).all() or (self.K[:, 0, 0] <= 0).any() or (self.K[:, 1, 1] <= 0).any():
             raise ValueError("K: expected finite intrinsics with positive focal lengths fx = K[0,0], fy = K[1,1]")
+        if not torch.isfinite(self.T_cam_world).all():
+            bad = (~torch.isfinite(self.T_cam_world)).flatten(1).any(1).nonzero()[:, 0].tolist()
+            raise ValueError(f"T_cam_world: expected finite poses, got NaN/inf in camera(s) {bad[:10]}")
         bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=self.T_cam_world.dtype, device=self.T_cam_world.device)
         if not torch.allclose(self.T_cam_world[:, 3], bottom.expand(len(self), 4), atol=1e-6):
             raise ValueError("T_cam_world: expected the last row of every pose to be [0, 0, 0, 1]")
@@ -398,6 +403,8 @@ def orbit_cameras(
     n: int, radius: float = 2.75, elevation_deg: float = 20.0, width=128, height=128, fov_x_deg=40.0, target=(0.0, 0.0, 0.0)
 ) -> Camera:
     """n cameras on a horizontal circle (a turntable) at an elevation above the xz-plane, +y up."""
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n: expected an int >= 1, got {n!r}")
     az = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
     el = math.radians(elevation_deg)
     eye = radius * torch.stack(

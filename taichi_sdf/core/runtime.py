@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from taichi_sdf.core.errors import InputError
+
 ENV_ARCH = "TAICHI_SDF_ARCH"
 _KNOWN_ARCHS = ("auto", "cpu", "cuda", "vulkan", "metal", "opengl")
 # Taichi backends that read torch CUDA tensors without a copy; the others read torch CPU tensors.
@@ -47,6 +49,25 @@ def _resolve_arch(arch: str) -> str:
     return arch
 
 
+def _unavailable(arch: str, resolved: str, why: str) -> InputError:
+    where = f"{ENV_ARCH}={resolved}" if arch.lower() == "auto" else f"arch={resolved!r}"
+    return InputError(f"{where}: the {resolved} backend is not available on this machine ({why}); use arch='cpu', or "
+                      f"'auto' to take CUDA only where torch sees a GPU")  # fmt: skip
+
+
+def _check_available(arch: str, resolved: str, ti_arch) -> None:
+    """Refuse a backend Taichi cannot start (no driver or device), or CUDA without a CUDA build of torch
+    (the kernels read torch CUDA tensors zero-copy), before Taichi would fall back to CPU."""
+    if resolved == "cpu":
+        return
+    from taichi.lang.misc import is_arch_supported
+
+    if not is_arch_supported(ti_arch):
+        raise _unavailable(arch, resolved, "Taichi finds no driver or device for it")
+    if resolved in _ZERO_COPY_CUDA_ARCHS and not torch.cuda.is_available():
+        raise _unavailable(arch, resolved, "torch sees no CUDA GPU, and the kernels read torch CUDA tensors")
+
+
 def init(arch: str = "auto", *, debug: bool = False, offline_cache: bool = True, **ti_kwargs) -> RuntimeInfo:
     """Initialise Taichi once for this process and return the chosen arch and torch device.
 
@@ -58,6 +79,9 @@ def init(arch: str = "auto", *, debug: bool = False, offline_cache: bool = True,
 
     Calling `init` again with the same (resolved) arch is a no-op; asking for a different arch after
     kernels ran raises `RuntimeError`, because Taichi would silently invalidate every compiled kernel.
+    A backend this machine cannot run (e.g. "cuda" without a GPU, by argument or TAICHI_SDF_ARCH) raises
+    `InputError` (a ValueError) naming it and leaves the runtime uninitialised, so `init("cpu")` still
+    works; Taichi's own silent fall-back to CPU is never taken.
     """
     global _info
     resolved = _resolve_arch(arch)
@@ -72,6 +96,7 @@ def init(arch: str = "auto", *, debug: bool = False, offline_cache: bool = True,
         import taichi as ti
 
         ti_arch = getattr(ti, resolved)
+        _check_available(arch, resolved, ti_arch)
         ti.init(
             arch=ti_arch,
             default_fp=ti.f32,
@@ -81,10 +106,14 @@ def init(arch: str = "auto", *, debug: bool = False, offline_cache: bool = True,
             log_level=ti_kwargs.pop("log_level", ti.WARN),
             **ti_kwargs,
         )
-        # Taichi falls back to CPU silently when the requested backend is missing: report the truth.
+        # Taichi falls back to CPU (with only its own warning) when the requested backend fails to start:
+        # refuse, leaving Taichi uninitialised, so that the same request fails the same way every time.
         actual = str(ti.lang.impl.current_cfg().arch).split(".")[-1]
         if actual == "x64" or actual == "arm64":
             actual = "cpu"
+        if actual != resolved:
+            ti.reset()
+            raise _unavailable(arch, resolved, f"Taichi fell back to {actual}")
         device = torch.device("cuda") if actual in _ZERO_COPY_CUDA_ARCHS else torch.device("cpu")
         _info = RuntimeInfo(arch=actual, device=device)
         return _info

@@ -101,3 +101,14 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
         bad = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name}: contains {bad} non-finite value(s)")
     return value
+
+
+def unit_directions(name: str, directions: torch.Tensor) -> torch.Tensor:
+    """`directions [N, 3] / |directions|`, differentiable: the tracers take ray directions of any
+    non-zero length and report `t` along the unit direction. Zero-length rows are refused (counted)."""
+    norm = directions.norm(dim=-1, keepdim=True)
+    zero = ~(norm[..., 0] > 0)
+    if zero.any():
+        raise ValueError(f"{name}: {int(zero.sum())} of {len(directions)} directions have zero length; expected "
+                         "non-zero vectors (each is normalised)")  # fmt: skip
+    return directions / norm

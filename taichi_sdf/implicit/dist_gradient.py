@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from taichi_sdf.core.validation import unit_directions
 from taichi_sdf.implicit.implicit_diff import GradientsFn, MarchResult, TraceResult, ValuesFn, min_sdf_values
 
 __all__ = ["approximate_depth", "approximate_trace_result"]
@@ -59,8 +60,7 @@ def _approximate_t(values_fn: ValuesFn, origins, directions, march, alpha, clamp
     t = march.t_min.detach().clone()
     filled = torch.isfinite(buf) & (march.hit & torch.isfinite(buf[:, 0]))[:, None]  # [N, K]
     ray, slot = filled.nonzero(as_tuple=True)  # ray-major: slot 0 of a ray comes first
-    if len(ray) == 0:
-        return t, 0
+    # No early exit without hits: the empty evaluation keeps `t` in the graph of the field's parameters.
     t_j = buf[ray, slot]
     c = (values_fn(origins[ray] + t_j[:, None] * directions[ray]) - level).clamp(-clamp, clamp)  # [M]
     first = slot == 0
@@ -86,7 +86,7 @@ def approximate_depth(
 
     Args:
         fn: `points [M, 3] -> [M]` or `[M, 1 + F]` differentiable field (column 0), the one marched.
-        origins, directions: `[N, 3]` the marched rays (may require grad).
+        origins, directions: `[N, 3]` the marched rays (may require grad; directions are normalised).
         march: the marcher's result with `t_buffer [N, K]` (`DISTMarcher(buffer_size=K)`).
         alpha: DIST's `ray_marching_ratio` (the marcher's `alpha`, default 1.5).
         clamp: DIST's `clamp_dist` (the marcher's `clamp`, default 0.1).
@@ -100,6 +100,7 @@ def approximate_depth(
         raise TypeError(f"fn: expected a callable points [M, 3] -> [M] or [M, 1 + F], got {type(fn).__name__}")
     if not (isinstance(alpha, (int, float)) and isinstance(clamp, (int, float)) and clamp > 0):
         raise ValueError(f"alpha, clamp: expected numbers with clamp > 0, got {alpha!r}, {clamp!r}")
+    directions = unit_directions("directions", directions)  # as march_field: t along unit directions
     t, _ = _approximate_t(_column0(fn), origins, directions, march, float(alpha), float(clamp), float(level))
     return t
 

@@ -97,11 +97,12 @@ class TraceResult:
                            r(self.min_sdf), r(self.steps), self.num_evals, self.marching_evals)  # fmt: skip
 
     def z_depth(self, T_cam_world: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        """Camera z-depth of `t` for rays `directions [B, ..., 3]` of cameras `T_cam_world [B, 4, 4]`
-        (the result reshaped to `[B, ...]` first)."""
+        """Camera z-depth of `t` for rays `directions [B, ..., 3]` (any non-zero length, as traced) of
+        cameras `T_cam_world [B, 4, 4]` (the result reshaped to `[B, ...]` first)."""
         from taichi_sdf.cameras.rays import z_per_t
 
-        return self.t * z_per_t(T_cam_world, directions)
+        unit = directions / directions.norm(dim=-1, keepdim=True)  # t is along unit directions
+        return self.t * z_per_t(T_cam_world, unit)
 
 
 class Surface(NamedTuple):
@@ -177,18 +178,19 @@ def implicit_surface(
     t = torch.where(hit, t0, t0 if t_miss is None else t_miss.detach())
     idx = hit.nonzero()[:, 0]
     evals = 0
-    if len(idx) > 0:
-        o_h, d_h = origins[idx], directions[idx]
-        t_h = t0[idx]
-        if polish_steps > 0:
-            t_h, n_pol = newton_polish(values_fn, gradients_fn, o_h.detach(), d_h.detach(), t_h, polish_steps, level=level)
-            evals += n_pol
-        x0 = o_h + t_h[:, None] * d_h
-        f = values_fn(x0) - level
-        with torch.no_grad():
-            cos = clamp_cos((gradients_fn(x0.detach()) * d_h.detach()).sum(-1))
-        t = t.index_put((idx,), t_h - f / cos)
-        evals += len(idx) * (1 + gradient_cost)
+    # Also without hits (or rays): the field evaluated at no points keeps `t` (and so `points`) in the
+    # graph of the field's parameters, so a loss on them can always be backpropagated.
+    o_h, d_h = origins[idx], directions[idx]
+    t_h = t0[idx]
+    if polish_steps > 0:
+        t_h, n_pol = newton_polish(values_fn, gradients_fn, o_h.detach(), d_h.detach(), t_h, polish_steps, level=level)
+        evals += n_pol
+    x0 = o_h + t_h[:, None] * d_h
+    f = values_fn(x0) - level
+    with torch.no_grad():
+        cos = clamp_cos((gradients_fn(x0.detach()) * d_h.detach()).sum(-1))
+    t = t.index_put((idx,), t_h - f / cos)
+    evals += len(idx) * (1 + gradient_cost)
     points = origins + t[:, None] * directions
     grads = (normals_fn or gradients_fn)(points)
     evals += gradient_cost * n

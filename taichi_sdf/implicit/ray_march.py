@@ -41,7 +41,8 @@ def ray_march(
 
     Args:
         field: the occupancy logit and its parameters (see `TaichiField`).
-        origins, directions: `[N, 3]` rays, directions unit (may require grad: camera optimisation).
+        origins, directions: `[N, 3]` rays (may require grad: camera optimisation); directions of any
+            non-zero length, normalised here (`t` is the distance along the unit direction).
         marcher: the options (`n_steps`, `n_secant_steps`, `method`, `padding`, `depth_range`,
             `search_outside_cube`, `coarse_stride`, `refine_margin`; `block_points` does not apply).
         level: the surface `occ = level` (logit(tau); 0 for tau = 0.5).
@@ -52,7 +53,7 @@ def ray_march(
     """
     check_field(field)
     dtype = field.params.dtype
-    _validate_rays(origins, directions, dtype)
+    directions = _validate_rays(origins, directions, dtype)
     if not isinstance(marcher, DVRMarcher):
         raise TypeError(f"marcher: expected a DVRMarcher (the options), got {type(marcher).__name__}")
     level = float(level)

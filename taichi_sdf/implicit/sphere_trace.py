@@ -8,10 +8,12 @@ callable fields are traced by `taichi_sdf.implicit.wavefront.march_field` into t
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
-from taichi_sdf.core.validation import check_finite, check_tensor
+from taichi_sdf.core.validation import check_finite, check_tensor, unit_directions
 from taichi_sdf.implicit.fields import TaichiField, check_field, field_gradients, field_values
 from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (implicit_surface, newton_polish: former home)
     MIN_COS,
@@ -35,12 +37,14 @@ def _params_ndim_name(field: TaichiField):
     return field.params.dim(), dtype_name(field.params.dtype)
 
 
-def _validate_rays(origins, directions, dtype):
+def _validate_rays(origins, directions, dtype) -> torch.Tensor:
+    """Check the rays; return the unit directions `[N, 3]` (differentiable w.r.t. `directions`)."""
     dims: dict[str, int] = {}
     check_tensor("origins", origins, shape=("N", 3), dims=dims, dtype=dtype)
     check_tensor("directions", directions, shape=("N", 3), dims=dims, dtype=dtype)
     check_finite("origins", origins)
     check_finite("directions", directions)
+    return unit_directions("directions", directions)
 
 
 def sphere_trace(
@@ -59,7 +63,8 @@ def sphere_trace(
     Args:
         field: the SDF and its parameters (see `TaichiField`).
         origins: `[N, 3]` ray origins (may require grad: camera optimisation).
-        directions: `[N, 3]` unit ray directions (may require grad).
+        directions: `[N, 3]` ray directions of any non-zero length, normalised here (may require grad;
+            `t` is the distance along the unit direction, `points = origins + t * unit directions`).
         max_steps: field evaluations per ray in the marching loop.
         eps: convergence threshold on |f| (default 1e-5 in float32, 1e-7 in float64; the final
             Newton step makes the depth error second order in eps).
@@ -74,13 +79,13 @@ def sphere_trace(
     """
     check_field(field)
     dtype = field.params.dtype
-    _validate_rays(origins, directions, dtype)
-    if not (isinstance(max_steps, int) and max_steps >= 1):
+    directions = _validate_rays(origins, directions, dtype)
+    if not (isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1):
         raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
     if eps is None:
         eps = 1e-5 if dtype == torch.float32 else 1e-7
-    if not eps > 0:
-        raise ValueError(f"eps: expected > 0, got {eps!r}")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps: expected a finite float > 0, got {eps!r}")
     if not 0 < step_scale < 2:
         raise ValueError(f"step_scale: expected in (0, 2), got {step_scale!r}")
     n = origins.shape[0]

@@ -22,11 +22,12 @@ marcher=...)`, `IDRTracer` = `IDRMarcher`, `DISTTracer` = `DISTMarcher`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
-from taichi_sdf.core.validation import FLOAT_DTYPES, check_finite, check_tensor
+from taichi_sdf.core.validation import FLOAT_DTYPES, check_finite, check_tensor, unit_directions
 from taichi_sdf.implicit.dist_gradient import approximate_trace_result
 from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (re-exported: former home of these names)
     MarchResult,
@@ -64,7 +65,8 @@ def march_field(
 
     Args:
         fn: `points [M, 3] -> [M]` or `[M, 1 + F]` field (column 0), e.g. an MLP's SDF.
-        origins, directions: `[N, 3]` rays, directions of unit length (may require grad).
+        origins, directions: `[N, 3]` rays (may require grad); directions of any non-zero length,
+            normalised here (`t` is the distance along the unit direction, as every marcher assumes).
         marcher: the algorithm and its options, e.g. `IDRMarcher()` or `DISTMarcher()` (anything
             with the `Marcher` protocol's `march` method).
         level: the level set to find (the marcher says which side is inside; SDF marchers: below).
@@ -89,12 +91,20 @@ def march_field(
     check_tensor("directions", directions, shape=("N", 3), dims=dims, dtype=origins.dtype, device=origins.device)
     check_finite("origins", origins)
     check_finite("directions", directions)
+    directions = unit_directions("directions", directions)  # [N, 3], differentiable
     if not callable(getattr(marcher, "march", None)):
         raise TypeError(f"marcher: expected an object with a march(evaluate, origins, directions, *, level, "
                         f"image_shape) method (e.g. IDRMarcher()), got {type(marcher).__name__}")  # fmt: skip
     if image_shape is not None:
-        if len(image_shape) != 3 or image_shape[0] * image_shape[1] * image_shape[2] != origins.shape[0]:
-            raise ValueError(f"image_shape: expected (B, H, W) with B*H*W = {origins.shape[0]} rays, got {image_shape}")
+        if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
+                or not all(isinstance(s, int) and s >= 1 for s in image_shape)
+                or image_shape[0] * image_shape[1] * image_shape[2] != origins.shape[0]):  # fmt: skip
+            raise ValueError(f"image_shape: expected (B, H, W), positive ints with B*H*W = {origins.shape[0]} rays, "
+                             f"got {image_shape}")  # fmt: skip
+    if not (isinstance(polish_steps, int) and polish_steps >= 0):
+        raise ValueError(f"polish_steps: expected an int >= 0, got {polish_steps!r}")
+    if not (isinstance(level, (int, float)) and math.isfinite(level)):
+        raise ValueError(f"level: expected a finite float, got {level!r}")
     from taichi_sdf.core.runtime import device as runtime_device
 
     if origins.device.type != runtime_device().type:

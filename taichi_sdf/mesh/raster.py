@@ -51,7 +51,7 @@ from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.core import runtime
 from taichi_sdf.core.bridge import KernelOp
 from taichi_sdf.core.dtypes import dtype_name
-from taichi_sdf.core.validation import FLOAT_DTYPES, check_tensor
+from taichi_sdf.core.validation import FLOAT_DTYPES, check_finite, check_tensor
 from taichi_sdf.kernels.mesh.soft_raster import PW, RECORD, RasterConfig, binning_kernels, raster_kernels
 
 MODES = ("softras", "dibr", "hard")
@@ -449,8 +449,8 @@ def check_mesh_inputs(
     batch: int | None,
 ) -> None:
     """Validate a mesh as `soft_rasterize` takes it (float vertices, int faces indexing them, optional
-    per-vertex colours of the vertices' dtype, batch sizes equal to `batch` where given); raises
-    ValueError/TypeError naming the argument. Shared by the renderers built on the rasterizer."""
+    per-vertex colours of the vertices' dtype, batch sizes equal to `batch` where given, all finite);
+    raises ValueError/TypeError naming the argument. Shared by the renderers built on the rasterizer."""
     check_tensor("vertices", vertices, dtype=FLOAT_DTYPES)
     dims: dict[str, int] = {}
     if vertices.dim() == 2:
@@ -462,6 +462,12 @@ def check_mesh_inputs(
     if colors is not None and colors.dim() == 3 and batch is not None and colors.shape[0] != batch:
         raise ValueError(f"colors: expected a batch of {batch}, got {colors.shape[0]}")
     _check_mesh(vertices, faces, colors, batch, dims)
+    bad = ~torch.isfinite(vertices).all(-1)  # [B, V] or [V]
+    if bad.any():  # the binning would skip their faces without a word
+        raise ValueError(f"vertices: {int(bad.sum())} of {bad.numel()} vertices have NaN/inf coordinates (the faces "
+                         "using them would vanish from the image); expected finite positions")  # fmt: skip
+    if colors is not None:
+        check_finite("colors", colors)
 
 
 def _colors_batched(colors, B):

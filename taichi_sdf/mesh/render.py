@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from taichi_sdf.cameras.camera import Camera
-from taichi_sdf.core.validation import check_tensor
+from taichi_sdf.core.validation import check_finite, check_tensor
 from taichi_sdf.mesh.raster import MODES, RasterSettings, check_mesh_inputs, hard_rasterize, interpolate, soft_rasterize
 from taichi_sdf.mesh.shading import (
     DirectionalLight,
@@ -104,6 +104,8 @@ def _check_texture(texture, vertices: torch.Tensor, faces: torch.Tensor, batch: 
     check_tensor("uv", uv, dtype=vertices.dtype)
     if uv.dim() not in (2, 3) or uv.shape[-1] != 2 or (uv.dim() == 3 and uv.shape[0] not in (1, batch)):
         raise ValueError(f"uv: expected shape [Vuv, 2] or [B, Vuv, 2] (B = 1 or {batch}), got {list(uv.shape)}")
+    check_finite("texture", tex)
+    check_finite("uv", uv)
     check_tensor("uv_faces", uv_faces, shape=(faces.shape[0], 3), dtype=(torch.int32, torch.int64))
     if uv_faces.numel():
         lo, hi = (int(x) for x in torch.aminmax(uv_faces))
@@ -123,7 +125,7 @@ def _check_light(shading: str, light, material, like: torch.Tensor):
                             f"shading='sh', got {type(light).__name__}")  # fmt: skip
         if light.dim() not in (2, 3) or tuple(light.shape[-2:]) != (9, 3):
             raise ValueError(f"light: expected SH coefficients of shape [9, 3] or [B|1, 9, 3], got {list(light.shape)}")
-        return light, None
+        return check_finite("light", light), None
     if light is not None and not isinstance(light, DirectionalLight):
         raise TypeError(f"light: expected a DirectionalLight for shading={shading!r}, got {type(light).__name__}")
     if material is not None and not isinstance(material, Material):
@@ -165,6 +167,7 @@ def _render(
             normals.dim() == 3 and normals.shape[0] not in (1, B)
         ):
             raise ValueError(f"normals: expected shape [V, 3] or [B, V, 3] like vertices, got {list(normals.shape)}")
+        check_finite("normals", normals)
     else:
         _check_choice("normals", normals, NORMALS)
     light, material = _check_light(shading, light, material, vertices)
@@ -197,7 +200,8 @@ def _render(
 
     if mode == "hard":
         out = hard_rasterize(vertices, faces, cameras, near=s.near, tile_size=s.tile_size)
-        pix = interpolate(attr, corner_faces, out) if F else attr.new_zeros(*out.face_id.shape, N_ATTR)
+        # no faces: the background, still in the graph of the attributes (a loss on it can be backpropagated)
+        pix = interpolate(attr, corner_faces, out) if F else attr.new_zeros(*out.face_id.shape, N_ATTR) + attr.sum() * 0
     else:
         s_attr = dataclasses.replace(s, background=0.0)
         out = soft_rasterize(pos.expand(B, -1, -1).contiguous(), corner_faces, cameras, attr, mode=mode,

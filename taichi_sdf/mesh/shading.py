@@ -76,9 +76,7 @@ class DirectionalLight:
         truncation, at most 3/32 of pi * color off, at n . l = 0) and the ambient as a constant
         radiance (exact), so that SH shading approximates `lambert` with this light."""
         like = torch.zeros((), dtype=dtype, device=device)
-        d = _vec("direction", self.direction, like)
-        if d.dim() < 1 or d.shape[-1] != 3:
-            raise ValueError(f"direction: expected [3] or [B, 3], got shape {list(d.shape)}")
+        d = _light_direction(_vec("direction", self.direction, like))
         l_dir = -_normalize(d.reshape(-1, 3))  # [B|1, 3] towards the light
         l_dir, col, amb = torch.broadcast_tensors(l_dir, _rows("color", self.color, like),
                                                   _rows("ambient", self.ambient, like))
@@ -104,7 +102,18 @@ def _vec(name: str, x, like: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(x, dtype=like.dtype, device=like.device)
     if t.dim() > 2 or (t.dim() >= 1 and t.shape[-1] not in (1, 3)):
         raise ValueError(f"{name}: expected a float, [3] or [B, 3], got shape {list(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"light {name}: expected finite values, got {int((~torch.isfinite(t)).sum())} NaN/inf")
     return t
+
+
+def _light_direction(d: torch.Tensor) -> torch.Tensor:
+    """Check a light's direction of travel `[3]` / `[B, 3]` (shape, non-zero length); return it."""
+    if d.dim() < 1 or d.shape[-1] != 3:
+        raise ValueError(f"direction: expected [3] or [B, 3], got shape {list(d.shape)}")
+    if ((d * d).sum(-1) <= _EPS).any():  # would light nothing (normalised to 0) without a word
+        raise ValueError(f"light direction: expected a non-zero vector, got {d.tolist()}")
+    return d
 
 
 def _rows(name: str, x, like: torch.Tensor) -> torch.Tensor:
@@ -125,9 +134,7 @@ def _per_image(name: str, x, like: torch.Tensor) -> torch.Tensor:
 
 def _towards_light(light: DirectionalLight, like: torch.Tensor) -> torch.Tensor:
     """Unit vector towards the light, broadcastable against `like [B, ..., 3]`."""
-    d = _per_image("direction", light.direction, like)
-    if d.dim() < 1 or d.shape[-1] != 3:
-        raise ValueError(f"direction: expected [3] or [B, 3], got shape {list(d.shape)}")
+    d = _light_direction(_per_image("direction", light.direction, like))
     return -_normalize(d)
 
 

@@ -11,17 +11,20 @@ import glob
 import os
 import pickle
 import re
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import torch
 
+from taichi_sdf.core.errors import BadInput
+
 __all__ = [
     "CheckpointError",
     "atomic_write",
     "atomic_write_bytes",
+    "open_temp_beside",
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
@@ -29,7 +32,7 @@ __all__ = [
 ]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BadInput, RuntimeError):
     """A checkpoint file exists but cannot be read (truncated, corrupt, or not a torch file)."""
 
 
@@ -47,14 +50,29 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def open_temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, str]:
+    """Create a new hidden temp file next to `path` (same file system, so renaming it over `path` is
+    atomic; not matched by the usual "*.pt" globs): (descriptor open for writing, its path).
+
+    Its permissions follow the umask like any file the user creates (0o666 & ~umask, typically 0644),
+    not `tempfile.mkstemp`'s 0600, which the rename would carry over to the final file."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    prefix = "." + os.path.basename(os.fspath(path)) + "."
+    for _ in range(100):
+        tmp = os.path.join(directory, prefix + secrets.token_hex(4) + suffix)
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{directory}: no free temp file name for {path}")  # pragma: no cover
+
+
 def _atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> str:
     """Call `writer(file)` on a temp file next to `path`, fsync, then rename over `path`."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    # Hidden temp name in the same directory: same file system (so the rename is atomic) and not
-    # matched by the usual "*.pt" globs.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = open_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)

@@ -42,6 +42,8 @@ def train_and_export(
     cfg, args = parse_config(config_cls, argv, ap)
     if args.resume and args.overwrite:
         ap.error("--resume and --overwrite exclude each other")
+    if args.iterations is not None and args.iterations < 0:  # would train nothing and export an untrained model
+        ap.error(f"--iterations: expected >= 0, got {args.iterations}")
     mode = "eval" if args.eval_only else "resume" if args.resume else "overwrite" if args.overwrite else "new"
     t0 = time.time()
     with exit_on_user_error(name):

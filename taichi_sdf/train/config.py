@@ -36,12 +36,13 @@ import enum
 import functools
 import inspect
 import io
+import math
 import os
 import pathlib
 import tokenize
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
 import yaml
@@ -82,10 +83,42 @@ def _is_constraint(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and hasattr(exc, "config_key") and hasattr(exc, "reason")
 
 
+def _non_finite(value: Any) -> bool:
+    """A float that is NaN or infinite, or a list/tuple/dict holding one (at any depth)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
 def check(ok: bool, key: str, expected: str, value: Any) -> None:
-    """In a config dataclass's `__post_init__`: raise ConfigValueError for field `key` unless `ok`."""
+    """In a config dataclass's `__post_init__`: raise ConfigValueError for field `key` unless `ok`.
+    A NaN or infinite `value` (or one inside a tuple) fails every check, whatever its form: `nan > 0`
+    is False but `not nan < 1` is True, and `inf > 0` holds."""
+    if _non_finite(value):
+        raise ConfigValueError(key, f"expected {expected} (a finite number), got {value!r}")
     if not ok:
         raise ConfigValueError(key, f"expected {expected}, got {value!r}")
+
+
+def _float_leaves(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every float in a nested container of plain values (lists: `key.i`)."""
+    items = data.items() if isinstance(data, Mapping) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for k, v in items:
+        if isinstance(v, float):
+            yield f"{prefix}{k}", v
+        else:
+            yield from _float_leaves(v, f"{prefix}{k}.")
+
+
+def _check_finite_floats(data: Any, source_of: Callable[[str], str | None]) -> None:
+    """Refuse NaN/inf anywhere in a config (no key of any app means "infinite"), naming the key."""
+    for key, value in _float_leaves(data):
+        if not math.isfinite(value):
+            raise ConfigValueError(key, f"expected a finite number, got {value!r}", source_of(key))
 
 
 # ----------------------------------------------------------------------------- schema helpers
@@ -230,6 +263,12 @@ class _Loader:
 
     def build(self) -> Any:
         try:
+            plain = OmegaConf.to_container(self.cfg, resolve=True, throw_on_missing=False)
+        except OmegaConfBaseException:
+            plain = None  # a broken interpolation: to_object below names it
+        if plain is not None:
+            _check_finite_floats(plain, lambda key: self.source_of(_section_key(key)))
+        try:
             return OmegaConf.to_object(self.cfg)
         except MissingMandatoryValue as exc:
             key = exc.full_key or "?"
@@ -243,6 +282,14 @@ class _Loader:
             prefix, inner = _locate(self.cfg, "")
             key = prefix + inner.config_key
             raise ConfigValueError(key, inner.reason, self.source_of(key)) from None
+
+
+def _section_key(key: str) -> str:
+    """`a.b.2` (an item of a list field) -> `a.b`, the key a source sets."""
+    parts = key.split(".")
+    while parts and parts[-1].isdigit():
+        parts.pop()
+    return ".".join(parts)
 
 
 def _locate(node: DictConfig, prefix: str) -> tuple[str, Any]:
@@ -354,6 +401,8 @@ def validate_config(cfg: Any, prefix: str = "") -> None:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             validate_config(value, f"{prefix}{f.name}.")
+        elif _non_finite(value):
+            _check_finite_floats({f"{prefix}{f.name}": value}, lambda key: None)
     post = getattr(cfg, "__post_init__", None)
     if post is not None:
         try:

@@ -24,23 +24,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taichi_sdf.core.errors import InputError, user_errors
+
 from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from .config import config_to_dict, save_config
 
 __all__ = ["UserError", "Trainer", "RunLock", "is_main_process", "seed_everything", "exit_on_user_error", "config_diff"]
 
 
-class UserError(ValueError):
+class UserError(InputError):
     """A refusal the user can act on (busy or occupied run folder, incompatible resume, no checkpoint)."""
 
 
-@contextlib.contextmanager
-def exit_on_user_error(prog: str) -> Iterator[None]:
-    """Turn a `UserError` (or a named ValueError / FileNotFoundError) into `prog: error: ...` and exit 1."""
-    try:
-        yield
-    except (UserError, ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"{prog}: error: {e}") from None
+def exit_on_user_error(prog: str) -> contextlib.AbstractContextManager[None]:
+    """Turn a user error (`UserError`, a named ValueError / TypeError / FileNotFoundError: see
+    `taichi_sdf.core.errors.is_user_error`) into `prog: error: ...` and exit 1; the same handler as
+    `taichi_sdf.core.errors.user_errors` (kept under this name for the trainers)."""
+    return user_errors(prog)
 
 
 def is_main_process() -> bool:

@@ -36,12 +36,12 @@ def _write(path, text):
 )
 def test_broken_pred_is_named(tmp_path, sphere, name, text, match):
     pred = _write(tmp_path / name, text)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(SystemExit, match=match):
         main([str(pred), str(sphere), *N])
 
 
 def test_missing_file_is_named(tmp_path, sphere):
-    with pytest.raises(ValueError, match=r"sphere\.obj: file not found"):
+    with pytest.raises(SystemExit, match=r"sphere\.obj: file not found"):
         main([str(tmp_path / "sphere.obj"), str(sphere), *N])
 
 
@@ -49,7 +49,7 @@ def test_png_named_obj_is_named(tmp_path, sphere):
     import imageio.v3 as iio
 
     iio.imwrite(tmp_path / "pred.obj", np.zeros((4, 4, 3), np.uint8), extension=".png")
-    with pytest.raises(ValueError, match=r"pred\.obj: the file holds a PNG image, not a \.obj mesh"):
+    with pytest.raises(SystemExit, match=r"pred\.obj: the file holds a PNG image, not a \.obj mesh"):
         main([str(tmp_path / "pred.obj"), str(sphere), *N])
 
 
@@ -72,7 +72,7 @@ def test_two_mesh_glb_is_scored_as_their_union(tmp_path):
 )
 def test_bad_transform_is_named(tmp_path, sphere, matrix, match):
     T = _write(tmp_path / "scale_mat.json", json.dumps(matrix))
-    with pytest.raises(ValueError, match=r"scale_mat\.json: .*" + match):
+    with pytest.raises(SystemExit, match=r"scale_mat\.json: .*" + match):
         main([str(sphere), str(sphere), "--transform", str(T), *N])
 
 

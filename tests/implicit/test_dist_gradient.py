@@ -250,7 +250,8 @@ def test_approximate_depth_equals_march_field_option(device):
     fn, o, d, leaves = _vjp_case("latent", torch.float64, device)
     cfg = DISTMarcher(buffer_size=3, alpha=1.2, clamp=0.05)
     r = march_field(fn, o, d, marcher=cfg, image_shape=SHAPE, gradient="approximate")
-    march = cfg.march(FieldEvaluator(fn, 65536, o.dtype), o, d, image_shape=SHAPE)
+    unit = d / d.norm(dim=-1, keepdim=True)  # what march_field hands its marcher
+    march = cfg.march(FieldEvaluator(fn, 65536, o.dtype), o, unit, image_shape=SHAPE)
     t = approximate_depth(fn, o, d, march, alpha=1.2, clamp=0.05)
     torch.testing.assert_close(t, r.t, rtol=0, atol=0)
     (g,) = torch.autograd.grad(t.sum(), leaves)

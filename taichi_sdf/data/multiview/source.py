@@ -38,6 +38,9 @@ class MultiViewDataConfig:
         parts = nerf_train_splits(self.nerf_train)
         check(bool(parts) and set(parts) <= {"train", "val"}, "nerf_train", "'train', 'val' or 'train,val'", self.nerf_train)
         check(self.data is None or self.data.strip() != "", "data", "a dataset folder or null (the built-in one)", self.data)
+        check(self.data is not None or self.format == "auto", "format",
+              "'auto' without data.data (a format names the layout of a dataset folder: set data.data=<folder> too; "
+              "without it the built-in scene is used)", self.format)  # fmt: skip
 
 
 def builtin_folder(d: MultiViewDataConfig) -> Path:

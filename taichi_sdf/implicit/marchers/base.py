@@ -8,7 +8,8 @@ A marcher is a small object (a frozen dataclass of the algorithm's options) with
   grad, in chunks, with a check for non-finite values, counting every point. A marcher calls only it
   (never the user's callable) and evaluates only the rays still active, in as few calls as it can:
   each call is one batch of the (expensive) field, each Taichi launch ~0.1-0.3 ms.
-- `origins, directions`: `[N, 3]` detached, contiguous rays on the runtime device, directions unit.
+- `origins, directions`: `[N, 3]` detached, contiguous rays on the runtime device, directions unit
+  (`march_field` normalises the user's directions).
 - `level`: the level set `f = level` to find. A marcher states which side it takes as inside (SDF
   marchers: `f - level < 0`; an occupancy marcher: `f - level > 0`) and evaluates `f - level`.
 - `image_shape`: `(B, H, W)` when the rays are B row-major images (coarse-to-fine marchers use it;
@@ -27,6 +28,7 @@ dtype name); `march_field` needs no change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -34,7 +36,20 @@ import torch
 
 from taichi_sdf.implicit.implicit_diff import MarchResult
 
-__all__ = ["Marcher", "MarchResult", "FieldEvaluator", "compact", "shifted", "sort_gathered"]
+__all__ = ["Marcher", "MarchResult", "FieldEvaluator", "check_options", "compact", "shifted", "sort_gathered"]
+
+
+def check_options(marcher, positive: tuple[str, ...] = (), at_least: dict[str, int] | None = None) -> None:
+    """A marcher's `__post_init__` check: the named options are finite floats > 0 (`positive`) or ints
+    of at least the given value (`at_least`); raises ValueError naming the option."""
+    for key in positive:
+        v = getattr(marcher, key)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{type(marcher).__name__}.{key}: expected a finite float > 0, got {v!r}")
+    for key, least in (at_least or {}).items():
+        v = getattr(marcher, key)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= least):
+            raise ValueError(f"{type(marcher).__name__}.{key}: expected an int >= {least}, got {v!r}")
 
 
 @runtime_checkable

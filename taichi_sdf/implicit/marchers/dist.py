@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
-from taichi_sdf.implicit.marchers.base import MarchResult, shifted, sort_gathered
+from taichi_sdf.implicit.marchers.base import MarchResult, check_options, shifted, sort_gathered
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
 from taichi_sdf.kernels.implicit.marchers.dist import dist_kernels
 
@@ -41,8 +41,11 @@ class DISTMarcher:
     buffer_size: int = 0
 
     def __post_init__(self) -> None:
+        check_options(self, positive=("bound_radius", "eps", "alpha", "clamp"), at_least={"march_steps": 1})
         if not (isinstance(self.buffer_size, int) and self.buffer_size >= 0):
             raise ValueError(f"buffer_size: expected an int >= 0, got {self.buffer_size!r}")
+        if not all(isinstance(s, int) and s >= 1 for s in self.scales):
+            raise ValueError(f"scales: expected pixel strides >= 1, got {self.scales!r}")
         if len(self.scales) != len(self.steps_per_scale) or self.scales[-1] != 1:
             raise ValueError("DISTMarcher: scales and steps_per_scale must have equal length and end at scale 1")
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
-from taichi_sdf.implicit.marchers.base import MarchResult, compact, shifted, sort_gathered
+from taichi_sdf.implicit.marchers.base import MarchResult, check_options, compact, shifted, sort_gathered
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
 from taichi_sdf.kernels.implicit.marchers.idr import idr_kernels
 
@@ -32,6 +32,10 @@ class IDRMarcher:
     n_steps: int = 100  # uniform samples for rays that did not converge
     n_secant_steps: int = 8
     min_sdf_samples: int = 0  # > 0: also search this many samples for the min-SDF point of every miss (IDR training: 100)
+
+    def __post_init__(self) -> None:
+        check_options(self, positive=("bound_radius", "eps", "line_search_step"), at_least={
+            "sphere_tracing_iters": 1, "line_step_iters": 0, "n_steps": 2, "n_secant_steps": 0, "min_sdf_samples": 0})  # fmt: skip
 
     def march(self, evaluate: Callable[[torch.Tensor], torch.Tensor], origins: torch.Tensor, directions: torch.Tensor,
               *, level: float = 0.0, image_shape=None) -> MarchResult:  # fmt: skip

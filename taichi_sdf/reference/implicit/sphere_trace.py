@@ -35,7 +35,8 @@ def sphere_trace(
     step_scale: float = 1.0,
 ) -> Trace:
     """Twin of `sphere_trace(TaichiField(sdf_func, params, bound_radius), ...)`, with
-    `sdf(points [N, 3], params) -> [N]` a torch function."""
+    `sdf(points [N, 3], params) -> [N]` a torch function; directions are normalised, as there."""
+    directions = directions / directions.norm(dim=-1, keepdim=True)
     if eps is None:
         eps = 1e-5 if params.dtype == torch.float32 else 1e-7
     o, d = origins.detach(), directions.detach()

@@ -366,7 +366,8 @@ def march_field(
 ) -> Trace:
     """Twin of `taichi_sdf.implicit.wavefront.march_field` (same arguments and outputs; `chunk_size` is
     ignored: the twin evaluates each batch at once; `num_evals` is not counted for the approximate
-    gradient)."""
+    gradient). Directions of any non-zero length are normalised (differentiably), as there."""
+    directions = directions / directions.norm(dim=-1, keepdim=True)
     ev = _Evaluator(fn)
     o, d = origins.detach(), directions.detach()
     hit, t0, t_min, *buffer = MARCHERS[marcher.name](lambda x: ev(x) - level, o, d, marcher, image_shape)
