@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -307,7 +306,9 @@ def write_exr(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from taichi_sdf.train.checkpoint import open_temp_beside  # umask-respecting (mkstemp: 0600)
+
+    fd, tmp = open_temp_beside(path, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +102,9 @@ def write_image(path: str | os.PathLike, image) -> Path:
     data = to_uint8(image)
     if data.ndim == 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    from taichi_sdf.train.checkpoint import open_temp_beside  # umask-respecting (mkstemp: 0600)
+
+    fd, tmp = open_temp_beside(path, suffix=path.suffix)
     os.close(fd)
     try:
         iio.imwrite(tmp, data, extension=path.suffix)
