@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 
+from taichi_sdf.core.errors import app_main
 from taichi_sdf.train.cli import train_and_export
 
 from .config import FitConfig
@@ -29,6 +30,7 @@ def fit(argv=None) -> dict:
                             outputs="mesh.ply, metrics.json, renders/, turntable.gif, log.csv, log.png, checkpoints/")  # fmt: skip
 
 
+@app_main("python -m apps.dibr")
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["fit"]:
