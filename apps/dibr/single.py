@@ -69,13 +69,15 @@ def check_chamfer(pred_points: np.ndarray, gt_points: np.ndarray, thresholds) ->
 def score_mesh(mesh: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.ndarray, cfg: SingleImageConfig,
                index: int) -> dict[str, float]:  # fmt: skip
     """check_chamfer scores (2500 area-weighted points on `mesh` vs 2500 random GT points, seeded by the
-    object's index) and the project's Chamfer-L1 / F-score@0.01 / normal consistency on all GT points."""
+    object's index) and the project's Chamfer-L1 / F-score@0.01 / normal consistency (`eval.project_points`
+    points on the mesh against at most as many GT points)."""
     e = cfg.eval
     rng = np.random.default_rng([cfg.seed, index])
     gt = gt_points[rng.choice(len(gt_points), e.n_points, replace=len(gt_points) < e.n_points)]
     pred, _ = sample_surface(mesh, e.n_points, seed=cfg.seed)
     row = check_chamfer(pred, gt, e.thresholds)
-    project = evaluate_mesh(mesh, (gt_points, gt_normals), n_points=len(gt_points), thresholds=(0.01,), seed=cfg.seed)
+    sub = rng.choice(len(gt_points), min(e.project_points, len(gt_points)), replace=False)
+    project = evaluate_mesh(mesh, (gt_points[sub], gt_normals[sub]), n_points=e.project_points, thresholds=(0.01,), seed=cfg.seed)
     row |= {"chamfer_l1": project["chamfer_l1"], "fscore@0.01": project["fscore@0.01"],
             "normal_consistency": project.get("normal_consistency", float("nan"))}  # fmt: skip
     return row

@@ -99,6 +99,7 @@ class SingleImageEvalConfig:  # check_chamfer.py
     n_points: int = 2500  # points on each predicted mesh and ground-truth points drawn
     thresholds: tuple[float, ...] = (0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05)  # F-score
     input_view: int = 0  # the input image of each held-out object
+    project_points: int = 100000  # points for the project's Chamfer-L1 / F-score@0.01 (DVR/OccNet: 100k)
 
     def __post_init__(self) -> None:
         check(self.max_instances >= 0, "max_instances", ">= 0 (0 = all)", self.max_instances)
@@ -106,6 +107,7 @@ class SingleImageEvalConfig:  # check_chamfer.py
         check(len(self.thresholds) >= 1 and all(t > 0 for t in self.thresholds), "thresholds", "distances > 0",
               self.thresholds)  # fmt: skip
         check(self.input_view >= 0, "input_view", ">= 0", self.input_view)
+        check(self.project_points >= 1, "project_points", ">= 1", self.project_points)
 
 
 @dataclass
