@@ -161,9 +161,11 @@ class SingleImageTrainer(Trainer):
                 f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
             )
         self.optimizer.zero_grad(set_to_none=True)
+        self.system.zeroed_grads = 0
         loss.backward()
         self.optimizer.step()
-        return {k: float(x.detach()) if isinstance(x, torch.Tensor) else float(x) for k, x in terms.items()}
+        row = {k: float(x.detach()) if isinstance(x, torch.Tensor) else float(x) for k, x in terms.items()}
+        return row | {"zeroed_grads": float(self.system.zeroed_grads)}
 
     def postfix(self, row: dict) -> dict:
         return {"loss": f"{row['loss']:.4f}", "iou": f"{row['mask_iou']:.3f}", "coef": f"{row['residual_coef']:.3f}",

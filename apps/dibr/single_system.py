@@ -63,6 +63,23 @@ class SingleImageMeshNet(nn.Module):
         self.register_buffer("template", normalize_meshes(t[None], self.scale)[0])  # [V, 3]
         self.register_buffer("faces", torch.as_tensor(np.asarray(faces), dtype=torch.int32))  # [F, 3]
         self.residual_coef = nn.Parameter(torch.zeros(()))
+        self.zeroed_grads = 0  # non-finite rasterizer gradient entries zeroed since the last reset
+
+    def _finite_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` unchanged, with a hook that zeroes non-finite entries of its gradient: the DIB-R backward
+        returns NaN for some (edge-on) faces, and one NaN would reach every network weight through the
+        shared decoder; the entries zeroed are counted in `zeroed_grads`."""
+        if x.requires_grad:
+
+            def hook(g: torch.Tensor) -> torch.Tensor:
+                bad = ~torch.isfinite(g)
+                if not bad.any():
+                    return g
+                self.zeroed_grads += int(bad.sum())
+                return torch.where(bad, torch.zeros_like(g), g)
+
+            x.register_hook(hook)
+        return x
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return decode_mesh(self.decoder, self.template, self.encoder(images), self.residual_coef, self.scale)
@@ -73,7 +90,8 @@ class SingleImageMeshNet(nn.Module):
         k = len(cams) // vertices.shape[0]
         if k * vertices.shape[0] != len(cams):
             raise ValueError(f"cameras: expected a multiple of {vertices.shape[0]} (objects), got {len(cams)}")
-        out = render_mesh(vertices.repeat_interleave(k, 0), self.faces, cams, colors=colors.repeat_interleave(k, 0),
+        rv, rc = self._finite_grad(vertices.repeat_interleave(k, 0)), self._finite_grad(colors.repeat_interleave(k, 0))
+        out = render_mesh(rv, self.faces, cams, colors=rc,
                           normals="smooth", shading="none", mode="dibr", background=1.0, **self.raster)  # fmt: skip
         f = self.faces.long()
         gt_mask = batch["masks"]

@@ -135,3 +135,12 @@ def test_train_then_eval_writes_the_per_class_table(tiny_root, tmp_path):
         assert 0 <= table[0][key] < (1 if key.startswith("f") else 2), key
     assert metrics["iterations"] == 2 and set(metrics) >= {"model", "template", "retrieval"}
     assert "| chair | 1 |" in (out / "table.md").read_text()
+
+
+def test_non_finite_rasterizer_gradients_are_zeroed_and_counted():
+    net = build_network(load_config(SingleImageConfig, PRESET, TINY))
+    x = torch.ones(3, 2, requires_grad=True)
+    y = net._finite_grad(x * 2.0)
+    (y * torch.tensor([[1.0, float("nan")], [float("inf"), 1.0], [1.0, 1.0]])).sum().backward()
+    assert x.grad.tolist() == [[2.0, 0.0], [0.0, 2.0], [2.0, 2.0]]
+    assert net.zeroed_grads == 2
