@@ -1,4 +1,5 @@
 """python -m apps.dibr fit [--config configs/dibr/cpu.yaml] [key=value ...] [--resume | --overwrite] [--eval-only]
+   python -m apps.dibr train|eval ...   (the single-image network: python -m apps.dibr train --help)
 
 Fits a mesh to the images and masks of a multi-view dataset (the built-in CSG dataset when `data.data` is
 not set; any IDR/DTU, NeRF or DVR folder otherwise): a template (icosphere or `model.template=PATH`) deformed
@@ -20,7 +21,7 @@ from .config import FitConfig
 from .trainer import FitTrainer
 
 DEFAULT_PRESET = "configs/dibr/cpu.yaml"
-COMMANDS = ("fit",)
+COMMANDS = ("fit", "train", "eval")
 
 
 def fit(argv=None) -> dict:
@@ -35,6 +36,10 @@ def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["fit"]:
         return fit(argv[1:])
+    if argv[:1] in (["train"], ["eval"]):  # single-image reconstruction
+        from .single import main as single_main
+
+        return single_main(argv[1:], command=argv[0])
     usage = f"usage: python -m apps.dibr {{{','.join(COMMANDS)}}} ... (python -m apps.dibr fit --help lists the keys)"
     if argv[:1] in (["-h"], ["--help"]):
         print(usage + "\n\n" + __doc__.split("\n\n")[1])

@@ -204,5 +204,5 @@ def test_bad_config_is_a_one_line_error(capsys):
     assert err.startswith("python -m apps.dibr fit: error: unknown config key 'train.nope'")
     with pytest.raises(ValueError, match=r"config key 'remesh.method'.*midpoint with albedo=texture"):
         load_config(FitConfig, None, ["model.albedo=texture", "remesh.method=loop"])
-    with pytest.raises(SystemExit, match=r"python -m apps.dibr: error: expected a command \(fit\), got none"):
+    with pytest.raises(SystemExit, match=r"python -m apps.dibr: error: expected a command \(fit, train, eval\), got none"):
         main([])

@@ -12,6 +12,7 @@ import pytest
 from apps.deepsdf.config import DeepSDFConfig, check_config
 from apps.demo import DemoConfig
 from apps.dibr.config import FitConfig
+from apps.dibr.single_config import SingleImageConfig
 from apps.dist.config import DISTConfig
 from apps.dvr.config import DVRConfig
 from apps.dvr.single_config import SingleViewConfig
@@ -26,7 +27,8 @@ APPS = {"idr": IDRConfig, "deepsdf": DeepSDFConfig, "demo": DemoConfig, "dvr": D
 @pytest.mark.parametrize("preset", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")))
 def test_every_preset_loads(preset):
     app = Path(preset).parent.name
-    cls = SingleViewConfig if app == "dvr" and Path(preset).stem.startswith("single") else APPS[app]
+    single = Path(preset).stem.startswith("single")
+    cls = SingleViewConfig if app == "dvr" and single else SingleImageConfig if app == "dibr" and single else APPS[app]
     # a preset for a dataset layout (data.format) needs the folder too: a format without data.data is refused
     needs_data = "format:" in (ROOT / preset).read_text()
     cfg = load_config(cls, ROOT / preset, ["data.data=path/to/scan"] if needs_data else [])

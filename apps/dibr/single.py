@@ -1,0 +1,279 @@
+"""python -m apps.dibr train|eval [--config configs/dibr/single_cpu.yaml] [key=value ...] [--resume | --overwrite]
+
+DIB-R single-image reconstruction (nv-tlabs/DIB-R-Single-Image-3D-Reconstruction): an image encoder and
+DVR's decoder at every template vertex predict vertex offsets and colours of a 642-vertex sphere, trained
+through the DIB-R rasterizer on 2 views per object of a ShapeNet-layout dataset (DVR's own, or the built-in
+procedural classes generated once), then the held-out objects scored as the original's
+chamfer/check_chamfer.py (2500 points a side, non-squared distances, Chamfer and F-score at 0.01..0.05,
+per class and mean) beside the project's Chamfer-L1 / F-score@0.01, with two baselines scored the same
+way: the template sphere and the nearest training shape by input image.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+import taichi_sdf
+from taichi_sdf.cameras.camera import Camera
+from taichi_sdf.data.shapenet import ShapeNetDataset, generate_shapenet_layout
+from taichi_sdf.mesh.export import save_ply
+from taichi_sdf.models.dvr import ConvEncoder, DVRDecoder, ResNet18Encoder
+from taichi_sdf.train.checkpoint import atomic_write_bytes
+from taichi_sdf.train.cli import train_and_export
+from taichi_sdf.train.metrics import chamfer_distance, evaluate_mesh, fscore, sample_surface, write_eval_tables
+from taichi_sdf.train.trainer import Trainer, is_main_process
+
+from .single_config import SingleImageConfig
+from .single_system import SingleImageMeshNet
+from .template import make_template
+
+DEFAULT_PRESET = "configs/dibr/single_cpu.yaml"
+
+
+def builtin_root(cfg: SingleImageConfig) -> Path:
+    """The built-in layout's cache folder; named as `python -m apps.dvr single` names it, so that equal
+    settings share one generated folder."""
+    d = cfg.data
+    return Path("outputs/cache") / f"shapenet_{'_'.join(d.classes)}_{d.views}v_{d.size}px_{d.points}p_s{d.seed}"
+
+
+def load_split(cfg: SingleImageConfig, split: str) -> ShapeNetDataset:
+    """The split of `data.root`, or of the built-in layout (generated on first use, resumable, with
+    the same generator call as DVR's single-view app)."""
+    d = cfg.data
+    root = d.root
+    if root is None:
+        root = builtin_root(cfg)
+        if not (root / "generator.json").is_file() or split == "train":  # finished objects are skipped
+            generate_shapenet_layout(root, classes=tuple(d.classes), n_per_class=d.instances, views=d.views,
+                                     input_views=d.views, image_size=d.size, seed=d.seed, n_pointcloud=d.points,
+                                     n_points=d.points, progress=is_main_process())  # fmt: skip
+    return ShapeNetDataset(root, split, d.classes, d.input_folder, d.input_size, random_view=False)
+
+
+def check_chamfer(pred_points: np.ndarray, gt_points: np.ndarray, thresholds) -> dict[str, float]:
+    """The original's `chamfer/check_chamfer.py` on two point sets `[N, 3]`: Chamfer = (mean NN distance
+    pred -> gt + mean gt -> pred) / 2 with non-squared Euclidean distances, and F-score at each threshold."""
+    out = {"chamfer": chamfer_distance(pred_points, gt_points)["chamfer_l1"]}
+    for t, (_, _, f) in fscore(pred_points, gt_points, thresholds).items():
+        out[f"f@{t:g}"] = f
+    return out
+
+
+def score_mesh(mesh: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.ndarray, cfg: SingleImageConfig,
+               index: int) -> dict[str, float]:  # fmt: skip
+    """check_chamfer scores (2500 area-weighted points on `mesh` vs 2500 random GT points, seeded by the
+    object's index) and the project's Chamfer-L1 / F-score@0.01 / normal consistency (`eval.project_points`
+    points on the mesh against at most as many GT points)."""
+    e = cfg.eval
+    rng = np.random.default_rng([cfg.seed, index])
+    gt = gt_points[rng.choice(len(gt_points), e.n_points, replace=len(gt_points) < e.n_points)]
+    pred, _ = sample_surface(mesh, e.n_points, seed=cfg.seed)
+    row = check_chamfer(pred, gt, e.thresholds)
+    sub = rng.choice(len(gt_points), min(e.project_points, len(gt_points)), replace=False)
+    project = evaluate_mesh(mesh, (gt_points[sub], gt_normals[sub]), n_points=e.project_points, thresholds=(0.01,), seed=cfg.seed)
+    row |= {"chamfer_l1": project["chamfer_l1"], "fscore@0.01": project["fscore@0.01"],
+            "normal_consistency": project.get("normal_consistency", float("nan"))}  # fmt: skip
+    return row
+
+
+def build_network(cfg: SingleImageConfig) -> SingleImageMeshNet:
+    m, r, t = cfg.model, cfg.render, cfg.train
+    encoder = ConvEncoder(m.c_dim) if m.encoder == "conv" else ResNet18Encoder(m.c_dim, weights_path=m.encoder_weights)
+    decoder = DVRDecoder(m.c_dim, m.hidden_size, m.n_blocks, out_dim=6, leaky=m.leaky)
+    template = make_template("icosphere", m.icosphere_subdivisions, m.scale)
+    weights = {"image": t.image_weight, "iou": t.iou_weight, "laplacian": t.laplacian_weight, "flatten": t.flatten_weight}
+    return SingleImageMeshNet(encoder, decoder, template.vertices, template.faces, scale=m.scale,
+                              raster={"sigmainv": r.sigmainv, "boxlen": r.boxlen, "knum": r.knum}, weights=weights)  # fmt: skip
+
+
+class SingleImageTrainer(Trainer):
+    """Training views are read once into memory; a step draws `batch_size` objects (without
+    replacement while there are enough), one input image and `views_per_object` distinct supervision
+    views each."""
+
+    name = "dibr-single"
+    keep_last = 3
+
+    def __init__(self, cfg: SingleImageConfig, mode: str = "new") -> None:
+        self.info = taichi_sdf.init(cfg.arch)
+        taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
+        super().__init__(cfg, cfg.out, cfg.seed, mode)
+        self.device = self.info.device
+        self.train_set = load_split(cfg, "train")
+        if len(self.train_set) == 0:
+            raise ValueError(f"data: no training objects in {self.train_set.root}")
+        self.views = self._load_views(self.train_set)
+        if self.views["image"].shape[1] < cfg.train.views_per_object:
+            raise ValueError(f"train.views_per_object: expected <= {self.views['image'].shape[1]} (views per object), "
+                             f"got {cfg.train.views_per_object}")  # fmt: skip
+        self.system = build_network(cfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.system.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+        self.log_every = cfg.train.log_every
+        self.samples_per_step = cfg.train.batch_size  # objects per second on the bar
+        self.start(mode)
+
+    def _load_views(self, ds: ShapeNetDataset) -> dict[str, torch.Tensor]:
+        """inputs `[N, Vi, 3, S, S]`, image `[N, V, H, W, 3]`, mask `[N, V, H, W]`, K `[N, V, 3, 3]`,
+        T_cam_world `[N, V, 4, 4]` of every training object (V = views of the first object)."""
+        n_views = ds.n_views(0)
+        out: dict[str, list] = {k: [] for k in ("inputs", "image", "mask", "K", "T_cam_world")}
+        for i in range(len(ds)):
+            if ds.n_views(i) != n_views:
+                raise ValueError(f"{ds.model_folder(i)}: {ds.n_views(i)} views, the first object has {n_views}")
+            n_in = sum(1 for p in (ds.model_folder(i) / ds.input_folder).iterdir() if p.suffix in (".png", ".jpg", ".jpeg"))
+            items = [ds.get(i, view=v, input_view=v % max(1, n_in)) for v in range(n_views)]
+            for k in out:
+                out[k].append(torch.stack([it[k] for it in items]))
+        return {k: torch.stack(v).to(self.device) for k, v in out.items()}
+
+    @property
+    def total_iterations(self) -> int:
+        return self.cfg.train.iterations
+
+    def checkpoint_due(self) -> bool:
+        return self.iteration % self.cfg.train.checkpoint_every == 0
+
+    def make_batch(self) -> dict:
+        t, v = self.cfg.train, self.views
+        N, V, H, W = v["image"].shape[:4]
+        B, K = t.batch_size, t.views_per_object
+        objs = torch.randperm(N, generator=self.gen)[:B] if B <= N else torch.randint(N, (B,), generator=self.gen)
+        sup = torch.rand(len(objs), V, generator=self.gen).argsort(1)[:, :K]  # [B, K] distinct views
+        inp = torch.randint(v["inputs"].shape[1], (len(objs),), generator=self.gen)
+        objs, sup, inp = objs.to(self.device), sup.to(self.device), inp.to(self.device)
+        rows = objs[:, None].expand(-1, K)
+        cams = Camera(v["K"][rows, sup].flatten(0, 1), v["T_cam_world"][rows, sup].flatten(0, 1), W, H)
+        return {"inputs": v["inputs"][objs, inp], "cameras": cams, "images": v["image"][rows, sup].flatten(0, 1),
+                "masks": v["mask"][rows, sup].flatten(0, 1).float()}  # fmt: skip
+
+    def train_step(self) -> dict[str, float]:
+        terms = self.system(self.make_batch())
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.system.zeroed_grads = 0
+        loss.backward()
+        self.optimizer.step()
+        row = {k: float(x.detach()) if isinstance(x, torch.Tensor) else float(x) for k, x in terms.items()}
+        return row | {"zeroed_grads": float(self.system.zeroed_grads)}
+
+    def postfix(self, row: dict) -> dict:
+        return {"loss": f"{row['loss']:.4f}", "iou": f"{row['mask_iou']:.3f}", "coef": f"{row['residual_coef']:.3f}",
+                "objects": self.throughput()}  # fmt: skip
+
+    def state(self) -> dict:
+        return {"system": self.system.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, s: dict) -> None:
+        self.system.load_state_dict(s["system"])
+        self.optimizer.load_state_dict(s["optimizer"])
+
+    # -- evaluation --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct(self, image: torch.Tensor) -> tuple[trimesh.Trimesh, np.ndarray]:
+        """The predicted mesh (object frame) and its vertex colours `[V, 3]` for `image [3, S, S]`."""
+        was = self.system.training
+        self.system.eval()
+        v, c, _ = self.system.predict(image[None].to(self.device))
+        self.system.train(was)
+        mesh = trimesh.Trimesh(v[0].double().cpu().numpy(), self.system.faces.long().cpu().numpy(), process=False)
+        return mesh, c[0].cpu().numpy()
+
+    def _eval_objects(self, ds: ShapeNetDataset) -> list[int]:
+        cap, seen, keep = self.cfg.eval.max_instances, {}, []
+        for i, (_, _, c) in enumerate(ds.models):
+            if cap == 0 or seen.get(c, 0) < cap:
+                keep.append(i)
+                seen[c] = seen.get(c, 0) + 1
+        return keep
+
+    def export(self, progress: bool = True) -> dict:
+        """generation/<synset>/<id>.ply (vertex colours) of the held-out objects, the check_chamfer tables
+        of the model and both baselines (eval_chamfer*.csv/json), table.md and metrics.json."""
+        e = self.cfg.eval
+        ds = load_split(self.cfg, e.split)
+        ids = self._eval_objects(ds)
+        if not ids:
+            raise ValueError(f"eval.split: no {e.split} objects in {ds.root}")
+        t0 = time.time()
+        rows: dict[str, list[dict]] = {"model": [], "template": [], "retrieval": []}
+        template = trimesh.Trimesh(self.system.template.double().cpu().numpy(), self.system.faces.long().cpu().numpy(),
+                                   process=False)  # fmt: skip
+        train_inputs = self.views["inputs"].flatten(0, 1)  # [N * Vi, 3, S, S]
+        with self.locked():
+            for i in ids:
+                item = ds.get(i, view=0, input_view=e.input_view)
+                key = {"class": ds.class_names[item["category"]], "model": item["model"]}
+                pts, nrm = (x.numpy().astype(np.float64) for x in ds.pointcloud(i))
+                mesh, colors = self.reconstruct(item["inputs"])
+                if is_main_process():
+                    save_ply(self.out / "generation" / f"{item['model']}.ply", mesh.vertices, mesh.faces, colors=colors)
+                rows["model"].append(key | score_mesh(mesh, pts, nrm, self.cfg, i))
+                rows["template"].append(key | score_mesh(template, pts, nrm, self.cfg, i))
+                dist = (train_inputs - item["inputs"].to(self.device)[None]).flatten(1).square().sum(1)
+                j = int(dist.argmin()) // self.views["inputs"].shape[1]
+                nearest = trimesh.load(self.train_set.mesh_path(j), force="mesh", process=False)
+                rows["retrieval"].append(
+                    key | {"retrieved": self.train_set.models[j][1]} | score_mesh(nearest, pts, nrm, self.cfg, i)
+                )
+            metrics: dict = {"iterations": self.iteration, "split": e.split, "objects": len(ids),
+                             "residual_coef": float(self.system.residual_coef.detach()),
+                             "note": "chamfer is check_chamfer.py's (mean of the two non-squared NN means, 2500 points a side); "
+                                     "table.md prints it x100"}  # fmt: skip
+            if is_main_process():
+                tables = {}
+                for name, r in rows.items():
+                    stem = "eval_chamfer" if name == "model" else f"eval_chamfer_{name}"
+                    write_eval_tables(r, self.out, stem)
+                    tables[name] = json.loads((self.out / f"{stem}.json").read_text())
+                metrics |= tables
+                text = format_table(tables, e.thresholds)
+                atomic_write_bytes(self.out / "table.md", text.encode())
+                self.message("\n" + text)
+                metrics["export_seconds"] = time.time() - t0
+                atomic_write_bytes(self.out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
+        return metrics
+
+
+def format_table(tables: dict[str, list[dict]], thresholds) -> str:
+    """Per-class Markdown table: Chamfer x100 (check_chamfer's, as the original's README) and F-scores of
+    every method, then the project's Chamfer-L1 x100 / F-score@0.01."""
+    names = list(tables)
+    lo, hi = f"f@{min(thresholds):g}", f"f@{max(thresholds):g}"
+    head = ["class", "n"] + [f"{n} CD x100" for n in names] + [f"{n} {k}" for n in names for k in (lo, hi)]
+    head += [f"{n} CD-L1 x100 / F@0.01 (project)" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r, row in enumerate(tables[names[0]]):
+        cells = [row["class"], str(row["n"])]
+
+        def get(n, k, r=r):
+            x = tables[n][r].get(k)
+            return float("nan") if x is None else float(x)
+
+        cells += [f"{100 * get(n, 'chamfer'):.2f}" for n in names]
+        cells += [f"{get(n, k):.3f}" for n in names for k in (lo, hi)]
+        cells += [f"{100 * get(n, 'chamfer_l1'):.2f} / {get(n, 'fscore@0.01'):.3f}" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None, command: str = "train") -> dict:
+    """`command` "train" (then evaluate) or "eval" (evaluate the latest checkpoint of `out`)."""
+    argv = list(argv or [])
+    if command == "eval":
+        argv = ["--eval-only"] + [a for a in argv if a != "--eval-only"]
+    return train_and_export(argv, prog=f"python -m apps.dibr {command}", name=f"dibr {command}",
+                            description=__doc__.split("\n\n")[1].replace("\n", " "), config_cls=SingleImageConfig,
+                            make_trainer=SingleImageTrainer, default_preset=DEFAULT_PRESET,
+                            outputs="generation/, eval_chamfer*.csv/json, table.md, metrics.json, log.csv, checkpoints/")  # fmt: skip
