@@ -713,6 +713,11 @@ def raster_kernels(cfg: RasterConfig):
                         if fg.any():
                             # foreground: rgb = sum_k b_k c_k, depth = 1 / Q (perspective-correct)
                             b0, b1, b2, _zp = packet_persp(w0, w1, w2, fd, base)
+                            # Lanes of the packet outside this face can have sum_k w_k / z_k = 0 (inf / NaN
+                            # barycentrics); a 0 gradient times inf would still be NaN, so drop them here.
+                            b0 = ti.select(fg, b0, 0.0)
+                            b1 = ti.select(fg, b1, 0.0)
+                            b2 = ti.select(fg, b2, 0.0)
                             gb0, gb1, gb2 = V(0.0), V(0.0), V(0.0)
                             for c in ti.static(range(C)):
                                 gi = ti.select(fg, gather(pix, qv, K, 3 + c), 0.0)
