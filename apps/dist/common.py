@@ -57,18 +57,6 @@ def view_losses(
     return out
 
 
-def camera_rays(K: torch.Tensor, R: torch.Tensor, t: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays through the pixel centres of a pinhole camera `K [3, 3]`, world-to-camera `R [3, 3]`, `t [3]`,
-    in torch (differentiable w.r.t. all three): origins, unit directions `[H, W, 3]`."""
-    v, u = torch.meshgrid(torch.arange(height, dtype=K.dtype, device=K.device) + 0.5,
-                          torch.arange(width, dtype=K.dtype, device=K.device) + 0.5, indexing="ij")  # fmt: skip
-    pix = torch.stack([u, v, torch.ones_like(u)], -1)  # [H, W, 3]
-    d = pix @ torch.linalg.inv(K).transpose(0, 1) @ R  # R^T d_cam, as row vectors
-    d = d / d.norm(dim=-1, keepdim=True)
-    o = (-(R.transpose(0, 1) @ t)).expand_as(d)
-    return o.contiguous(), d.contiguous()
-
-
 def initial_code(kind: str, std: float, size: int, fitted: torch.Tensor | None, mean: torch.Tensor, seed: int) -> torch.Tensor:
     """DIST's latent initialisations: "random" N(0, std^2), "perturbed" the code fitted to 3D samples
     + N(0, std^2) (`run_single_shape.py` without `--use_random_init`), "mean" the mean training code."""

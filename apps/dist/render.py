@@ -40,16 +40,14 @@ def render_sdf(
     rc: RenderConfig,
     *,
     normals: bool = True,
-    rays: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> SDFImage:
     """Render the SDF `fn: points [M, 3] -> [M]` seen by one `camera` with DIST's marcher (pyramid
     over the image). Gradients reach `fn`'s parameters / code and the camera (through the rays).
-    `normals=False` skips the second-order graph of the normals (no normal loss). `rays`: the
-    camera's (origins, directions) `[H, W, 3]` when the caller has them (a differentiable pose)."""
+    `normals=False` skips the second-order graph of the normals (no normal loss)."""
     if len(camera) != 1:
         raise ValueError(f"camera: expected one camera, got {len(camera)}")
     H, W = camera.height, camera.width
-    o, d = rays if rays is not None else (x[0] for x in camera.image_rays())
+    o, d = (x[0] for x in camera.image_rays())
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     kw = {"gradient": "approximate"} if rc.gradient == "approximate" else {}
     res = march_field(fn, o, d, marcher=marcher_of(rc), image_shape=(1, H, W), create_graph=normals, **kw)

@@ -22,7 +22,7 @@ from taichi_sdf.cameras.pose import (
     translation_error,
 )
 
-from .common import ViewWeights, camera_rays, depth_row, normal_row, view_losses, write_comparison
+from .common import ViewWeights, depth_row, normal_row, view_losses, write_comparison
 from .config import DISTConfig
 from .data import Observations
 from .render import render_sdf
@@ -60,8 +60,8 @@ def fit_camera(
     history = []
     for it in range(cc.iterations):
         T = pose()[0].to(K.dtype)
-        rays = camera_rays(K, T[:3, :3], T[:3, 3], H, W)
-        img = render_sdf(fn, Camera(K[None], T[None], W, H), cfg.render, rays=rays)  # differentiable rays and depth axis
+        # Camera.image_rays (Taichi autodiff) and the depth axis carry the gradient to the pose
+        img = render_sdf(fn, Camera(K[None], T[None], W, H), cfg.render)
         terms = view_losses(img, obs, w, cfg.render.eps, ("depth", "normal", "silhouette"), R=T[:3, :3])
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
