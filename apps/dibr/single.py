@@ -109,7 +109,9 @@ class SingleImageTrainer(Trainer):
         self.train_set = load_split(cfg, "train")
         if len(self.train_set) == 0:
             raise ValueError(f"data: no training objects in {self.train_set.root}")
-        self.views = self._load_views(self.train_set)
+        self.views = {
+            k: v.to(self.device) for k, v in self.train_set.stacked_views(("inputs", "image", "mask", "K", "T_cam_world")).items()
+        }
         if self.views["image"].shape[1] < cfg.train.views_per_object:
             raise ValueError(f"train.views_per_object: expected <= {self.views['image'].shape[1]} (views per object), "
                              f"got {cfg.train.views_per_object}")  # fmt: skip
@@ -118,20 +120,6 @@ class SingleImageTrainer(Trainer):
         self.log_every = cfg.train.log_every
         self.samples_per_step = cfg.train.batch_size  # objects per second on the bar
         self.start(mode)
-
-    def _load_views(self, ds: ShapeNetDataset) -> dict[str, torch.Tensor]:
-        """inputs `[N, Vi, 3, S, S]`, image `[N, V, H, W, 3]`, mask `[N, V, H, W]`, K `[N, V, 3, 3]`,
-        T_cam_world `[N, V, 4, 4]` of every training object (V = views of the first object)."""
-        n_views = ds.n_views(0)
-        out: dict[str, list] = {k: [] for k in ("inputs", "image", "mask", "K", "T_cam_world")}
-        for i in range(len(ds)):
-            if ds.n_views(i) != n_views:
-                raise ValueError(f"{ds.model_folder(i)}: {ds.n_views(i)} views, the first object has {n_views}")
-            n_in = sum(1 for p in (ds.model_folder(i) / ds.input_folder).iterdir() if p.suffix in (".png", ".jpg", ".jpeg"))
-            items = [ds.get(i, view=v, input_view=v % max(1, n_in)) for v in range(n_views)]
-            for k in out:
-                out[k].append(torch.stack([it[k] for it in items]))
-        return {k: torch.stack(v).to(self.device) for k, v in out.items()}
 
     @property
     def total_iterations(self) -> int:

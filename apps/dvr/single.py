@@ -98,7 +98,10 @@ class SingleViewTrainer(Trainer):
         self.train_set = load_split(cfg, "train")
         if len(self.train_set) == 0:
             raise ValueError(f"data: no training objects in {self.train_set.root}")
-        self.views = self._load_views(self.train_set)
+        self.views = {
+            k: v.to(self.device)
+            for k, v in self.train_set.stacked_views(("inputs", "image", "mask", "depth", "K", "T_cam_world")).items()
+        }
         decoder, encoder = build_dvr_networks(cfg.model)
         m, t = cfg.marcher, cfg.train
         marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,
@@ -111,20 +114,6 @@ class SingleViewTrainer(Trainer):
         self.log_every = t.log_every
         self.samples_per_step = t.batch_size * t.pixels
         self.start(mode)
-
-    def _load_views(self, ds: ShapeNetDataset) -> dict[str, torch.Tensor]:
-        """Every (object, view) of `ds` as stacked tensors `[N, V, ...]` (V = views of the first object)."""
-        n_views = ds.n_views(0)
-        keys = ("inputs", "image", "mask", "depth", "K", "T_cam_world")
-        out: dict[str, list] = {k: [] for k in keys}
-        for i in range(len(ds)):
-            if ds.n_views(i) != n_views:
-                raise ValueError(f"{ds.model_folder(i)}: {ds.n_views(i)} views, the first object has {n_views}")
-            n_inputs = sum(1 for p in (ds.model_folder(i) / ds.input_folder).iterdir() if p.suffix in (".png", ".jpg", ".jpeg"))
-            items = [ds.get(i, view=v, input_view=v % max(1, n_inputs)) for v in range(n_views)]
-            for k in keys:
-                out[k].append(torch.stack([it[k] for it in items]))
-        return {k: torch.stack(v).to(self.device) for k, v in out.items()}
 
     @property
     def total_iterations(self) -> int:

@@ -209,6 +209,21 @@ class ShapeNetDataset(torch.utils.data.Dataset):
             raise ValueError(f"{path}: {len(occ)} occupancies for {len(pts)} points")
         return torch.from_numpy(pts), torch.from_numpy(occ.astype(bool))
 
+    def stacked_views(self, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Every (object, view) as stacked tensors `[N, V, ...]` for the item `keys` (e.g. "inputs",
+        "image", "mask", "depth", "K", "T_cam_world"); supervision view v is paired with input view
+        v mod (the object's input views). V is the first object's view count; every object must match."""
+        n_views = self.n_views(0)
+        out: dict[str, list] = {k: [] for k in keys}
+        for i in range(len(self)):
+            if self.n_views(i) != n_views:
+                raise ValueError(f"{self.model_folder(i)}: {self.n_views(i)} views, the first object has {n_views}")
+            n_inputs = sum(1 for p in (self.model_folder(i) / self.input_folder).iterdir() if p.suffix in IMAGE_EXTS)
+            items = [self.get(i, view=v, input_view=v % max(1, n_inputs)) for v in range(n_views)]
+            for k in keys:
+                out[k].append(torch.stack([it[k] for it in items]))
+        return {k: torch.stack(v) for k, v in out.items()}
+
     def _pick(self, n: int) -> int:
         return int(torch.randint(n, ())) if self.random_view else 0
 
