@@ -14,7 +14,6 @@ import trimesh
 
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
-from taichi_sdf.data.multiview.source import load_multiview
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.multiview import MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
@@ -36,13 +35,7 @@ class FitTrainer(MultiViewExport, Trainer):
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
-        self.data = load_multiview(cfg.data)
-        self.train_ids = self.data.splits["train"]
-        if not self.train_ids:
-            raise ValueError("data: no training views (all held out?)")
-        self.images = self.data.images.to(self.device)
-        self.masks = self.data.masks.to(self.device)
-        self.cams = self.data.cameras.to(self.device, torch.float32)
+        self.load_views(cfg.data)
         m, r, t = cfg.model, cfg.render, cfg.train
         template = make_template(m.template, m.icosphere_subdivisions, m.template_radius)
         raster = (

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import taichi_sdf
-from taichi_sdf.data.multiview.source import detect_format, load_multiview
+from taichi_sdf.data.multiview.source import detect_format
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
@@ -36,16 +36,10 @@ class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
-        self.data = load_multiview(cfg.data)
-        self.train_ids = self.data.splits["train"]
-        if not self.train_ids:
-            raise ValueError("data: no training views (all held out?)")
+        self.load_views(cfg.data)
         p = cfg.train.patch_size
         if min(self.data.height, self.data.width) < p:
             raise ValueError(f"train.patch_size: expected at most the image size {self.data.width}x{self.data.height}, got {p}")
-        self.images = self.data.images.to(self.device)
-        self.masks = self.data.masks.to(self.device)
-        self.cams = self.data.cameras.to(self.device, torch.float32)
         decoder, _ = build_dvr_networks(cfg.model)
         m, t = cfg.marcher, cfg.train
         marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,

@@ -9,7 +9,6 @@ import torch
 
 import taichi_sdf
 from taichi_sdf.cameras import camera as C
-from taichi_sdf.data.multiview.source import load_multiview
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.models.idr import build_idr_networks
@@ -34,13 +33,7 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
-        self.data = load_multiview(cfg.data)
-        self.train_ids = self.data.splits["train"]
-        if not self.train_ids:
-            raise ValueError("data: no training views (all held out?)")
-        self.images = self.data.images.to(self.device)
-        self.masks = self.data.masks.to(self.device)
-        self.cams = self.data.cameras.to(self.device, torch.float32)
+        self.load_views(cfg.data)
         implicit, rendering = build_idr_networks(cfg.model)
         tracer = IDRMarcher(eps=cfg.tracer.eps, sphere_tracing_iters=cfg.tracer.sphere_tracing_iters,
                            line_step_iters=cfg.tracer.line_step_iters, n_steps=cfg.tracer.n_steps,

@@ -1,5 +1,6 @@
-"""What the trainers of multi-view reconstruction apps (IDR, DVR) share at export time: rendering a
-camera in chunks, held-out view metrics and pictures, and a turntable."""
+"""What the trainers of multi-view reconstruction apps (IDR, DVR, DIB-R) share: loading the dataset onto
+the device, and at export time rendering a camera in chunks, held-out view metrics and pictures, and a
+turntable."""
 
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ class MultiViewExport:
     `name`, and `cfg.render_size` / `cfg.turntable_frames`."""
 
     render_chunk = 4096  # rays per `render_rays` call
+
+    def load_views(self, data_cfg) -> None:
+        """Read the `data` section's dataset (`MultiViewDataConfig`) into `data`, `train_ids`, and
+        `images`, `masks`, `cams` (float32) on `self.device`; no training view is a named error."""
+        from taichi_sdf.data.multiview.source import load_multiview
+
+        self.data = load_multiview(data_cfg)
+        self.train_ids = self.data.splits["train"]
+        if not self.train_ids:
+            raise ValueError("data: no training views (all held out?)")
+        self.images = self.data.images.to(self.device)
+        self.masks = self.data.masks.to(self.device)
+        self.cams = self.data.cameras.to(self.device, torch.float32)
 
     def render_rays(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
