@@ -24,11 +24,12 @@ from bench.common import machine, print_table
 
 def main() -> None:
     from apps.dist.__main__ import DEFAULT_PRESET, prepare
-    from apps.dist.common import ViewWeights, initial_code, view_losses
+    from apps.dist.common import initial_code, view_losses
     from apps.dist.config import DISTConfig
     from apps.dist.data import load_observations
     from apps.dist.render import render_sdf
     from apps.dist.shapes import fitted_code
+    from taichi_sdf.train import losses
     from taichi_sdf.train.config import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,7 +42,9 @@ def main() -> None:
     cfg = load_config(DISTConfig, args.config, [f"shapes.max_shapes={args.shapes}", *args.overrides])
     model, shapes, paths, cache = prepare(cfg, progress=False)
     sc = cfg.single
-    w = ViewWeights(sc.depth_weight, sc.normal_weight, sc.mask_gt_weight, sc.mask_out_weight)
+    w = losses.DISTLossWeights(
+        depth=sc.depth_weight, normal=sc.normal_weight, mask_gt=sc.mask_gt_weight, mask_out=sc.mask_out_weight
+    )
 
     def grad(code0, obs, rc):
         code = code0.clone().requires_grad_(True)

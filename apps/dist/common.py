@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +21,16 @@ from .data import Observations
 from .render import SDFImage
 
 
-@dataclass(frozen=True)
-class ViewWeights:
-    depth: float = 10.0
-    normal: float = 5.0
-    mask_gt: float = 1.0
-    mask_out: float = 1.0
-
-
 def view_losses(
     img: SDFImage,
     obs: Observations,
-    w: ViewWeights,
+    w: losses.DISTLossWeights,
     eps: float,
     inputs=("depth", "normal", "silhouette"),
     R: torch.Tensor | None = None,  # [3, 3]
 ) -> dict[str, torch.Tensor]:
-    """DIST's single-view terms of one rendered view against observation view 0 of `obs` (weighted;
+    """DIST's single-view terms of one rendered view against observation view 0 of `obs` (weighted by
+    `w`, whose `latent` weight is the caller's;
     a term whose input is not in `inputs` or whose weight is 0 is left out). Normals are compared in
     the camera frame, as DIST does: the rendered ones rotated by `R [3, 3]` (the rendering camera's
     world-to-camera rotation, default the observation's), the observed ones by the observation's."""

@@ -21,8 +21,9 @@ from taichi_sdf.cameras.pose import (
     rotation_error_deg,
     translation_error,
 )
+from taichi_sdf.train import losses
 
-from .common import ViewWeights, depth_row, normal_row, view_losses, write_comparison
+from .common import depth_row, normal_row, view_losses, write_comparison
 from .config import DISTConfig
 from .data import Observations
 from .render import render_sdf
@@ -51,7 +52,9 @@ def fit_camera(
 ) -> tuple[torch.Tensor, list[dict]]:
     """Fit view 0's pose from `T0 [4, 4]` with the shape `code` fixed; returns (T [4, 4], loss rows)."""
     cc = cfg.camera
-    w = ViewWeights(cc.depth_weight, cc.normal_weight, cc.mask_gt_weight, cc.mask_out_weight)
+    w = losses.DISTLossWeights(
+        depth=cc.depth_weight, normal=cc.normal_weight, mask_gt=cc.mask_gt_weight, mask_out=cc.mask_out_weight
+    )
     pose = CameraPose(T0[None].double(), cc.rotation)
     opt = torch.optim.Adam(pose.parameters(), lr=cc.lr)
     K = obs.cameras.K[0]

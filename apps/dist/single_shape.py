@@ -9,7 +9,9 @@ import time
 
 import torch
 
-from .common import ViewWeights, depth_row, initial_code, normal_row, view_losses, write_comparison
+from taichi_sdf.train import losses
+
+from .common import depth_row, initial_code, normal_row, view_losses, write_comparison
 from .config import DISTConfig
 from .data import Observations
 from .evaluate import shape_metrics
@@ -50,7 +52,9 @@ def fit_code(decoder, obs: Observations, cfg: DISTConfig, code0: torch.Tensor, c
     """Optimise a code `[L]` from `code0` so that the renders of `cfg.single.views` views of `obs` match
     them (DIST's losses and weights; Adam). Returns the code and the per-iteration loss rows."""
     sc = cfg.single
-    w = ViewWeights(sc.depth_weight, sc.normal_weight, sc.mask_gt_weight, sc.mask_out_weight)
+    w = losses.DISTLossWeights(
+        depth=sc.depth_weight, normal=sc.normal_weight, mask_gt=sc.mask_gt_weight, mask_out=sc.mask_out_weight
+    )
     code = code0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([code], lr=sc.lr)
     views = min(sc.views, len(obs))
