@@ -5,8 +5,9 @@ DVR's decoder at every template vertex predict vertex offsets and colours of a 6
 through the DIB-R rasterizer on 2 views per object of a ShapeNet-layout dataset (DVR's own, or the built-in
 procedural classes generated once), then the held-out objects scored as the original's
 chamfer/check_chamfer.py (2500 points a side, non-squared distances, Chamfer and F-score at 0.01..0.05,
-per class and mean) beside the project's Chamfer-L1 / F-score@0.01, with two baselines scored the same
-way: the template sphere and the nearest training shape by input image.
+per class and mean) beside the project's Chamfer-L1 / F-score@0.01, with three baselines scored the same
+way: the template sphere, the class-mean shape of the training objects and the nearest training shape by
+input image.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ class SingleImageTrainer(Trainer):
         if not ids:
             raise ValueError(f"eval.split: no {e.split} objects in {ds.root}")
         t0 = time.time()
-        rows: dict[str, list[dict]] = {"model": [], "template": [], "retrieval": []}
+        rows: dict[str, list[dict]] = {"model": [], "template": [], "class_mean": [], "retrieval": []}
+        class_means = self.train_set.class_mean_meshes()  # the training split's mean shape per class
         template = trimesh.Trimesh(self.system.template.double().cpu().numpy(), self.system.faces.long().cpu().numpy(),
                                    process=False)  # fmt: skip
         train_inputs = self.views["inputs"].flatten(0, 1)  # [N * Vi, 3, S, S]
@@ -209,6 +211,9 @@ class SingleImageTrainer(Trainer):
                     save_ply(self.out / "generation" / f"{item['model']}.ply", mesh.vertices, mesh.faces, colors=colors)
                 rows["model"].append(key | score_mesh(mesh, pts, nrm, self.cfg, i))
                 rows["template"].append(key | score_mesh(template, pts, nrm, self.cfg, i))
+                mean_shape = class_means[self.train_set.class_names.index(key["class"])]
+                rows["class_mean"].append(key | {"threshold": mean_shape.metadata["threshold"]}
+                                          | score_mesh(mean_shape, pts, nrm, self.cfg, i))  # fmt: skip
                 dist = (train_inputs - item["inputs"].to(self.device)[None]).flatten(1).square().sum(1)
                 j = int(dist.argmin()) // self.views["inputs"].shape[1]
                 nearest = trimesh.load(self.train_set.mesh_path(j), force="mesh", process=False)

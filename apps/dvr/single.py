@@ -4,7 +4,8 @@ DVR single-view reconstruction: an image encoder conditions the occupancy + text
 with DVR's 2.5D supervision (RGB, mask, and depth in the "combined" variant) on a ShapeNet-layout
 dataset (DVR's own, or the built-in procedural classes generated on first use), then MISE meshes of
 the held-out objects scored as DVR's eval_meshes (IoU, Chamfer-L1 (also x10), normal consistency,
-F-score; per class and mean) beside a retrieval baseline (the nearest training object by input image).
+F-score; per class and mean) beside two baselines that ignore the image's details: the nearest training object
+by input image (retrieval) and the class-mean shape of the training objects.
 """
 
 from __future__ import annotations
@@ -219,7 +220,8 @@ class SingleViewTrainer(Trainer):
         ds = load_split(self.cfg, e.split)
         ids = self._eval_objects(ds)
         t0 = time.time()
-        rows, base_rows = [], []
+        rows, base_rows, mean_rows = [], [], []
+        class_means = self.train_set.class_mean_meshes() if e.class_mean_baseline else {}
         train_inputs = self.views["inputs"].flatten(0, 1) if e.retrieval_baseline else None  # [N * V, 3, S, S]
         with self.locked():
             bar = tqdm(
@@ -250,6 +252,11 @@ class SingleViewTrainer(Trainer):
                     scores = evaluate_occnet(mesh, pts.numpy(), nrm.numpy(), occ_pts.numpy(), occ.numpy(), n_points=e.n_points,
                                              seed=self.cfg.seed, thresholds=(e.fscore_threshold,))  # fmt: skip
                     base_rows.append({"class": cls, "model": item["model"], "retrieved": self.train_set.models[j][1], **scores})
+                if e.class_mean_baseline:
+                    mean_shape = class_means[self.train_set.class_names.index(cls)]
+                    scores = evaluate_occnet(mean_shape, pts.numpy(), nrm.numpy(), occ_pts.numpy(), occ.numpy(), n_points=e.n_points,
+                                             seed=self.cfg.seed, thresholds=(e.fscore_threshold,))  # fmt: skip
+                    mean_rows.append({"class": cls, "model": item["model"], "threshold": mean_shape.metadata["threshold"], **scores})
             metrics: dict = {"iterations": self.iteration, "split": e.split, "objects": len(ids)}
             if is_main_process():
                 write_eval_tables(rows, self.out, "eval_meshes")
@@ -257,6 +264,9 @@ class SingleViewTrainer(Trainer):
                 if base_rows:
                     write_eval_tables(base_rows, self.out, "eval_meshes_retrieval")
                     metrics["retrieval_baseline"] = json.loads((self.out / "eval_meshes_retrieval.json").read_text())
+                if mean_rows:
+                    write_eval_tables(mean_rows, self.out, "eval_meshes_class_mean")
+                    metrics["class_mean_baseline"] = json.loads((self.out / "eval_meshes_class_mean.json").read_text())
                 metrics["export_seconds"] = time.time() - t0
                 atomic_write_bytes(self.out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
         return metrics

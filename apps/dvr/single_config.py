@@ -68,6 +68,7 @@ class SingleEvalConfig:  # DVR/OccNet eval_meshes.py
     n_points: int = 100000  # points sampled on each predicted mesh
     fscore_threshold: float = 0.01
     retrieval_baseline: bool = True  # also score the nearest training object by input image
+    class_mean_baseline: bool = True  # also score the class-mean shape of the training objects
 
     def __post_init__(self) -> None:
         check(self.max_instances >= 0, "max_instances", ">= 0 (0 = all)", self.max_instances)

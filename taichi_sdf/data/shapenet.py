@@ -176,6 +176,22 @@ class ShapeNetDataset(torch.utils.data.Dataset):
                 return folder / name
         raise ValueError(f"{folder}: no model.ply / model.off / model.obj")
 
+    def class_mean_meshes(self, resolution: int = 64) -> dict[int, object]:
+        """Category index -> the class-mean shape (a trimesh) of this split's objects of that category
+        (`taichi_sdf.geometry.class_mean`): the single-view baseline that ignores the input image.
+        Built on first use (a few seconds per class at 64^3) and kept on this dataset object."""
+        cache = self.__dict__.setdefault("_class_means", {})
+        if resolution not in cache:
+            import trimesh
+
+            from taichi_sdf.geometry.class_mean import class_mean_mesh
+
+            by_class: dict[int, list] = {}
+            for i, (_, _, c) in enumerate(self.models):
+                by_class.setdefault(c, []).append(trimesh.load(self.mesh_path(i), force="mesh", process=False))
+            cache[resolution] = {c: class_mean_mesh(ms, resolution) for c, ms in sorted(by_class.items())}
+        return cache[resolution]
+
     def _files(self, folder: Path, sub: str, exts: tuple[str, ...], what: str) -> list[Path]:
         return _sorted_files(folder / sub, exts, what)  # listed per item: cheap, and never stale
 

@@ -57,8 +57,9 @@ def test_smoke_run_writes_the_tables(workdir):
     metrics = main(["single", "--config", str(tiny_cfg.__globals__["__file__"]).replace("tests/apps/test_dvr_single.py", "configs/dvr/single_cpu.yaml"),
                     *TINY, f"out={out}"])  # fmt: skip
     for name in ["eval_meshes.csv", "eval_meshes.json", "eval_meshes_full.csv", "eval_meshes_retrieval.json",
-                 "metrics.json", "log.csv", "checkpoints/latest.pt"]:  # fmt: skip
+                 "eval_meshes_class_mean.json", "metrics.json", "log.csv", "checkpoints/latest.pt"]:  # fmt: skip
         assert (out / name).is_file(), name
     assert list((out / "generation").rglob("*.ply"))
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["iterations"] == 2 and saved["objects"] == metrics["objects"] > 0
+    assert {"retrieval_baseline", "class_mean_baseline"} <= set(saved)
