@@ -84,13 +84,36 @@ def score_mesh(mesh: trimesh.Trimesh, gt_points: np.ndarray, gt_normals: np.ndar
     return row
 
 
-def build_network(cfg: SingleImageConfig) -> SingleImageMeshNet:
+def class_templates(train_set: ShapeNetDataset, resolution: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One template per class index of `train_set`: its class-mean shape, lightly smoothed (Taubin, which
+    keeps the volume) so the marching-cubes staircase does not feed the flatten loss."""
+    means = train_set.class_mean_meshes(resolution)
+    out = []
+    for k in range(len(train_set.class_names)):
+        if k not in means:
+            raise ValueError(f"data: class {train_set.class_names[k]!r} has no training objects for its class-mean template")
+        mesh = means[k].copy()
+        trimesh.smoothing.filter_taubin(mesh, iterations=10)
+        out.append((np.asarray(mesh.vertices), np.asarray(mesh.faces)))
+    return out
+
+
+def build_network(cfg: SingleImageConfig, train_set: ShapeNetDataset | None = None) -> SingleImageMeshNet:
+    """The network of `cfg`; `train_set` is needed for `model.template=class_mean`."""
     m, r, t = cfg.model, cfg.render, cfg.train
     encoder = ConvEncoder(m.c_dim) if m.encoder == "conv" else ResNet18Encoder(m.c_dim, weights_path=m.encoder_weights)
     decoder = DVRDecoder(m.c_dim, m.hidden_size, m.n_blocks, out_dim=6, leaky=m.leaky)
-    template = make_template("icosphere", m.icosphere_subdivisions, m.scale)
+    per_class = None
+    if m.template == "class_mean":
+        if train_set is None:
+            raise ValueError("model.template: 'class_mean' needs the training objects (train_set)")
+        per_class = class_templates(train_set, m.template_resolution)
+        v0, f0 = per_class[0]
+    else:
+        template = make_template("icosphere", m.icosphere_subdivisions, m.scale)
+        v0, f0 = template.vertices, template.faces
     weights = {"image": t.image_weight, "iou": t.iou_weight, "laplacian": t.laplacian_weight, "flatten": t.flatten_weight}
-    return SingleImageMeshNet(encoder, decoder, template.vertices, template.faces, scale=m.scale,
+    return SingleImageMeshNet(encoder, decoder, v0, f0, scale=m.scale, class_templates=per_class,
                               raster={"sigmainv": r.sigmainv, "boxlen": r.boxlen, "knum": r.knum}, weights=weights)  # fmt: skip
 
 
@@ -116,7 +139,8 @@ class SingleImageTrainer(Trainer):
         if self.views["image"].shape[1] < cfg.train.views_per_object:
             raise ValueError(f"train.views_per_object: expected <= {self.views['image'].shape[1]} (views per object), "
                              f"got {cfg.train.views_per_object}")  # fmt: skip
-        self.system = build_network(cfg).to(self.device)
+        self.system = build_network(cfg, self.train_set).to(self.device)
+        self.categories = torch.tensor([c for _, _, c in self.train_set.models], device=self.device)  # [N]
         self.optimizer = torch.optim.Adam(self.system.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
         self.log_every = cfg.train.log_every
         self.samples_per_step = cfg.train.batch_size  # objects per second on the bar
@@ -140,7 +164,7 @@ class SingleImageTrainer(Trainer):
         rows = objs[:, None].expand(-1, K)
         cams = Camera(v["K"][rows, sup].flatten(0, 1), v["T_cam_world"][rows, sup].flatten(0, 1), W, H)
         return {"inputs": v["inputs"][objs, inp], "cameras": cams, "images": v["image"][rows, sup].flatten(0, 1),
-                "masks": v["mask"][rows, sup].flatten(0, 1).float()}  # fmt: skip
+                "masks": v["mask"][rows, sup].flatten(0, 1).float(), "categories": self.categories[objs]}  # fmt: skip
 
     def train_step(self) -> dict[str, float]:
         terms = self.system(self.make_batch())
@@ -170,13 +194,15 @@ class SingleImageTrainer(Trainer):
     # -- evaluation --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def reconstruct(self, image: torch.Tensor) -> tuple[trimesh.Trimesh, np.ndarray]:
-        """The predicted mesh (object frame) and its vertex colours `[V, 3]` for `image [3, S, S]`."""
+    def reconstruct(self, image: torch.Tensor, category: int = 0) -> tuple[trimesh.Trimesh, np.ndarray]:
+        """The predicted mesh (object frame) and its vertex colours `[V, 3]` for `image [3, S, S]` of an
+        object of class index `category` (of the training split; used with class templates)."""
         was = self.system.training
         self.system.eval()
-        v, c, _ = self.system.predict(image[None].to(self.device))
+        v, c, _ = self.system.predict(image[None].to(self.device), torch.tensor([category], device=self.device))
         self.system.train(was)
-        mesh = trimesh.Trimesh(v[0].double().cpu().numpy(), self.system.faces.long().cpu().numpy(), process=False)
+        faces = self.system.template_of(category if self.system.n_templates > 1 else 0)[1]
+        mesh = trimesh.Trimesh(v[0].double().cpu().numpy(), faces.long().cpu().numpy(), process=False)
         return mesh, c[0].cpu().numpy()
 
     def _eval_objects(self, ds: ShapeNetDataset) -> list[int]:
@@ -198,15 +224,17 @@ class SingleImageTrainer(Trainer):
         t0 = time.time()
         rows: dict[str, list[dict]] = {"model": [], "template": [], "class_mean": [], "retrieval": []}
         class_means = self.train_set.class_mean_meshes()  # the training split's mean shape per class
-        template = trimesh.Trimesh(self.system.template.double().cpu().numpy(), self.system.faces.long().cpu().numpy(),
-                                   process=False)  # fmt: skip
+        templates = [trimesh.Trimesh(v.double().cpu().numpy(), f.long().cpu().numpy(), process=False)
+                     for v, f in map(self.system.template_of, range(self.system.n_templates))]  # fmt: skip
         train_inputs = self.views["inputs"].flatten(0, 1)  # [N * Vi, 3, S, S]
         with self.locked():
             for i in ids:
                 item = ds.get(i, view=0, input_view=e.input_view)
                 key = {"class": ds.class_names[item["category"]], "model": item["model"]}
                 pts, nrm = (x.numpy().astype(np.float64) for x in ds.pointcloud(i))
-                mesh, colors = self.reconstruct(item["inputs"])
+                category = self.train_set.class_names.index(key["class"])
+                mesh, colors = self.reconstruct(item["inputs"], category)
+                template = templates[category if len(templates) > 1 else 0]  # the untrained network's output
                 if is_main_process():
                     save_ply(self.out / "generation" / f"{item['model']}.ply", mesh.vertices, mesh.faces, colors=colors)
                 rows["model"].append(key | score_mesh(mesh, pts, nrm, self.cfg, i))

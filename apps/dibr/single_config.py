@@ -45,6 +45,11 @@ class SingleImageModelConfig:
     n_blocks: int = 5
     leaky: bool = True  # the reimplementation's decoder uses leaky ReLU before fc_out
     icosphere_subdivisions: int = 3  # 642 vertices / 1280 faces (sphere_3.obj)
+    # "sphere": the original's one icosphere for every class; "class_mean": one template per class, the
+    # class-mean shape of the training objects (geometry.class_mean, as CMR's learned category mean
+    # shape), picked by the object's class label, so the untrained network outputs the class mean
+    template: Literal["sphere", "class_mean"] = "sphere"
+    template_resolution: int = 40  # class_mean: grid corners per axis of the mean occupancy
     scale: float = 0.5  # every predicted mesh is recentred and rescaled so its largest |coordinate| is this
 
     def __post_init__(self) -> None:
@@ -53,6 +58,7 @@ class SingleImageModelConfig:
         check(self.n_blocks >= 0, "n_blocks", ">= 0", self.n_blocks)
         check(0 <= self.icosphere_subdivisions <= 5, "icosphere_subdivisions", "in [0, 5]", self.icosphere_subdivisions)
         check(0 < self.scale <= 1, "scale", "in (0, 1]", self.scale)
+        check(self.template_resolution >= 8, "template_resolution", ">= 8", self.template_resolution)
         check(self.encoder_weights is None or self.encoder == "resnet18", "encoder_weights", "null unless encoder is resnet18",
               self.encoder_weights)  # fmt: skip
 

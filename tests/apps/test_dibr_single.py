@@ -144,3 +144,73 @@ def test_non_finite_rasterizer_gradients_are_zeroed_and_counted():
     (y * torch.tensor([[1.0, float("nan")], [float("inf"), 1.0], [1.0, 1.0]])).sum().backward()
     assert x.grad.tolist() == [[2.0, 0.0], [0.0, 2.0], [2.0, 2.0]]
     assert net.zeroed_grads == 2
+
+
+def _two_template_net():
+    import trimesh
+
+    from apps.dibr.single_system import SingleImageMeshNet
+    from taichi_sdf.models.dvr import ConvEncoder
+
+    torch.manual_seed(0)
+    sphere, box = trimesh.creation.icosphere(subdivisions=1), trimesh.creation.box(extents=(1.0, 0.6, 0.4))
+    net = SingleImageMeshNet(ConvEncoder(8), DVRDecoder(c_dim=8, hidden_size=16, n_blocks=1, out_dim=6, leaky=True),
+                             sphere.vertices, sphere.faces, scale=0.45,
+                             class_templates=[(sphere.vertices, sphere.faces), (box.vertices, box.faces)])  # fmt: skip
+    with torch.no_grad():
+        net.residual_coef.fill_(0.2)  # offsets on, so the two templates' outputs depend on the codes
+    return net
+
+
+def test_class_templates_route_each_object_to_its_class_and_the_loss_is_the_share_weighted_mean():
+    from taichi_sdf.data.shapenet import shapenet_cameras
+
+    net = _two_template_net()
+    assert net.n_templates == 2 and net.template_of(1)[0].shape == (8, 3)
+    images = torch.rand(3, 3, 64, 64)
+    categories = torch.tensor([1, 0, 1])
+    groups = net.predict_groups(images, categories)
+    assert [g[0].tolist() for g in groups] == [[1], [0, 2]]
+    assert groups[1][1].shape == (2, 8, 3) and torch.equal(groups[1][4], net.template_of(1)[1])
+    k = 2
+    cams = shapenet_cameras(np.random.default_rng(0), 3 * k, 24, "supervision")
+    batch = {"inputs": images, "cameras": cams, "images": torch.rand(3 * k, 24, 24, 3),
+             "masks": (torch.rand(3 * k, 24, 24) > 0.5).float(), "categories": categories}  # fmt: skip
+    whole = net(batch)
+
+    def part(rows):
+        views = (torch.tensor(rows)[:, None] * k + torch.arange(k)).flatten()
+        return net({"inputs": images[rows], "cameras": cams[views], "images": batch["images"][views],
+                    "masks": batch["masks"][views], "categories": categories[rows]})  # fmt: skip
+
+    box_objects, sphere_object = part([0, 2]), part([1])
+    for name in ("loss", "image", "iou", "laplacian", "flatten"):
+        expected = (2 * box_objects[name] + sphere_object[name]) / 3
+        assert float(whole[name].detach()) == pytest.approx(float(expected.detach()), rel=1e-5), name
+
+
+def test_class_templates_need_valid_categories():
+    net = _two_template_net()
+    with pytest.raises(ValueError, match="categories: the network has 2 class templates"):
+        net.predict(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"categories: expected class indices in \[0, 2\)"):
+        net.predict(torch.rand(1, 3, 64, 64), torch.tensor([2]))
+    with pytest.raises(ValueError, match="predict takes objects of one class"):
+        net.predict(torch.rand(2, 3, 64, 64), torch.tensor([0, 1]))
+
+
+@pytest.mark.slow
+def test_class_mean_template_run_starts_at_the_class_mean_and_writes_its_tables(tiny_root, tmp_path):
+    from apps.dibr.__main__ import main
+
+    out = tmp_path / "run"
+    args = ["--config", str(PRESET), *TINY, "model.template=class_mean", "model.template_resolution=16",
+            f"data.root={tiny_root}", f"out={out}"]  # fmt: skip
+    trainer = SingleImageTrainer(load_config(SingleImageConfig, PRESET, args[2:]))
+    template = trainer.system.template_of(0)[0]
+    v, _, _ = trainer.system.predict(torch.rand(1, 3, 64, 64), torch.tensor([0]))
+    assert torch.allclose(v[0], template, atol=1e-6) and len(template) != 642  # the class mean, not the sphere
+    del trainer
+    main(["train", *args])
+    table = json.loads((out / "eval_chamfer.json").read_text())
+    assert [r["class"] for r in table] == ["chair", "mean"] and 0 < table[0]["chamfer"] < 2
