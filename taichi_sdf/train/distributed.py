@@ -212,13 +212,24 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+# gloo reports a dropped peer as a plain RuntimeError from its transport ("[.../gloo/transport/tcp/pair.cc:537]
+# Read error ...: Connection reset by peer"); c10d raises DistError subclasses (timeouts, NCCL errors).
+_PEER_FAILURE_MARKS = ("gloo/transport", "Connection reset by peer", "Connection closed by peer", "Timed out", "timed out")
+
+
+def _is_peer_failure(e: BaseException) -> bool:
+    return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and any(m in str(e) for m in _PEER_FAILURE_MARKS))
+
+
 @contextlib.contextmanager
 def peer_failures(what: str, timeout_s: float | None = None) -> Iterator[None]:
     """Turn a failed collective inside the block (a rank died, or did not answer within the timeout)
     into a `DistributedError` naming `what`, this rank and the timeout."""
     try:
         yield
-    except dist.DistError as e:
+    except RuntimeError as e:
+        if not _is_peer_failure(e):
+            raise
         t = timeout_s if timeout_s is not None else info().timeout_s
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DistributedError(f"rank {rank()}: {what} failed: another rank died or did not answer within "
