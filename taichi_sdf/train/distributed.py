@@ -176,9 +176,10 @@ def init_distributed(backend: str | None = None, timeout_s: float = DEFAULT_TIME
     backend = backend or ("cpu:gloo,cuda:nccl" if use_cuda else "gloo")
     if not dist.is_initialized():
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # NCCL: a timed-out collective raises
-        kwargs = {"device_id": torch.device("cuda", 0)} if use_cuda else {}
+        if use_cuda:
+            torch.cuda.set_device(0)  # the rank's one visible GPU
         with peer_failures("joining the process group", timeout_s):
-            dist.init_process_group(backend, rank=rank_, world_size=world, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+            dist.init_process_group(backend, rank=rank_, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     # Every rank must train on the same kind of device (one rank without a GPU would hang NCCL later).
     kinds = all_gather_object(dev.type, timeout_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -243,9 +244,10 @@ def spheres(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ddp_run(spheres, tmp_path_factory):
-    """An uninterrupted 2-rank run (3 epochs of 1 batch of 4 shapes: 2 per rank)."""
+    """An uninterrupted 2-rank run (3 epochs of 1 batch of 4 shapes: 2 per rank), each rank's share in 2
+    chunks (DDP all-reduces after the last one only: `no_sync`)."""
     tmp = tmp_path_factory.mktemp("ddp_run")
-    return run_ranks(tmp, train_deepsdf, str(spheres), str(tmp / "out"), ())
+    return run_ranks(tmp, train_deepsdf, str(spheres), str(tmp / "out"), ("train.batch_split=2",))
 
 
 @pytest.mark.slow
@@ -254,7 +256,7 @@ def test_ddp_ranks_agree_and_equal_a_single_process_run(spheres, ddp_run, tmp_pa
     r0, r1 = ddp_run[0]["ok"], ddp_run[1]["ok"]
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k  # decoder and codes bit-identical across ranks
-    single = _single(spheres, tmp_path / "single")
+    single = _single(spheres, tmp_path / "single")  # the whole batch in one chunk
     assert _max_diff(r0, single) < ATOL  # = one process on the union of the ranks' batches
     torch.testing.assert_close(r0["losses"], single["losses"], atol=ATOL, rtol=0)
 
@@ -275,13 +277,12 @@ def test_resumed_ddp_run_equals_the_uninterrupted_one(spheres, tmp_path):
     full = run_ranks(tmp_path, train_deepsdf, str(spheres), str(tmp_path / "full"), extra)
     part = run_ranks(tmp_path, train_deepsdf, str(spheres), out, extra, "ddp", 3)  # epoch 2, batch 1 of 2
     assert all("ok" in r for r in full + part), full + part
+    shutil.copytree(out, tmp_path / "one")  # the same checkpoint, to be resumed by one process below
     resumed = run_ranks(tmp_path, train_deepsdf, str(spheres), out, extra)
     assert all("ok" in r for r in resumed), resumed
     for k in full[0]["ok"]:
         assert torch.equal(resumed[0]["ok"][k], full[0]["ok"][k]), k  # bit for bit
     # The state is global: the same checkpoint resumed by one process gives the same run (to rounding).
-    part1 = run_ranks(tmp_path, train_deepsdf, str(spheres), str(tmp_path / "one"), extra, "ddp", 3)
-    assert all("ok" in r for r in part1), part1
     from apps.deepsdf.train import DeepSDFTrainer
 
     tr = DeepSDFTrainer(deepsdf_cfg(spheres, tmp_path / "one", *extra), mode="resume")
@@ -326,3 +327,47 @@ def test_torchrun_trains_deepsdf_on_two_cpu_ranks(spheres, tmp_path):
     log = json.loads((out / "train_log.json").read_text())
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert (out / "checkpoints" / "latest.pt").is_file() and not (out / ".lock").exists()
+
+
+def test_code_bound_before_forward_equals_max_norm_in_forward(spheres, tmp_path):
+    """Single process: the trainer's renorm of the batch's rows before forward is the original's
+    nn.Embedding(max_norm) lookup, bit for bit (codes start beyond the bound, so it acts every step)."""
+    from apps.deepsdf.train import DeepSDFTrainer
+
+    runs = []
+    for variant in ("ddp", "max_norm_in_forward"):
+        tr = DeepSDFTrainer(deepsdf_cfg(spheres, tmp_path / variant, "train.epochs=2"))
+        if variant == "max_norm_in_forward":
+            tr.latents.embedding.max_norm = tr.latents.code_bound
+            tr.latents.renorm_ = lambda *a, **k: None
+        tr.train(progress=False)
+        runs.append(_params(tr))
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+
+
+def signal_rank1_after_two_batches(rank: int, world: int, data: str, out: str):
+    import signal as _signal
+
+    from apps.deepsdf.train import DeepSDFTrainer
+
+    tr = DeepSDFTrainer(deepsdf_cfg(Path(data), Path(out), "train.epochs=50", "train.scenes_per_batch=2"))
+
+    def sigterm(trainer, row):
+        if rank == 1 and trainer.iteration == 2:
+            os.kill(os.getpid(), _signal.SIGTERM)  # only rank 1 is told to stop
+
+    tr.train(progress=False, callback=sigterm)
+    return {"iteration": tr.iteration, "interrupted": tr.interrupted}
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_all_after_the_same_batch(spheres, tmp_path):
+    import signal as _signal
+
+    from taichi_sdf.train.checkpoint import load_checkpoint
+
+    res = run_ranks(tmp_path, signal_rank1_after_two_batches, str(spheres), str(tmp_path / "out"))
+    assert all("ok" in r for r in res), res
+    assert res[0]["ok"] == res[1]["ok"] == {"iteration": 3, "interrupted": _signal.SIGTERM}  # agreed in batch 3's all-reduce
+    assert load_checkpoint(tmp_path / "out" / "checkpoints" / "latest.pt")["iteration"] == 3  # rank 0 saved there
