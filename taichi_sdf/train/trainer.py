@@ -373,12 +373,21 @@ class Trainer:
 
 def _read_on_main_process(read: Callable[[], tuple]) -> tuple:
     """`read()` in a single process; under torch.distributed rank 0 reads (only it writes checkpoints, and
-    other machines may not see its disk) and every rank gets the result."""
+    other machines may not see its disk) and every rank gets the result, or raises rank 0's error."""
     from .distributed import broadcast_object, is_distributed
 
     if not is_distributed():
         return read()
-    return broadcast_object(read() if is_main_process() else None)
+    got = None
+    if is_main_process():
+        try:
+            got = (read(), None)
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, raised everywhere below
+            got = (None, e)
+    result, error = broadcast_object(got)
+    if error is not None:
+        raise error
+    return result
 
 
 def _nanmean(values: list[float]) -> float:

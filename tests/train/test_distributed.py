@@ -371,3 +371,20 @@ def test_a_signal_to_one_rank_stops_all_after_the_same_batch(spheres, tmp_path):
     assert all("ok" in r for r in res), res
     assert res[0]["ok"] == res[1]["ok"] == {"iteration": 3, "interrupted": _signal.SIGTERM}  # agreed in batch 3's all-reduce
     assert load_checkpoint(tmp_path / "out" / "checkpoints" / "latest.pt")["iteration"] == 3  # rank 0 saved there
+
+
+def resume_from_a_broken_checkpoint(rank: int, world: int, data: str, out: str):
+    from apps.deepsdf.train import DeepSDFTrainer
+
+    tdist.init_distributed(timeout_s=20.0, device="cpu")
+    DeepSDFTrainer(deepsdf_cfg(Path(data), Path(out)), mode="resume")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_rank0_cannot_read_is_an_error_on_every_rank(spheres, tmp_path):
+    ckpt = tmp_path / "out" / "checkpoints" / "latest.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint")
+    res = run_ranks(tmp_path, resume_from_a_broken_checkpoint, str(spheres), str(tmp_path / "out"))
+    assert res[0]["exitcode"] == res[1]["exitcode"] == 1
+    assert res[0]["error"] == res[1]["error"] and "latest.pt" in res[0]["error"]  # rank 0's error, raised on rank 1 too
