@@ -33,7 +33,7 @@ import torch.distributed as dist
 from taichi_sdf.core import runtime
 from taichi_sdf.core.errors import BadInput
 
-__all__ = ["DistInfo", "DistributedError", "init_distributed", "rank", "world_size", "is_distributed", "barrier",
+__all__ = ["DistInfo", "DistributedError", "init_distributed", "info", "rank", "world_size", "is_distributed", "barrier",
            "broadcast_object", "all_gather_object", "all_reduce_mean", "shard_indices", "threads_per_rank",
            "peer_failures", "DEFAULT_TIMEOUT_S"]  # fmt: skip
 
