@@ -9,9 +9,9 @@ narrowed to `dims[i] - (latent_size + 3)` so the width stays `dims[i]`). Hidden 
 dropout (active in train mode only). A final tanh is always applied, as in the original (its `th`
 module runs whatever `use_tanh` says), so |f| < 1 and training clamps targets to +-0.1 anyway.
 
-The codes live in `LatentCodes`: an `nn.Embedding(num_shapes, latent_size)` whose lookups are
-renormalised to `max_norm = code_bound` (CodeBound 1.0) and initialised N(0, (code_init_std /
-sqrt(latent_size))^2) (CodeInitStdDev 1.0).
+The codes live in `LatentCodes`: an `nn.Embedding(num_shapes, latent_size)` initialised N(0,
+(code_init_std / sqrt(latent_size))^2) (CodeInitStdDev 1.0) whose rows the trainer renormalises to
+`code_bound` (CodeBound 1.0) before each batch looks them up (`renorm_`; the original's max_norm).
 
 torch only; no side effects at import.
 """
@@ -135,25 +135,46 @@ class DeepSDFDecoder(nn.Module):
 
 
 class LatentCodes(nn.Module):
-    """One trainable code per training shape: `nn.Embedding(num_shapes, latent_size)` with lookups
-    renormalised to `code_bound` (None = unbounded) and N(0, (init_std / sqrt(latent_size))^2) init."""
+    """One trainable code per training shape, `weight [num_shapes, latent_size]`, initialised
+    N(0, (init_std / sqrt(latent_size))^2), with a norm bound `code_bound` (None = unbounded).
+
+    The original's `nn.Embedding(max_norm=code_bound)` renormalises the looked-up rows in place inside
+    forward. Under DistributedDataParallel that side effect runs on each rank's own rows only and the
+    ranks' codes drift apart, so here forward is a plain lookup and the trainer calls `renorm_(rows)`
+    before the forward on the rows the whole (global) batch looks up, identically on every rank. It
+    uses the same op as nn.Embedding (`torch.embedding_renorm_`), so single-process training is
+    bit-identical to the in-forward renorm."""
 
     def __init__(self, num_shapes: int, latent_size: int, code_bound: float | None = 1.0, init_std: float = 1.0) -> None:
         super().__init__()
         if num_shapes < 1:
             raise ValueError(f"num_shapes: expected >= 1, got {num_shapes}")
-        self.embedding = nn.Embedding(num_shapes, latent_size, max_norm=code_bound)
+        if code_bound is not None and not code_bound > 0:
+            raise ValueError(f"code_bound: expected > 0 or None, got {code_bound}")
+        self.code_bound = code_bound
+        self.embedding = nn.Embedding(num_shapes, latent_size)
         nn.init.normal_(self.embedding.weight, 0.0, init_std / math.sqrt(max(latent_size, 1)))
 
     @property
     def weight(self) -> torch.Tensor:
-        """All codes `[num_shapes, latent_size]` (not renormalised)."""
+        """All codes `[num_shapes, latent_size]`."""
         return self.embedding.weight
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        """Codes `[N, latent_size]` of shape indices `[N]` (int64). With a code bound, the looked-up
-        rows are renormalised in place, as nn.Embedding(max_norm=...) does in the original."""
+        """Codes `[N, latent_size]` of shape indices `[N]` (int64); no renorm here (see `renorm_`)."""
         return self.embedding(indices)
+
+    @torch.no_grad()
+    def renorm_(self, indices: torch.Tensor | None = None) -> None:
+        """Scale the rows `indices [K]` (None = all) whose L2 norm exceeds `code_bound` down to it, in place,
+        as nn.Embedding(max_norm=code_bound) does at lookup (norm / (norm + 1e-7) of the bound). No-op
+        without a bound."""
+        if self.code_bound is None:
+            return
+        w = self.embedding.weight
+        if indices is None:
+            indices = torch.arange(w.shape[0], device=w.device)
+        torch.embedding_renorm_(w, indices.to(w.device).contiguous(), float(self.code_bound), 2.0)
 
 
 @dataclass
@@ -167,7 +188,7 @@ class DeepSDFModelConfig:
     dropout_prob: float = 0.2
     norm_layers: tuple[int, ...] | None = None  # None = all hidden layers
     weight_norm: bool = True
-    code_bound: float | None = 1.0  # CodeBound: max norm of a code at lookup
+    code_bound: float | None = 1.0  # CodeBound: max norm of a code when a batch looks it up
     code_init_std: float = 1.0  # CodeInitStdDev, divided by sqrt(latent_size)
 
     def __post_init__(self) -> None:  # a ValueError with config_key/reason: the loader names the dotted key

@@ -11,12 +11,23 @@ its own step schedule. The experiment folder `out` gets config.yaml (resolved), 
 the snapshot epochs, each one atomic file holding the decoder, the codes, the optimiser and the RNG
 states (the original splits these into ModelParameters/, LatentCodes/, OptimizerParameters/), plus
 train_log.json (loss per epoch).
+
+Under torchrun (`torchrun --nproc_per_node N -m apps.deepsdf train ...`) every rank draws the same
+global batch (the shared, checkpointed run generator gives one shape order per epoch and the same
+samples on every rank) and trains on its contiguous share of the batch's shapes (`shard_indices`), with
+`DeepSDFSystem` (decoder + codes) wrapped in DistributedDataParallel. Each rank's loss is its share of
+the global batch's loss (divided by the global S) times the world size, so DDP's gradient average is
+the single-process gradient of the whole batch; the code bound is applied to the global batch's rows
+before the forward on every rank. So N ranks compute the single-process run (up to float rounding),
+the checkpoint state is global, and a run resumes with any number of ranks. Rank 0 writes everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +37,7 @@ import torch
 from taichi_sdf.core.errors import app_main
 from taichi_sdf.core.runtime import set_torch_threads
 from taichi_sdf.models.deepsdf import LatentCodes, build_decoder
+from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train import losses
 from taichi_sdf.train.checkpoint import atomic_write_bytes, save_checkpoint
 from taichi_sdf.train.config import load_config, parse_config
@@ -79,8 +91,9 @@ class DeepSDFTrainer(Trainer):
     def __init__(self, cfg: DeepSDFConfig, resume: bool = False, mode: str | None = None) -> None:
         check_config(cfg)
         mode = mode or ("resume" if resume else "new")
+        self.dist = tdist.init_distributed(device=cfg.device)  # under torchrun: the process group, GPU, threads
         set_torch_threads(cfg.torch_threads)
-        self.device = resolve_device(cfg.device)
+        self.device = self.dist.device if self.dist.distributed else resolve_device(cfg.device)
         # Seeds torch's global generator (dropout draws from it; saved in checkpoints) and makes
         # self.gen for shuffling and sample draws.
         super().__init__(cfg, cfg.out, cfg.seed, mode)
@@ -91,6 +104,13 @@ class DeepSDFTrainer(Trainer):
         t = cfg.train
         self.system = DeepSDFSystem(decoder, latents, t.clamp, t.code_reg, t.code_reg_lambda, t.code_reg_warmup)
         self.decoder, self.latents = decoder, latents
+        # The DDP module holds the codes too: codes outside it would be updated by their own rank only.
+        self.model = self.system
+        if self.dist.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.system, device_ids=ids)
+            if self.dist.rank > 0:  # dropout: each rank its own draws (rank 0 keeps the single-process stream)
+                torch.manual_seed(cfg.seed + self.dist.rank)
         self.optimizer = torch.optim.Adam([
             {"params": self.decoder.parameters(), "lr": t.decoder_lr.lr(0)},
             {"params": self.latents.parameters(), "lr": t.latent_lr.lr(0)},
@@ -98,6 +118,11 @@ class DeepSDFTrainer(Trainer):
         # Batches of fewer shapes are dropped (drop_last=True in the original); with fewer shapes than
         # scenes_per_batch the whole split is one batch rather than no batch at all.
         self.scenes_per_batch = min(t.scenes_per_batch, len(self.data))
+        if self.scenes_per_batch < self.dist.world_size:
+            raise UserError(f"train.scenes_per_batch: {self.scenes_per_batch} shapes per batch cannot be shared by "
+                            f"{self.dist.world_size} ranks (each needs one); use more shapes per batch or fewer processes")  # fmt: skip
+        self._stop_signal: int | None = None  # a SIGINT/SIGTERM this rank received, not yet agreed on
+        self._rank_rngs: list | None = None  # every rank's torch RNG state (dropout), gathered at save
         self.epoch = 0  # epochs completed (the original counts from 1)
         self.batch = 0  # batches completed in the running epoch
         self.perm: torch.Tensor | None = None  # the running epoch's shape order
@@ -106,6 +131,22 @@ class DeepSDFTrainer(Trainer):
         self._rows: list[dict] = []
         self.samples_per_step = self.scenes_per_batch * t.samples_per_scene
         self.start(mode)
+
+    # Under DDP the loop must stop after the same batch on every rank: a signal only marks this rank
+    # (`_stop_signal`); `interrupted`, which the base loop reads, is set once the ranks agreed (in the
+    # loss all-reduce of `optimizer_step`). In a single process the two are the same.
+    _agreed_stop: int | None = None
+
+    @property
+    def interrupted(self) -> int | None:
+        dist_info = getattr(self, "dist", None)
+        return self._agreed_stop if dist_info is not None and dist_info.distributed else self._stop_signal
+
+    @interrupted.setter
+    def interrupted(self, value: int | None) -> None:
+        self._stop_signal = value
+        if value is None:
+            self._agreed_stop = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -121,19 +162,34 @@ class DeepSDFTrainer(Trainer):
         self.optimizer.param_groups[1]["lr"] = t.latent_lr.lr(epoch)
 
     def optimizer_step(self, scenes: torch.Tensor, epoch: int) -> dict[str, float]:
-        """One optimiser step on the shapes `scenes [B]` (epoch numbered from 1, for the warm-up)."""
+        """One optimiser step on the shapes `scenes [B]` of the global batch (epoch numbered from 1, for the
+        warm-up); under DDP this rank computes its share of the shapes (see the module docstring)."""
         t = self.cfg.train
         S = t.samples_per_scene
-        samples = self.data.sample(scenes, S, self.gen).to(self.device).reshape(-1, 4)
-        idx = scenes.to(self.device).repeat_interleave(S)
-        n = samples.shape[0]
+        world = self.dist.world_size
+        self.latents.renorm_(scenes)  # the code bound, on every row the global batch looks up, on every rank
+        samples = self.data.sample(scenes, S, self.gen)  # [B, S, 4]: the same draws on every rank
+        n = samples.shape[0] * S  # the global batch's S: the loss divides by it on every rank
+        mine = tdist.shard_indices(len(scenes), self.dist.rank, world)
+        samples = samples[mine.start : mine.stop].to(self.device).reshape(-1, 4)
+        idx = scenes[mine.start : mine.stop].to(self.device).repeat_interleave(S)
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"loss": 0.0, "data": 0.0, "code_reg": 0.0}
-        for xyz_sdf, ids in zip(samples.chunk(t.batch_split), idx.chunk(t.batch_split)):
-            terms = self.system({"shape": ids, "xyz": xyz_sdf[:, :3], "sdf": xyz_sdf[:, 3], "epoch": epoch, "num_samples": n})
-            terms["loss"].backward()
+        chunks = list(zip(samples.chunk(t.batch_split), idx.chunk(t.batch_split)))
+        for k_chunk, (xyz_sdf, ids) in enumerate(chunks):
+            sync = k_chunk == len(chunks) - 1 or not self.dist.distributed  # DDP all-reduces on the last chunk only
+            with contextlib.nullcontext() if sync else self.model.no_sync(), tdist.peer_failures("the gradient all-reduce"):
+                terms = self.model({"shape": ids, "xyz": xyz_sdf[:, :3], "sdf": xyz_sdf[:, 3], "epoch": epoch, "num_samples": n})
+                # x world: DDP averages the ranks' gradients, the batch's gradient is their sum.
+                (terms["loss"] * world if world > 1 else terms["loss"]).backward()
             for k in totals:
                 totals[k] += float(terms[k].detach())
+        if self.dist.distributed:  # the batch's loss terms (sum of the shares) and whether any rank was signalled
+            totals["stop"] = float(self._stop_signal or 0)
+            mean = tdist.all_reduce_mean(totals)
+            totals = {k: mean[k] * world for k in ("loss", "data", "code_reg")}
+            if mean["stop"] > 0:  # every rank stops after this same batch
+                self._agreed_stop = self._stop_signal or signal.SIGTERM
         if not torch.isfinite(torch.tensor(totals["loss"])):
             raise FloatingPointError(f"epoch {epoch}: loss is {totals['loss']}; last checkpoint kept in {self.ckpt_dir}")
         if t.grad_clip is not None:
@@ -209,9 +265,13 @@ class DeepSDFTrainer(Trainer):
             "instances": [list(it) for it in self.data.instances],
             "optimizer": self.optimizer.state_dict(),
             "log": self.log,
+            "world_size": self.dist.world_size,
+            "torch_rng_ranks": self._rank_rngs,  # dropout streams of ranks 1.. (None in a single process)
         }
 
     def save(self, snapshot: bool = False) -> Path:
+        if self.dist.distributed:  # collective: every rank calls save at the same batch
+            self._rank_rngs = tdist.all_gather_object(torch.get_rng_state())
         latest = super().save()
         if snapshot and self.checkpoint_name() is None and is_main_process():
             save_checkpoint(self.ckpt_dir / f"{self.epoch}.pt", self.full_state())
@@ -233,6 +293,21 @@ class DeepSDFTrainer(Trainer):
         self.epoch, self.batch, self.perm = int(s["epoch"]), int(s["batch"]), s["perm"]
         self._epoch_loss, self.log = list(s["epoch_loss"]), list(s["log"])
         self.iteration = self.epoch * self.batches_per_epoch + self.batch
+        self._rank_rngs = s.get("torch_rng_ranks")
+
+    def resume(self, path=None) -> bool:
+        """The base's resume (every rank gets rank 0's checkpoint), then each rank's own dropout stream.
+        The rest of the state is global, so any number of ranks resumes; only with dropout and another
+        world size than the checkpoint's do ranks > 0 start new streams (seeded by seed, rank, iteration)."""
+        resumed = super().resume(path)
+        r = self.dist.rank
+        if resumed and r > 0:
+            rngs = self._rank_rngs
+            if rngs is not None and len(rngs) == self.dist.world_size:
+                torch.set_rng_state(rngs[r])
+            else:
+                torch.manual_seed(self.cfg.seed + r + 1_000_003 * self.iteration)
+        return resumed
 
     # -- loop -------------------------------------------------------------------------------------------
 
@@ -272,14 +347,17 @@ def main(argv=None) -> dict:
     with exit_on_user_error("deepsdf train"):
         trainer = DeepSDFTrainer(cfg, mode="resume" if args.resume else "overwrite" if args.overwrite else "new")
         n_params = sum(p.numel() for p in trainer.decoder.parameters())
-        print(f"deepsdf train: {len(trainer.data)} shapes from {trainer.split_file}, decoder {n_params} parameters, "
-              f"device {trainer.device}, torch threads {torch.get_num_threads()}, "
-              f"starting at epoch {trainer.epoch + 1}/{cfg.train.epochs}")  # fmt: skip
+        ranks = f", {trainer.dist.world_size} ranks ({trainer.dist.backend})" if trainer.dist.distributed else ""
+        if is_main_process():
+            print(f"deepsdf train: {len(trainer.data)} shapes from {trainer.split_file}, decoder {n_params} parameters, "
+                  f"device {trainer.device}, torch threads {torch.get_num_threads()}{ranks}, "
+                  f"starting at epoch {trainer.epoch + 1}/{cfg.train.epochs}")  # fmt: skip
         row = trainer.train(args.epochs)
     if trainer.interrupted is not None:
         raise SystemExit(128 + trainer.interrupted)
     row["wall_seconds"] = time.time() - t0
-    print(json.dumps(row, default=float))
+    if is_main_process():
+        print(json.dumps(row, default=float))
     trainer.message(f"outputs in {trainer.out}/ (checkpoints/, train_log.json, log.csv, log.png)")
     return row
 

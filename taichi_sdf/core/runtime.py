@@ -33,6 +33,7 @@ class RuntimeInfo:
 
 _lock = threading.Lock()
 _info: RuntimeInfo | None = None
+_cpu_threads: int | None = None  # Taichi's cpu_max_num_threads at init (set_taichi_cpu_threads); None = Taichi's own
 
 
 def _resolve_arch(arch: str) -> str:
@@ -97,6 +98,8 @@ def init(arch: str = "auto", *, debug: bool = False, offline_cache: bool = True,
 
         ti_arch = getattr(ti, resolved)
         _check_available(arch, resolved, ti_arch)
+        if resolved == "cpu" and _cpu_threads is not None:
+            ti_kwargs.setdefault("cpu_max_num_threads", _cpu_threads)
         ti.init(
             arch=ti_arch,
             default_fp=ti.f32,
@@ -114,7 +117,8 @@ def init(arch: str = "auto", *, debug: bool = False, offline_cache: bool = True,
         if actual != resolved:
             ti.reset()
             raise _unavailable(arch, resolved, f"Taichi fell back to {actual}")
-        device = torch.device("cuda") if actual in _ZERO_COPY_CUDA_ARCHS else torch.device("cpu")
+        # Taichi's CUDA backend binds device 0 of the visible ones: tensors on another index are refused.
+        device = torch.device("cuda", 0) if actual in _ZERO_COPY_CUDA_ARCHS else torch.device("cpu")
         _info = RuntimeInfo(arch=actual, device=device)
         return _info
 
@@ -140,6 +144,28 @@ def sync() -> None:
     ti.sync()
     if device().type == "cuda":
         torch.cuda.synchronize()
+
+
+def set_taichi_cpu_threads(n: int) -> bool:
+    """Threads of Taichi's CPU backend (`cpu_max_num_threads`) when `init` starts it, e.g. a share of the
+    cores per process when several ranks run on one machine. Returns False, with a warning if Taichi
+    already runs on the CPU with more threads, when it is too late to apply."""
+    global _cpu_threads
+    if n < 1:
+        raise ValueError(f"n: expected >= 1 threads, got {n}")
+    _cpu_threads = int(n)
+    if _info is None:
+        return True
+    if _info.arch == "cpu":
+        import warnings
+
+        import taichi as ti
+
+        running = ti.lang.impl.current_cfg().cpu_max_num_threads
+        if running > n:
+            warnings.warn(f"Taichi already runs on the CPU with {running} threads, more than the {n} asked for; call "
+                          "set_taichi_cpu_threads (or init_distributed) before taichi_sdf.init()", stacklevel=2)  # fmt: skip
+    return False
 
 
 def set_torch_threads(n: int = 0) -> int:

@@ -72,14 +72,26 @@ def check_tensor(
             raise ValueError(f"{name}: expected shape {_fmt_shape(shape)}{detail}, got {list(value.shape)}")
     if device is not None:
         want_dev = runtime.device() if device == "runtime" else torch.device(device)
-        if value.device.type != want_dev.type:
-            raise ValueError(
-                f"{name}: expected a tensor on {want_dev.type} (the device taichi_sdf runs on), got one on "
-                f"{value.device}; move it with .to('{want_dev.type}') or call taichi_sdf.init(arch=...)"
-            )
+        problem = device_mismatch(value.device, want_dev)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
     if contiguous and not value.is_contiguous():
         raise ValueError(f"{name}: expected a contiguous tensor (call .contiguous() first)")
     return value
+
+
+def device_mismatch(actual: torch.device, want: torch.device) -> str | None:
+    """Why a tensor on `actual` cannot be read by kernels running on `want` (None if it can). Types must
+    agree and, where `want` has an index, the index too: Taichi's CUDA backend reads the pointer on its
+    own GPU, so a `cuda:1` tensor handed to a runtime on cuda:0 would be read on the wrong device (under
+    torchrun every rank sees its one GPU as cuda:0; see `taichi_sdf.train.distributed`)."""
+    if actual.type != want.type:
+        return (f"expected a tensor on {want.type} (the device taichi_sdf runs on), got one on {actual}; "
+                f"move it with .to('{want}') or call taichi_sdf.init(arch=...)")  # fmt: skip
+    if want.index is not None and (actual.index or 0) != want.index:
+        return (f"expected a tensor on {want} (the GPU taichi_sdf runs on), got one on {actual}; move it with "
+                f".to('{want}'), or give each process one GPU (CUDA_VISIBLE_DEVICES, or init_distributed under torchrun)")  # fmt: skip
+    return None
 
 
 def check_same_dtype(**tensors: torch.Tensor) -> torch.dtype:

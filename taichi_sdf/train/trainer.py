@@ -275,11 +275,9 @@ class Trainer:
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
         """Load `path` (default checkpoints/latest.pt, else the newest numbered one); False if none."""
-        latest = self.ckpt_dir / "latest.pt"
-        path = path or (latest if latest.is_file() else latest_checkpoint(self.ckpt_dir))
+        path, s = _read_on_main_process(lambda: self._read_checkpoint(path))
         if path is None:
             return False
-        s = load_checkpoint(path, map_location="cpu")
         if self.cfg is not None and s.get("config") is not None:
             diff = config_diff(s["config"], config_to_dict(self.cfg), self.compatible_sections)
             if diff:
@@ -297,6 +295,11 @@ class Trainer:
         if "cuda_rng" in s and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["cuda_rng"])
         return True
+
+    def _read_checkpoint(self, path: str | os.PathLike | None) -> tuple[Path | None, dict | None]:
+        latest = self.ckpt_dir / "latest.pt"
+        path = path or (latest if latest.is_file() else latest_checkpoint(self.ckpt_dir))
+        return (None, None) if path is None else (Path(path), load_checkpoint(path, map_location="cpu"))
 
     # -- the loop ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -366,6 +369,25 @@ class Trainer:
         self.message(f"{what} ...")
         yield
         self.message(f"{what}: done ({time.time() - t0:.1f} s)")
+
+
+def _read_on_main_process(read: Callable[[], tuple]) -> tuple:
+    """`read()` in a single process; under torch.distributed rank 0 reads (only it writes checkpoints, and
+    other machines may not see its disk) and every rank gets the result, or raises rank 0's error."""
+    from .distributed import broadcast_object, is_distributed
+
+    if not is_distributed():
+        return read()
+    got = None
+    if is_main_process():
+        try:
+            got = (read(), None)
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, raised everywhere below
+            got = (None, e)
+    result, error = broadcast_object(got)
+    if error is not None:
+        raise error
+    return result
 
 
 def _nanmean(values: list[float]) -> float:

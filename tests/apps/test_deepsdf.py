@@ -115,7 +115,24 @@ def test_latent_codes_init_and_bound():
     assert abs(float(codes.weight.detach().std()) - 1 / 8) < 0.01  # N(0, (1 / sqrt(64))^2)
     with torch.no_grad():
         codes.weight[3] *= 10
-    assert float(codes(torch.tensor([3])).detach().norm()) == pytest.approx(1.0, abs=1e-4)  # renormalised at lookup
+    assert float(codes(torch.tensor([3])).detach().norm()) > 5  # forward has no side effect (DDP)
+    codes.renorm_(torch.tensor([3]))
+    assert float(codes(torch.tensor([3])).detach().norm()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_latent_renorm_is_nn_embeddings_max_norm():
+    torch.manual_seed(0)
+    codes = LatentCodes(50, 16, code_bound=0.5)
+    ref = torch.nn.Embedding(50, 16, max_norm=0.5)
+    with torch.no_grad():
+        codes.weight.mul_(3)
+        ref.weight.copy_(codes.weight)
+    idx = torch.tensor([4, 7, 7, 30])
+    looked_up = ref(idx)  # renormalises rows 4, 7, 30 in place, then looks them up
+    codes.renorm_(idx.unique())
+    assert torch.equal(codes(idx), looked_up) and torch.equal(codes.weight, ref.weight)  # bit for bit
+    codes.renorm_()
+    assert float(codes.weight.detach().norm(dim=1).max()) <= 0.5
 
 
 # -- training loss and schedules ------------------------------------------------------------------------
