@@ -38,6 +38,9 @@ def visual_hull(cameras: Camera, masks: torch.Tensor, resolution: int = 64, exte
         hit[valid] = masks[i].cpu()[row[valid], col[valid]]
         seen += valid.int()
         inside += hit.int()
+        if min_views_fraction >= 1.0:  # one view that sees a point outside its mask rejects it: drop it
+            alive = ~valid | hit
+            pts, seen, inside = pts[alive], seen[alive], inside[alive]
     min_seen = max(1, int(min_seen_fraction * len(cameras)))
     keep = (seen >= min_seen) & (inside >= torch.ceil(min_views_fraction * seen.double()).int())
     return pts[keep]
