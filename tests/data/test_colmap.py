@@ -367,6 +367,12 @@ def test_malformed_text(scene):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=rf"images.txt:{first + 1}: image 1 has a zero quaternion"):
         load_colmap(scene / "txt")
+    lines[first] = "1 1 0 0 0 0 0 4 1 000.png"
+    for bad, why in (("1.5 2.5 x", "expected POINTS2D as X Y POINT3D_ID triples"), ("1.5 2.5 3 4", "has 4 values")):
+        lines[first + 1] = bad
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=rf"images.txt:{first + 2}: .*{why}"):
+            read_colmap_model(scene / "txt" / "sparse" / "0")
 
 
 def test_image_listed_but_missing(scene):
@@ -402,3 +408,17 @@ def test_no_points_and_no_masks(sphere, tmp_path):
     with pytest.warns(UserWarning, match="no masks/ folder"):
         ds = load_colmap(tmp_path / "scene", scale_mat=SCALE)  # a given normalisation needs neither
     assert bool(ds.masks.all())
+
+
+def test_background_points_that_swallow_the_cameras_warn(sphere, tmp_path):
+    d = np.random.default_rng(2).normal(size=(200, 3))
+    wall = 8.0 * d / np.linalg.norm(d, axis=1, keepdims=True) + SCALE[:3, 3].numpy()  # a room around the capture
+    save_colmap(sphere, tmp_path / "scene", points=np.concatenate([surface_points(), wall]), masks=False)
+    model = read_colmap_model(tmp_path / "scene" / "sparse" / "0")
+    model.points.tracks = [np.array([[1, 0], [2, 0]])] * len(model.points)  # every point seen twice
+    write_colmap_model(model, tmp_path / "scene" / "sparse" / "0", binary=False)
+    with pytest.warns(UserWarning) as record:
+        load_colmap(tmp_path / "scene")
+    messages = [str(w.message) for w in record]
+    assert any("no masks/ folder" in m for m in messages)
+    assert any("scene: 6 of 6 cameras lie inside the unit sphere after normalisation" in m for m in messages)

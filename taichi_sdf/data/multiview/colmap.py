@@ -48,6 +48,7 @@ from taichi_sdf.data.multiview.normalize import (
     look_at_point,
     normalization_from_points,
     normalized_cameras,
+    warn_cameras_inside,
 )
 
 __all__ = ["SUPPORTED_MODELS", "find_model_folder", "is_colmap_folder", "colmap_cameras", "load_colmap", "save_colmap"]
@@ -224,10 +225,12 @@ def load_colmap(
         images, undistorted = undistort_views(images, masks if mask_files is not None else None, cams.K, torch.from_numpy(coeffs))
         masks = undistorted if undistorted is not None else masks
     S = _scale_mat(scale_mat, model, model_dir, cams, masks if mask_files is not None else None, min_track, percentile, margin)
+    normalized = normalized_cameras(cams, S)
+    warn_cameras_inside(normalized, str(folder))
     return MultiViewDataset(
         images=images,
         masks=masks,
-        cameras=normalized_cameras(cams, S),
+        cameras=normalized,
         scale_mat=S,
         names=view_names,
         splits={"train": list(range(len(names)))},

@@ -208,6 +208,14 @@ def _numbers(path: Path, lineno: int, parts: list[str], kind, expected: str) -> 
         raise ValueError(f"{path}:{lineno}: expected {expected}, got {' '.join(parts)[:80]!r}") from None
 
 
+def _array(path: Path, lineno: int, parts: list[str], dtype, expected: str) -> np.ndarray:
+    """`parts` as one numpy array (numpy parses the strings: ~10x faster than a Python loop on long lines)."""
+    try:
+        return np.array(parts, dtype=dtype)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{path}:{lineno}: expected {expected}, got {' '.join(parts)[:80]!r}") from None
+
+
 def _read_cameras_txt(path: Path) -> dict[int, ColmapCamera]:
     cameras = {}
     expected = "'CAMERA_ID MODEL WIDTH HEIGHT PARAMS[]'"
@@ -250,12 +258,12 @@ def _read_images_txt(path: Path) -> dict[int, ColmapImage]:
             raise ValueError(
                 f"{path}:{points_lineno}: image {iid}'s POINTS2D line has {len(vals)} values; expected (X, Y, POINT3D_ID) triples"
             )
-        arr = np.array(_numbers(path, points_lineno, vals, float, "POINTS2D as X Y POINT3D_ID triples"), np.float64).reshape(
-            -1, 3
-        )
+        what = "POINTS2D as X Y POINT3D_ID triples"
+        xys = _array(path, points_lineno, vals[0::3] + vals[1::3], np.float64, what).reshape(2, -1).T.copy()
+        point3D_ids = _array(path, points_lineno, vals[2::3], np.int64, what)
         if iid in images:
             raise ValueError(f"{path}:{lineno}: image {iid} is listed twice")
-        images[iid] = ColmapImage(iid, qt[:4], qt[4:], cid, name, arr[:, :2].copy(), arr[:, 2].astype(np.int64))
+        images[iid] = ColmapImage(iid, qt[:4], qt[4:], cid, name, xys, point3D_ids)
     return images
 
 
@@ -272,7 +280,7 @@ def _read_points_txt(path: Path) -> ColmapPoints:
         xyz.append(_numbers(path, lineno, parts[1:4], float, expected))
         rgb.append(_numbers(path, lineno, parts[4:7], int, expected))
         err.append(_numbers(path, lineno, parts[7:8], float, expected)[0])
-        tracks.append(np.array(_numbers(path, lineno, parts[8:], int, expected), np.int64).reshape(-1, 2))
+        tracks.append(_array(path, lineno, parts[8:], np.int64, expected).reshape(-1, 2))
     return _points(path, ids, xyz, rgb, err, tracks)
 
 

@@ -38,6 +38,7 @@ from taichi_sdf.data.multiview.normalize import (
     normalization_from_cameras,
     normalization_from_points,
     normalized_cameras,
+    warn_cameras_inside,
 )
 
 __all__ = ["TRANSFORMS", "is_nerfstudio_folder", "load_nerfstudio", "save_nerfstudio"]
@@ -214,11 +215,13 @@ def load_nerfstudio(
         images, undistorted = undistort_views(images, masks if with_mask else None, cams.K, torch.from_numpy(coeffs))
         masks = undistorted if with_mask else masks
     S = _scale_mat(scale_mat, meta, folder, path, cams, masks if with_mask else None, percentile, margin)
+    normalized = normalized_cameras(cams, S)
+    warn_cameras_inside(normalized, str(folder))
     if frame == "colmap" and "applied_transform" in meta:
         A = torch.from_numpy(_matrix(meta["applied_transform"], path, "", "applied_transform"))
         # x_file = A x_colmap: the normalised frame maps to COLMAP's by inv(A) @ S (still a similarity).
-        return _dataset(images, masks, normalized_cameras(cams, S), torch.linalg.inv(A) @ S, names, folder)
-    return _dataset(images, masks, normalized_cameras(cams, S), S, names, folder)
+        return _dataset(images, masks, normalized, torch.linalg.inv(A) @ S, names, folder)
+    return _dataset(images, masks, normalized, S, names, folder)
 
 
 def _dataset(images, masks, cameras, S, names, folder) -> MultiViewDataset:

@@ -4,6 +4,8 @@ normalised frame. Every estimate is a `scale_mat [4, 4]` (normalised -> world) a
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from taichi_sdf.cameras.camera import Camera
@@ -151,3 +153,17 @@ def normalized_cameras(cameras: Camera, scale_mat: torch.Tensor) -> Camera:
     T[:, :3, 3] = (cams.R @ S[:3, 3] + cams.t) / s
     T[:, :3, :3] = cams.R @ Q
     return Camera(cams.K, T, cams.width, cams.height).to(dtype=cameras.dtype)
+
+
+def warn_cameras_inside(cameras: Camera, where: str) -> None:
+    """Warn (naming `where` and the views) when cameras of the normalised frame sit inside the unit
+    sphere: IDR's tracer and the apps assume every camera outside it (a normalisation from sparse
+    points that include the background can give this)."""
+    inside = (cameras.centers.norm(dim=-1) <= 1.0).nonzero()[:, 0].tolist()
+    if inside:
+        warnings.warn(
+            f"{where}: {len(inside)} of {len(cameras)} cameras lie inside the unit sphere after normalisation "
+            f"(views {inside[:8]}); the object bound is too large (background points?): give masks or a scale_mat",
+            UserWarning,
+            stacklevel=3,
+        )
