@@ -2,6 +2,7 @@
 
     python -m apps.make_dataset --scene csg --views 48 --size 64 --format idr --out data/csg_idr
     python -m apps.make_dataset --mesh spot.obj [--texture spot_texture.png] [--ssaa 2] --out data/spot_idr
+    python -m apps.make_dataset --scene csg --format colmap|nerfstudio --out data/csg_colmap
 
 Built-in scenes (SDFs of `taichi_sdf.implicit.scenes`) are rendered by the fused sphere tracer with a
 spatially varying albedo under a fixed sun + ambient light (Lambertian: view-independent, like
@@ -29,7 +30,9 @@ Meshes (`--mesh`: OBJ, PLY, GLB, ... anything trimesh reads) go through the same
   faces' winding (counter-clockwise from outside), so a mesh with flipped faces shades dark there.
 - Extra output: depth maps, `[H, W]` float32 camera z in world units (0 on background), one .npy
   per image: IDR `depth/NNN.npy` next to `image/NNN.png`; NeRF `{split}/r_K_depth.npy` next to
-  `{split}/r_K.png`.
+  `{split}/r_K.png`; COLMAP / nerfstudio `depth/<image stem>.npy`.
+- COLMAP (`sparse/0/*.txt`, `images/`, `masks/`) and nerfstudio (`transforms.json`, `sparse_pc.ply`)
+  exports carry 5000 ground-truth surface samples as their sparse points, in world units.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 
 from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.builtin import (
+    FORMATS,
     load_mesh_asset,
     mesh_ground_truth,
     render_mesh_dataset,
@@ -60,7 +64,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--normals", default="smooth", choices=["smooth", "flat"], help="mesh: shading normals")
     ap.add_argument("--views", type=int, default=48)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--format", default="idr", choices=["idr", "nerf"])
+    ap.add_argument("--format", default="idr", choices=list(FORMATS))
     ap.add_argument("--distance", type=float, default=2.75)
     ap.add_argument("--fov", type=float, default=40.0)
     ap.add_argument("--out", required=True)

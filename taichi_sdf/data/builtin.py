@@ -1,5 +1,5 @@
 """The built-in datasets: multi-view renders (images, masks, cameras, depth, ground truth) of the
-analytic scenes and of any mesh, written in the IDR or NeRF layout. `python -m apps.make_dataset` is
+analytic scenes and of any mesh, written in the IDR, NeRF, COLMAP or nerfstudio layout. `python -m apps.make_dataset` is
 its command line; the IDR app renders its default data with it (cached).
 
 Built-in scenes (SDFs of `taichi_sdf.implicit.scenes`) are rendered by the fused sphere tracer with a
@@ -22,7 +22,7 @@ import torch
 
 import taichi_sdf
 from taichi_sdf.cameras import camera as cameras
-from taichi_sdf.data.multiview import MultiViewDataset, save_idr, save_nerf
+from taichi_sdf.data.multiview import MultiViewDataset, save_colmap, save_idr, save_nerf, save_nerfstudio
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.scenes import make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
@@ -88,33 +88,50 @@ def ground_truth(scene: str, scale_mat: torch.Tensor, n_points: int = 100_000, r
     return mesh, np.asarray(pts), np.asarray(nrm)
 
 
+SPARSE_POINTS = 5000  # ground-truth surface samples written as the sparse model of COLMAP / nerfstudio exports
+FORMATS = ("idr", "nerf", "colmap", "nerfstudio")
+
+
 def write_dataset(ds: MultiViewDataset, out: str | Path, fmt: str = "idr", scene: str | None = None,
                   gt: tuple | None = None, depth: torch.Tensor | None = None) -> Path:  # fmt: skip
-    """Write `ds` as an IDR or NeRF folder plus splits.json and, for a built-in `scene` or given
-    `gt = (mesh, points, normals)` in world units, the ground truth and scale_mat.json; `depth`
-    `[N, H, W]` maps are written next to the images (see the module docstring)."""
+    """Write `ds` as an IDR, NeRF, COLMAP (text model in sparse/0/) or nerfstudio folder plus
+    splits.json and, for a built-in `scene` or given `gt = (mesh, points, normals)` in world units, the
+    ground truth and scale_mat.json; `depth` `[N, H, W]` maps are written next to the images (see the
+    module docstring). COLMAP and nerfstudio folders get the first SPARSE_POINTS ground-truth samples
+    as their sparse points (tracks: the views whose mask holds the point)."""
     out = Path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if scene is not None or gt is not None:
+        gt = ground_truth(scene, ds.scale_mat) if gt is None else gt
+    sparse = None if gt is None else np.asarray(gt[1])[:SPARSE_POINTS]
     if fmt == "idr":
         save_idr(ds, out)
     elif fmt == "nerf":
         save_nerf(ds, out)
+    elif fmt == "colmap":
+        save_colmap(ds, out, points=sparse)
     else:
-        raise ValueError(f"format: expected 'idr' or 'nerf', got {fmt!r}")
+        save_nerfstudio(ds, out, points=sparse)
     (out / "splits.json").write_text(json.dumps(ds.splits))
     if depth is not None:
         if fmt == "idr":
             (out / "depth").mkdir(exist_ok=True)
             files = [out / "depth" / f"{i:03d}.npy" for i in range(len(ds))]  # as save_idr names images
-        else:
+        elif fmt == "nerf":
             files = [None] * len(ds)
             for split, idx in ds.splits.items():  # as save_nerf names images
                 for k, i in enumerate(idx):
                     files[i] = out / split / f"r_{k}_depth.npy"
+        else:
+            (out / "depth").mkdir(exist_ok=True)
+            stems = ds.names if fmt == "colmap" else [f"frame_{i + 1:05d}" for i in range(len(ds))]  # as the writers name images
+            files = [out / "depth" / f"{stem}.npy" for stem in stems]
         for i, f in enumerate(files):
             if f is not None:
                 np.save(f, depth[i].numpy().astype(np.float32))
-    if scene is not None or gt is not None:
-        mesh, pts, nrm = ground_truth(scene, ds.scale_mat) if gt is None else gt
+    if gt is not None:
+        mesh, pts, nrm = gt
         np.save(out / "gt_points.npy", pts)
         np.save(out / "gt_normals.npy", nrm)
         save_mesh(mesh, out / "gt_mesh.ply")

@@ -1,5 +1,5 @@
 """`python -m apps.make_dataset --mesh`: a textured box written as OBJ + MTL + PNG in tmp_path is
-rendered into IDR / NeRF datasets whose masks, depth maps, colours and ground truth agree with the
+rendered into IDR / NeRF / COLMAP / nerfstudio datasets whose masks, depth maps, colours and ground truth agree with the
 box and the written cameras; bad mesh files give errors that name the file."""
 
 import json
@@ -12,7 +12,8 @@ import torch
 from apps import make_dataset
 from apps.check_cameras import fraction_inside
 from taichi_sdf.data import builtin
-from taichi_sdf.data.multiview import load_idr, load_nerf
+from taichi_sdf.data.multiview import load_colmap, load_idr, load_nerf, load_nerfstudio
+from taichi_sdf.data.multiview.colmap_model import read_colmap_model
 
 CENTRE = np.array([1.0, -2.0, 0.5])
 HALF = np.array([0.3, 0.2, 0.25])
@@ -70,7 +71,7 @@ def write_box(folder):
     return folder / "box.obj"
 
 
-@pytest.mark.parametrize("fmt", ["idr", "nerf"])
+@pytest.mark.parametrize("fmt", ["idr", "nerf", "colmap", "nerfstudio"])
 def test_mesh_dataset_is_consistent(tmp_path, fmt):
     mesh = write_box(tmp_path)
     views, size = 6, 24
@@ -84,7 +85,10 @@ def test_mesh_dataset_is_consistent(tmp_path, fmt):
     if fmt == "idr":
         ds = load_idr(out)
     else:
-        ds = load_nerf(out, scale_mat=S)
+        ds = {"nerf": load_nerf, "colmap": load_colmap, "nerfstudio": load_nerfstudio}[fmt](out, scale_mat=S)
+    if fmt == "colmap":  # ground-truth samples as the sparse model, in world units
+        points = read_colmap_model(out / "sparse" / "0").points
+        np.testing.assert_array_equal(points.xyz, np.load(out / "gt_points.npy")[: builtin.SPARSE_POINTS])
     assert len(ds) == views and ds.images.shape == (views, size, size, 3)
     splits = json.loads((out / "splits.json").read_text())
     assert sorted(splits["train"] + splits["test"]) == list(range(views))
@@ -99,8 +103,8 @@ def test_mesh_dataset_is_consistent(tmp_path, fmt):
     assert np.mean(fraction_inside(ds, pn, dilate=0)) > 0.8
 
     # depth: camera z (world units) at covered pixel centres, 0 elsewhere; back-projected onto the box
-    if fmt == "idr":
-        files = [out / "depth" / f"{name}.npy" for name in ds.names]  # next to image/NNN.png
+    if fmt != "nerf":
+        files = [out / "depth" / f"{name}.npy" for name in ds.names]  # image/NNN.png, images/<stem>.png
     else:
         files = [out / name.split("_", 1)[0] / f"{name.split('_', 1)[1]}_depth.npy" for name in ds.names]
     depth = torch.from_numpy(np.stack([np.load(f) for f in files])).double()

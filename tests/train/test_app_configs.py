@@ -109,7 +109,7 @@ def test_value_constraints_name_the_key_and_the_override(cls, override, key):
 
 @pytest.mark.parametrize(
     "cls,override,key",
-    [(IDRConfig, "data.format=colmap", "data.format"), (IDRConfig, "gt_frame=mesh", "gt_frame"),
+    [(IDRConfig, "data.format=blender", "data.format"), (IDRConfig, "gt_frame=mesh", "gt_frame"),
      (IDRConfig, "arch=gpu", "arch"), (DeepSDFConfig, "train.decoder_lr.type=cosine", "train.decoder_lr.type")],
 )  # fmt: skip
 def test_literal_fields_are_checked(cls, override, key):

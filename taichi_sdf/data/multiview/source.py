@@ -1,5 +1,5 @@
 """Multi-view data for the reconstruction apps: a config section naming a dataset folder (IDR/DTU,
-NeRF or DVR layout) or a built-in scene, its loader with the train/test split, and its ground truth."""
+NeRF, DVR, COLMAP or nerfstudio layout) or a built-in scene, its loader with the train/test split, and its ground truth."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 from taichi_sdf.data.multiview.base import MultiViewDataset
+from taichi_sdf.data.multiview.colmap import is_colmap_folder, load_colmap
 from taichi_sdf.data.multiview.dvr import is_dvr_folder, load_dvr
 from taichi_sdf.data.multiview.idr import load_idr
 from taichi_sdf.data.multiview.nerf import load_nerf
+from taichi_sdf.data.multiview.nerfstudio import is_nerfstudio_folder, load_nerfstudio
 from taichi_sdf.train.config import check
 
 
@@ -20,8 +22,8 @@ from taichi_sdf.train.config import check
 class MultiViewDataConfig:
     """Where a multi-view app's images, masks and cameras come from (the `data` section of its config)."""
 
-    data: str | None = None  # IDR/DTU scan, NeRF or DVR folder; None = the built-in dataset
-    format: Literal["auto", "idr", "nerf", "dvr"] = "auto"  # auto: see detect_format
+    data: str | None = None  # IDR/DTU scan, NeRF, DVR, COLMAP or nerfstudio folder; None = the built-in dataset
+    format: Literal["auto", "idr", "nerf", "dvr", "colmap", "nerfstudio"] = "auto"  # auto: see detect_format
     scene: str = "csg"  # built-in scene when data is None
     views: int = 48  # built-in dataset size
     size: int = 64  # built-in image width = height
@@ -55,11 +57,16 @@ def builtin_folder(d: MultiViewDataConfig) -> Path:
 
 
 def detect_format(path: str | Path) -> str:
-    """The layout of a dataset folder: "nerf" with transforms_train.json, "dvr" with image/ and a
+    """The layout of a dataset folder: "nerf" with transforms_train.json, "nerfstudio" with
+    transforms.json, "colmap" with a sparse model in sparse/0/ or sparse/, "dvr" with image/ and a
     cameras.npz holding `camera_mat_0`, else "idr" (whose loader reports what is missing)."""
     path = Path(path)
     if (path / "transforms_train.json").is_file():
         return "nerf"
+    if is_nerfstudio_folder(path):
+        return "nerfstudio"
+    if is_colmap_folder(path):
+        return "colmap"
     return "dvr" if is_dvr_folder(path) else "idr"
 
 
@@ -111,7 +118,7 @@ def load_multiview(d: MultiViewDataConfig, log: Callable[[str], None] | None = p
     """The configured dataset; the built-in one is rendered once and cached under outputs/cache/.
 
     Splits: NeRF folders train on `d.nerf_train` and hold out `transforms_test.json` (else every
-    `test_every`-th training view); IDR/DVR folders use their `splits.json` when present, else
+    `test_every`-th training view); IDR/DVR/COLMAP/nerfstudio folders use their `splits.json` when present, else
     every `test_every`-th view from `test_offset`. `log` gets one line saying which views were used.
     """
     if d.data is None:
@@ -138,8 +145,9 @@ def load_multiview(d: MultiViewDataConfig, log: Callable[[str], None] | None = p
             test = train[d.test_offset :: d.test_every]
             how = f"no transforms_test.json: every {d.test_every}th training view from {d.test_offset} held out"
         ds.splits = {"train": [i for i in train if i not in set(test)], "test": list(test)}
-    elif fmt in ("idr", "dvr"):
-        ds = load_idr(path) if fmt == "idr" else load_dvr(path)
+    elif fmt in ("idr", "dvr", "colmap", "nerfstudio"):
+        loaders = {"idr": load_idr, "dvr": load_dvr, "colmap": load_colmap, "nerfstudio": load_nerfstudio}
+        ds = loaders[fmt](path)
         splits_file = path / "splits.json"
         if splits_file.is_file():
             ds.splits, how = read_splits_file(splits_file, len(ds)), str(splits_file)
@@ -148,7 +156,7 @@ def load_multiview(d: MultiViewDataConfig, log: Callable[[str], None] | None = p
             ds.splits = {"train": [i for i in range(len(ds)) if i not in test], "test": test}
             how = f"every {d.test_every}th view from {d.test_offset} held out"
     else:
-        raise ValueError(f"data.format: expected auto, idr, nerf or dvr, got {fmt!r}")
+        raise ValueError(f"data.format: expected auto, idr, nerf, dvr, colmap or nerfstudio, got {fmt!r}")
     if not ds.splits["train"]:
         raise ValueError(f"data: no training views in {path} ({how}); hold out fewer views")
     if log is not None:
