@@ -9,8 +9,9 @@
                partial) -> evaluate, with the cpu preset unless --config is given; writes the wall
                time per step and the metrics to <out>/all_summary.json
 
-`train` also runs under torchrun, one process per GPU (or per CPU share):
+`train` and `sample` also run under torchrun, one process per GPU (or per CPU share):
   torchrun --standalone --nproc_per_node N -m apps.deepsdf train [options] [key=value ...]
+  torchrun --standalone --nproc_per_node N -m apps.deepsdf sample --out DIR [options]
 
 Options of `all`: --config PRESET and key=value overrides (shared by every step); the sampler gets
 `data.sample_args` of the config plus --sample-args "ARGS".
@@ -110,9 +111,9 @@ def _run(argv: list[str]):
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         raise SystemExit(f"error: unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}")
-    if cmd != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun with several ranks
-        raise SystemExit(f"error: only `train` runs under torchrun (each rank would repeat `{cmd}` and write the same "
-                         "files); run the other commands in one process")  # fmt: skip
+    if cmd not in ("train", "sample") and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun with several ranks
+        raise SystemExit(f"error: only `train` and `sample` run under torchrun (each rank would repeat `{cmd}` and write "
+                         "the same files); run the other commands in one process")  # fmt: skip
     if cmd == "sample":
         return sample_main(rest)
     if cmd == "all":

@@ -120,11 +120,13 @@ class DeepSDFConfig:
     out: str = "outputs/deepsdf"  # the experiment directory
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when torch sees a GPU
     torch_threads: int = 0  # 0 = auto (1 on <= 4 cores; see taichi_sdf.core.runtime.set_torch_threads)
+    dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
     seed: int = 0
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "an experiment folder (an empty one would write into the current folder)", self.out)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
+        check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
 
 
 def check_config(cfg: DeepSDFConfig) -> None:

@@ -15,6 +15,12 @@ Resumable: an instance whose three files exist is skipped (unless it was sampled
 settings, as recorded in `<out>/sample_report.json`, or --overwrite is given). A mesh that cannot be
 read, has no faces or has non-finite vertices is reported by name and the others go on; the exit
 status is non-zero only when no mesh could be sampled.
+
+Under torchrun (`torchrun --nproc_per_node N -m apps.deepsdf sample ...`) rank r samples its contiguous
+share of the sorted meshes (`shard_indices`); the per-mesh seeds depend on the names only, so the files
+are those of one process. Rank 0 writes the built-in chairs (the others wait), the splits and the
+report (the ranks' results gathered). Every rank needs the same --out folder (a shared disk across
+machines); resuming skips the finished instances whatever the number of ranks.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from taichi_sdf.data.deepsdf import (
     save_split,
     save_surface_samples,
 )
+from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 
 MESH_EXTENSIONS = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
@@ -195,13 +202,16 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = args.dataset or ("procedural" if builtin else Path(args.meshes).resolve().name)
     class_name = args.class_name or ("chairs" if builtin else "all")
     t_start = time.perf_counter()
+    dist = tdist.init_distributed(device=args.arch if args.arch in ("cpu", "cuda") else "auto")  # before Taichi starts
+    main_rank = dist.is_main
     taichi_sdf.init(args.arch)
     set_torch_threads(0)  # before the chairs too: 2 torch threads next to Taichi's pool thrash small machines
-    if builtin:
+    if builtin and main_rank:
         from taichi_sdf.geometry.shape_family import write_family
 
         print(f"writing {args.count} built-in chairs to {out / 'meshes'}", file=sys.stderr)
         write_family(out / "meshes", args.count, seed=args.seed, resolution=args.resolution, progress=not args.quiet)
+    tdist.barrier()  # the other ranks read the chairs rank 0 wrote
     meshes_dir = out / "meshes" if builtin else Path(args.meshes)
     try:
         # Our own outputs (SurfaceSamples/*.ply) are not input meshes when --out lies inside --meshes.
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
     failed: list[dict] = []
     settings_of: dict[str, dict] = {}
     seconds: list[float] = []
-    bar = tqdm(found, desc="sampling", unit="mesh", disable=args.quiet)
+    mine = tdist.shard_indices(len(found), dist.rank, dist.world_size)  # all of them in one process
+    bar = tqdm(found[mine.start : mine.stop], desc="sampling", unit="mesh", disable=args.quiet or not main_rank)
     for name, path in bar:
         inst = Instance(dataset, class_name, name)
         preset = "test" if args.test or (name in test_set and args.test_split_preset == "test") else "train"
@@ -251,13 +262,22 @@ def main(argv: list[str] | None = None) -> dict:
         status[name] = "sampled"
         settings_of[key] = settings
     bar.close()
+    if dist.distributed:  # every rank's results, merged in rank order (= the sorted meshes)
+        parts = tdist.all_gather_object((status, failed, settings_of, seconds))
+        status, failed, settings_of, seconds = {}, [], {}, []
+        for st, fa, se, sec in parts:
+            status |= st
+            failed += fa
+            settings_of |= se
+            seconds += sec
 
     usable = [n for n, s in status.items() if s != "failed"]
     splits = {}
     if usable:
         for which, names in (("train", train_names), ("test", test_names)):
             split = out / "splits" / f"{dataset}_{class_name}_{which}.json"
-            save_split(split, [Instance(dataset, class_name, n) for n in names if status.get(n) != "failed"])
+            if main_rank:
+                save_split(split, [Instance(dataset, class_name, n) for n in names if status.get(n) != "failed"])
             splits[which] = str(split)
     counts = Counter(status.values())
     report = {
@@ -269,6 +289,10 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds_meshes": t_meshes, "seconds_total": time.perf_counter() - t_start,
         "settings": {**{k: v for k, v in previous.items() if k not in settings_of}, **settings_of},
     }  # fmt: skip
+    if not main_rank:
+        if not usable:
+            raise SystemExit(1)  # rank 0 says why
+        return report
     atomic_write_bytes(out / REPORT, (json.dumps(report, indent=2) + "\n").encode())
     print(f"{counts['sampled']} sampled, {counts['skipped']} skipped (already sampled), {counts['failed']} failed"
           + (f" ({report['seconds_per_mesh']:.2f} s per mesh)" if seconds else "") + f"; report: {out / REPORT}",

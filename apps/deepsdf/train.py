@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -91,7 +90,7 @@ class DeepSDFTrainer(Trainer):
     def __init__(self, cfg: DeepSDFConfig, resume: bool = False, mode: str | None = None) -> None:
         check_config(cfg)
         mode = mode or ("resume" if resume else "new")
-        self.dist = tdist.init_distributed(device=cfg.device)  # under torchrun: the process group, GPU, threads
+        self.join_distributed(cfg.device, cfg.dist_timeout_s)  # under torchrun: the process group, GPU, threads
         set_torch_threads(cfg.torch_threads)
         self.device = self.dist.device if self.dist.distributed else resolve_device(cfg.device)
         # Seeds torch's global generator (dropout draws from it; saved in checkpoints) and makes
@@ -105,10 +104,8 @@ class DeepSDFTrainer(Trainer):
         self.system = DeepSDFSystem(decoder, latents, t.clamp, t.code_reg, t.code_reg_lambda, t.code_reg_warmup)
         self.decoder, self.latents = decoder, latents
         # The DDP module holds the codes too: codes outside it would be updated by their own rank only.
-        self.model = self.system
+        self.model = self.wrap_ddp(self.system)
         if self.dist.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.system, device_ids=ids)
             if self.dist.rank > 0:  # dropout: each rank its own draws (rank 0 keeps the single-process stream)
                 torch.manual_seed(cfg.seed + self.dist.rank)
         self.optimizer = torch.optim.Adam([
@@ -131,22 +128,6 @@ class DeepSDFTrainer(Trainer):
         self._rows: list[dict] = []
         self.samples_per_step = self.scenes_per_batch * t.samples_per_scene
         self.start(mode)
-
-    # Under DDP the loop must stop after the same batch on every rank: a signal only marks this rank
-    # (`_stop_signal`); `interrupted`, which the base loop reads, is set once the ranks agreed (in the
-    # loss all-reduce of `optimizer_step`). In a single process the two are the same.
-    _agreed_stop: int | None = None
-
-    @property
-    def interrupted(self) -> int | None:
-        dist_info = getattr(self, "dist", None)
-        return self._agreed_stop if dist_info is not None and dist_info.distributed else self._stop_signal
-
-    @interrupted.setter
-    def interrupted(self, value: int | None) -> None:
-        self._stop_signal = value
-        if value is None:
-            self._agreed_stop = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -184,12 +165,7 @@ class DeepSDFTrainer(Trainer):
                 (terms["loss"] * world if world > 1 else terms["loss"]).backward()
             for k in totals:
                 totals[k] += float(terms[k].detach())
-        if self.dist.distributed:  # the batch's loss terms (sum of the shares) and whether any rank was signalled
-            totals["stop"] = float(self._stop_signal or 0)
-            mean = tdist.all_reduce_mean(totals)
-            totals = {k: mean[k] * world for k in ("loss", "data", "code_reg")}
-            if mean["stop"] > 0:  # every rank stops after this same batch
-                self._agreed_stop = self._stop_signal or signal.SIGTERM
+        totals = self.reduce_row(totals, sums=("loss", "data", "code_reg"))  # the batch's terms; agrees on a signal
         if not torch.isfinite(torch.tensor(totals["loss"])):
             raise FloatingPointError(f"epoch {epoch}: loss is {totals['loss']}; last checkpoint kept in {self.ckpt_dir}")
         if t.grad_clip is not None:

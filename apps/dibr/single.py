@@ -25,6 +25,7 @@ from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.data.shapenet import ShapeNetDataset, generate_shapenet_layout
 from taichi_sdf.mesh.export import save_ply
 from taichi_sdf.models.dvr import ConvEncoder, DVRDecoder, ResNet18Encoder
+from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.cli import train_and_export
 from taichi_sdf.train.metrics import chamfer_distance, evaluate_mesh, fscore, sample_surface, write_eval_tables
@@ -35,6 +36,7 @@ from .single_system import SingleImageMeshNet
 from .template import make_template
 
 DEFAULT_PRESET = "configs/dibr/single_cpu.yaml"
+LOSS_KEYS = ("loss", "image", "iou", "laplacian", "flatten")  # means over the batch's objects
 
 
 def builtin_root(cfg: SingleImageConfig) -> Path:
@@ -126,6 +128,7 @@ class SingleImageTrainer(Trainer):
     keep_last = 3
 
     def __init__(self, cfg: SingleImageConfig, mode: str = "new") -> None:
+        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
         self.info = taichi_sdf.init(cfg.arch)
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
@@ -140,6 +143,8 @@ class SingleImageTrainer(Trainer):
             raise ValueError(f"train.views_per_object: expected <= {self.views['image'].shape[1]} (views per object), "
                              f"got {cfg.train.views_per_object}")  # fmt: skip
         self.system = build_network(cfg, self.train_set).to(self.device)
+        self.model = self.wrap_ddp(self.system)
+        self.my_share(cfg.train.batch_size)  # every rank needs an object of the batch
         self.categories = torch.tensor([c for _, _, c in self.train_set.models], device=self.device)  # [N]
         self.optimizer = torch.optim.Adam(self.system.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
         self.log_every = cfg.train.log_every
@@ -167,18 +172,32 @@ class SingleImageTrainer(Trainer):
                 "masks": v["mask"][rows, sup].flatten(0, 1).float(), "categories": self.categories[objs]}  # fmt: skip
 
     def train_step(self) -> dict[str, float]:
-        terms = self.system(self.make_batch())
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
+        """One step on the global batch of `make_batch`; under torchrun this rank computes its share of the
+        objects (their K views each). Every loss term is a mean over the objects the system sees (B_r), so
+        the loss is scaled by B_r / B x ranks: DDP's gradient average is the single-process gradient."""
+        batch = self.make_batch()
+        B = batch["inputs"].shape[0]
+        mine = self.my_share(B)
+        if self.dist.distributed:
+            K = len(batch["cameras"]) // B
+            objs, views = slice(mine.start, mine.stop), slice(mine.start * K, mine.stop * K)
+            batch = {"inputs": batch["inputs"][objs], "categories": batch["categories"][objs],
+                     "cameras": batch["cameras"][views],
+                     "images": batch["images"][views], "masks": batch["masks"][views]}  # fmt: skip
+        share = len(mine) / B
         self.system.zeroed_grads = 0
-        loss.backward()
-        self.optimizer.step()
+        with tdist.peer_failures("the gradient all-reduce"):
+            terms = self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            (terms["loss"] * (share * self.dist.world_size) if self.dist.distributed else terms["loss"]).backward()
         row = {k: float(x.detach()) if isinstance(x, torch.Tensor) else float(x) for k, x in terms.items()}
-        return row | {"zeroed_grads": float(self.system.zeroed_grads)}
+        row |= {"zeroed_grads": float(self.system.zeroed_grads)}
+        if self.dist.distributed:  # loss terms: this rank's share of the batch's; mask_iou: mean of the ranks'
+            row = {k: v * share if k in LOSS_KEYS else v for k, v in row.items()}
+        row = self.reduce_row(row, sums=(*LOSS_KEYS, "zeroed_grads"))
+        self.check_loss(row)  # the reduced loss: every rank raises, before the step
+        self.optimizer.step()
+        return row
 
     def postfix(self, row: dict) -> dict:
         return {"loss": f"{row['loss']:.4f}", "iou": f"{row['mask_iou']:.3f}", "coef": f"{row['residual_coef']:.3f}",

@@ -126,10 +126,12 @@ class SingleImageConfig:
     out: str = "outputs/dibr_single"
     arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"
     torch_threads: int = 0  # 0 = auto
+    dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
     seed: int = 0
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
+        check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.model.encoder != "conv" or self.data.input_size >= 63, "data.input_size",
               ">= 63 with the conv encoder (five unpadded stride-2 convs)", self.data.input_size)  # fmt: skip

@@ -26,6 +26,7 @@ from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.models.dvr import build_dvr_networks
+from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.cli import train_and_export
 from taichi_sdf.train.metrics import evaluate_occnet, write_eval_tables
@@ -92,6 +93,7 @@ class SingleViewTrainer(Trainer):
     keep_last = 3
 
     def __init__(self, cfg: SingleViewConfig, mode: str = "new") -> None:
+        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
         self.info = taichi_sdf.init(cfg.arch)
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
@@ -111,6 +113,8 @@ class SingleViewTrainer(Trainer):
         weights = {"rgb": t.rgb_weight, "image_gradient": 0.0, "normal": t.normal_weight, "freespace": t.freespace_weight,
                    "occupied": t.occupied_weight, "depth": t.depth_weight}  # fmt: skip
         self.system = SingleViewSystem(encoder, decoder, marcher, weights).to(self.device)
+        self.model = self.wrap_ddp(self.system)
+        self.my_share(t.batch_size)  # every rank needs an object of the batch
         self.optimizer = torch.optim.Adam(self.system.parameters(), lr=t.lr)
         self.log_every = t.log_every
         self.samples_per_step = t.batch_size * t.pixels
@@ -160,18 +164,29 @@ class SingleViewTrainer(Trainer):
         return {"inputs": v["inputs"][objs, inp], "views": views, "n_steps": self.n_steps()}
 
     def train_step(self) -> dict[str, float]:
+        """One step on the global batch of `make_batch`; under torchrun this rank computes its share of the
+        objects. The system divides by the objects it sees (B_r), so the loss is scaled by B_r / B x ranks:
+        DDP's gradient average is then the single-process gradient of the whole batch."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.train.lr * self.lr_scale()
-        terms = self.system(self.make_batch())
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch = self.make_batch()
+        B = len(batch["views"])
+        mine = self.my_share(B)
+        if self.dist.distributed:
+            batch = {"inputs": batch["inputs"][mine.start : mine.stop], "views": batch["views"][mine.start : mine.stop],
+                     "n_steps": batch["n_steps"]}  # fmt: skip
+        share = len(mine) / B
+        with tdist.peer_failures("the gradient all-reduce"):
+            terms = self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            (terms["loss"] * (share * self.dist.world_size) if self.dist.distributed else terms["loss"]).backward()
+        row = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+        if self.dist.distributed:  # the loss terms are this rank's share of the batch's; diagnostics: mean of the ranks
+            row = {k: v * share if k == "loss" or k in LOSS_TERMS else v for k, v in row.items()}
+        row = self.reduce_row(row, sums=("loss", "evals", *LOSS_TERMS))
+        self.check_loss(row)  # the reduced loss: every rank raises, before the step
         self.optimizer.step()
-        return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+        return row
 
     def postfix(self, row: dict) -> dict:
         return {"loss": f"{row['loss']:.3f}", "mask": f"{row['mask_accuracy']:.3f}", "steps": self.n_steps(),

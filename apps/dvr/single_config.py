@@ -87,10 +87,12 @@ class SingleViewConfig:
     out: str = "outputs/dvr_single"
     arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"
     torch_threads: int = 0  # 0 = auto
+    dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
     seed: int = 0
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
+        check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.model.c_dim > 0, "model.c_dim", "> 0 with an encoder (single-view DVR conditions on the image)",
               self.model.c_dim)  # fmt: skip

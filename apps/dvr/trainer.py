@@ -16,12 +16,13 @@ from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.models.dvr import build_dvr_networks
+from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.multiview import EpochSchedule, MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import DVRConfig
-from .system import DVRSystem, frame_scale
+from .system import LOSS_TERMS, DVRSystem, frame_scale
 
 
 class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
@@ -32,6 +33,7 @@ class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
     keep_last = 3
 
     def __init__(self, cfg: DVRConfig, mode: str = "new") -> None:
+        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
         self.info = taichi_sdf.init(cfg.arch)
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
@@ -51,6 +53,8 @@ class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
                                 freespace_weight=t.freespace_weight, occupied_weight=t.occupied_weight,
                                 always_freespace=t.always_freespace).to(self.device)  # fmt: skip
         self.decoder = self.system.decoder
+        self.model = self.wrap_ddp(self.system)
+        self.my_share(t.pixels // (p * p), "train.pixels")  # every rank needs a patch
         self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=t.lr)
         self.log_every = max(1, t.log_every)
         self.samples_per_step = t.pixels
@@ -88,20 +92,32 @@ class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
                 "rgb": self.images[i, rows, cols], "mask": self.masks[i, rows, cols], "n_steps": self.n_steps(),
                 "u_free": u[:, 0], "u_occ": u[:, 1], "u_neighbour": u[:, 2:].contiguous()}  # fmt: skip
 
+    def share_batch(self, batch: dict) -> dict:
+        """This rank's contiguous share of the batch's patches (all of it in one process)."""
+        if not self.dist.distributed:
+            return batch
+        p2 = self.cfg.train.patch_size**2
+        mine = self.my_share(batch["uv"].shape[0] // p2, "train.pixels")
+        rows = slice(mine.start * p2, mine.stop * p2)
+        return batch | {k: batch[k][rows] for k in ("uv", "rgb", "mask", "u_free", "u_occ", "u_neighbour")}
+
     def train_step(self) -> dict[str, float]:
+        """One optimiser step. Under torchrun every rank draws the same global batch and marches its share
+        of the patches; DVR's losses are sums over the rays, so a share's losses are shares of the batch's
+        and x ranks makes DDP's average the single-process gradient."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.train.lr * self.lr_scale()
         i, rows, cols = self.sample_batch()
-        terms = self.system(self.make_batch(i, rows, cols))
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch = self.share_batch(self.make_batch(i, rows, cols))
+        with tdist.peer_failures("the gradient all-reduce"):
+            terms = self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            (terms["loss"] * self.dist.world_size if self.dist.distributed else terms["loss"]).backward()
+        row = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+        row = self.reduce_row(row, sums=("loss", "evals", *LOSS_TERMS))  # psnr, hit_fraction, mask_accuracy: mean of the ranks
+        self.check_loss(row)  # the reduced loss: every rank raises, before the step
         self.optimizer.step()
-        return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+        return row
 
     def postfix(self, row: dict) -> dict:
         return {"loss": f"{row['loss']:.3f}", "psnr": f"{row['psnr']:.1f}", "mask": f"{row['mask_accuracy']:.3f}",

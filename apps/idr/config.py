@@ -67,6 +67,7 @@ class IDRConfig:
     out: str = "outputs/idr"  # run folder
     arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"  # Taichi backend
     torch_threads: int = 0  # 0 = auto (1 on <= 4 cores: torch's and Taichi's thread pools oversubscribe)
+    dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
     seed: int = 0
     mesh_resolution: int = 256
     render_size: int = 0  # 0 = dataset resolution
@@ -78,6 +79,7 @@ class IDRConfig:
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
+        check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.mesh_resolution >= 2, "mesh_resolution", ">= 2", self.mesh_resolution)
         check(self.render_size >= 0, "render_size", ">= 0 (0 = dataset resolution)", self.render_size)
         check(self.turntable_frames >= 1, "turntable_frames", ">= 1", self.turntable_frames)

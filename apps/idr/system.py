@@ -17,7 +17,9 @@ from taichi_sdf.train import losses
 class IDRSystem(nn.Module):
     """`forward(batch)` with batch = {
         "view": int, "camera": Camera (unrefined) of that view, "uv": [n, 2] pixel centres,
-        "rgb": [n, 3] ground truth in [-1, 1], "mask": [n] bool, "eikonal_points": [m, 3], "alpha": float}
+        "rgb": [n, 3] ground truth in [-1, 1], "mask": [n] bool, "eikonal_points": [m, 3], "alpha": float,
+        optional "num_rays", "num_eikonal": the counts the losses divide by (default n and m + n; a share
+        of a larger batch under DDP passes the batch's)}
     returns {"loss", "rgb", "eikonal", "mask"} (tensors; loss = weighted sum, IDR's IDRLoss) and the
     diagnostics {"psnr", "hit_fraction", "evals"} (floats)."""
 
@@ -36,7 +38,7 @@ class IDRSystem(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         uv, gt_rgb, gt_mask, alpha = batch["uv"], batch["rgb"], batch["mask"], batch["alpha"]
-        n = uv.shape[0]
+        n = batch.get("num_rays", uv.shape[0])
         o, d = self.camera(batch["camera"], batch["view"]).pixel_rays(uv[None].contiguous())
         o, d = o[0], d[0]
         tr = march_field(self.implicit.sdf, o, d, marcher=self.tracer, create_graph=True)
@@ -56,7 +58,7 @@ class IDRSystem(nn.Module):
         # Eikonal on uniform points of the bounding cube plus the (detached) ray points.
         eik_pts = torch.cat([batch["eikonal_points"], tr.points.detach()]).requires_grad_(True)
         g = torch.autograd.grad(self.implicit.sdf(eik_pts).sum(), eik_pts, create_graph=True)[0]
-        eik_loss = losses.eikonal(g)
+        eik_loss = losses.eikonal(g, batch.get("num_eikonal"))
         w = self.weights
         loss = w["rgb"] * rgb_loss + w["eikonal"] * eik_loss + w["mask"] * mask_loss
         return {"loss": loss, "rgb": rgb_loss, "eikonal": eik_loss, "mask": mask_loss, "psnr": psnr_val,

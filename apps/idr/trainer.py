@@ -12,6 +12,7 @@ from taichi_sdf.cameras import camera as C
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.models.idr import build_idr_networks
+from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.multiview import EpochSchedule, MultiViewExport
 from taichi_sdf.train.trainer import Trainer, is_main_process
@@ -29,6 +30,7 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
 
     def __init__(self, cfg: IDRConfig, resume: bool = False, mode: str | None = None) -> None:
         mode = mode or ("resume" if resume else "new")
+        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
         self.info = taichi_sdf.init(cfg.arch)
         taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
         super().__init__(cfg, cfg.out, cfg.seed, mode)
@@ -42,6 +44,9 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
         self.system = IDRSystem(implicit, rendering, tracer, len(self.data), t.train_cameras, t.rgb_weight,
                                 t.eikonal_weight, t.mask_weight).to(self.device)  # fmt: skip
         self.implicit, self.rendering, self.poses = self.system.implicit, self.system.rendering, self.system.poses
+        # A rank whose rays hit no surface inside the mask leaves the rendering network without a gradient.
+        self.model = self.wrap_ddp(self.system, find_unused_parameters=True)
+        self.my_share(t.pixels, "train.pixels")  # every rank needs a pixel
         params = list(self.implicit.parameters()) + list(self.rendering.parameters())
         self.optimizer = torch.optim.Adam(params, lr=t.lr)
         self.pose_optimizer = torch.optim.Adam(self.poses.parameters(), lr=t.camera_lr) if self.poses else None
@@ -81,25 +86,38 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
     def losses(self, i: int, rows: torch.Tensor, cols: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.system(self.make_batch(i, rows, cols))
 
+    def share_batch(self, batch: dict) -> dict:
+        """This rank's share of the global batch (all of it in one process): a contiguous share of the
+        pixels and of the eikonal points, with the global counts the losses divide by."""
+        if not self.dist.distributed:
+            return batch
+        n, m = batch["uv"].shape[0], batch["eikonal_points"].shape[0]
+        px = self.my_share(n, "train.pixels")
+        ek = tdist.shard_indices(m, self.dist.rank, self.dist.world_size)
+        mine = {k: batch[k][px.start : px.stop] for k in ("uv", "rgb", "mask")}
+        return batch | mine | {"eikonal_points": batch["eikonal_points"][ek.start : ek.stop], "num_rays": n, "num_eikonal": n + m}
+
     def train_step(self) -> dict[str, float]:
-        """One optimiser step (the base's `step()` counts it)."""
+        """One optimiser step (the base's `step()` counts it). Under torchrun every rank draws the same
+        global batch and traces its share of the pixels; its losses are divided by the global counts,
+        so they are shares of the batch's and x ranks makes DDP's average the single-process gradient."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.train.lr * self.lr_scale()
         i, rows, cols = self.sample_batch()
-        terms = self.losses(i, rows, cols)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"iteration {self.iteration}: loss is {float(loss)}; last checkpoint kept in {self.ckpt_dir}"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.pose_optimizer:
-            self.pose_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch = self.share_batch(self.make_batch(i, rows, cols))
+        with tdist.peer_failures("the gradient all-reduce"):
+            terms = self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.pose_optimizer:
+                self.pose_optimizer.zero_grad(set_to_none=True)
+            (terms["loss"] * self.dist.world_size if self.dist.distributed else terms["loss"]).backward()
+        row = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+        row = self.reduce_row(row, sums=("loss", "rgb", "eikonal", "mask", "evals"))  # psnr, hit_fraction: mean of the ranks
+        self.check_loss(row)  # the reduced loss: every rank raises, before the step
         self.optimizer.step()
         if self.pose_optimizer:
             self.pose_optimizer.step()
-        return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+        return row
 
     def postfix(self, row: dict) -> dict:
         return {"loss": f"{row['loss']:.4f}", "psnr": f"{row['psnr']:.1f}", "epoch": self.epoch, "alpha": self.alpha(),

@@ -59,6 +59,7 @@ def train_and_export(
             metrics["wall_seconds_total"] = time.time() - t0
             if is_main_process():
                 atomic_write_bytes(trainer.out / "metrics.json", json.dumps(metrics, indent=2, default=float).encode())
-    print(json.dumps(metrics, indent=2, default=float))
+    if is_main_process():  # under torchrun: once
+        print(json.dumps(metrics, indent=2, default=float))
     trainer.message(f"outputs in {trainer.out}/ ({outputs})")
     return metrics

@@ -90,12 +90,15 @@ def mask_bce(
     return F.binary_cross_entropy_with_logits(-alpha * min_sdf, mask.to(min_sdf.dtype), reduction="sum") / (alpha * n)
 
 
-def eikonal(grad: torch.Tensor) -> torch.Tensor:  # [N, 3]
+def eikonal(grad: torch.Tensor, num_points: int | None = None) -> torch.Tensor:  # [N, 3]
     """Eikonal regulariser `mean_n (||grad_n|| - 1)^2` of spatial SDF gradients `grad [N, 3]`
-    (IDR's `get_eikonal_loss`; Gropp et al. 2020). 0 when N = 0."""
+    (IDR's `get_eikonal_loss`; Gropp et al. 2020): the sum divided by `num_points` (default N; a
+    process's share of a larger batch divides by the batch's count). 0 when N = 0."""
     if grad.shape[0] == 0:
         return grad.new_zeros(())
-    return (grad.norm(dim=-1) - 1).square().mean()
+    if num_points is None:
+        return (grad.norm(dim=-1) - 1).square().mean()
+    return (grad.norm(dim=-1) - 1).square().sum() / num_points
 
 
 def clamped_sdf_l1(

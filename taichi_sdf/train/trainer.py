@@ -26,6 +26,7 @@ import torch
 
 from taichi_sdf.core.errors import InputError, user_errors
 
+from . import distributed as tdist
 from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from .config import config_to_dict, save_config
 
@@ -144,10 +145,77 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         self.gen = seed_everything(seed)  # every draw of the run's sampling goes through this
         self.iteration = 0
-        self.interrupted: int | None = None  # the signal that stopped `train()`, if any
+        self.interrupted = None  # the signal that stopped `train()`, if any
         self.lock = RunLock(self.out)
         self._prepared = False
         self._pending: list[dict] = []
+
+    # -- multi-process (torchrun + DDP) ----------------------------------------------------------------
+    # A trainer under torchrun calls `join_distributed` first (before Taichi or CUDA start), trains
+    # `wrap_ddp(system)`, draws the same global batch on every rank from the shared generator `gen`,
+    # computes its share (`my_share`) with the loss scaled so that DDP's gradient average is the
+    # single-process gradient, and logs `reduce_row(row)`. Rank 0 reads (resume) and writes; its
+    # refusals (checkpoint, run folder) are raised on every rank.
+    dist = tdist.DistInfo()  # single process unless `join_distributed` ran
+
+    def join_distributed(self, arch: str = "auto", timeout_s: float = tdist.DEFAULT_TIMEOUT_S) -> tdist.DistInfo:
+        """`init_distributed` for a Taichi `arch` ("cpu" -> CPU ranks, "cuda" -> one GPU per rank, else auto)."""
+        device = arch if arch in ("cpu", "cuda") else "auto"
+        self.dist = tdist.init_distributed(device=device, timeout_s=timeout_s)
+        return self.dist
+
+    def wrap_ddp(self, module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
+        """`module` wrapped in DistributedDataParallel under torchrun (itself otherwise). On GPU ranks its
+        BatchNorm layers become SyncBatchNorm (batch statistics of the global batch); SyncBatchNorm needs
+        GPUs, so CPU ranks normalise with their own share's statistics (not the single-process result)."""
+        if not self.dist.distributed:
+            return module
+        ids = None
+        if self.dist.device.type == "cuda":
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            ids = [self.dist.device.index]
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+    def my_share(self, n: int, what: str = "train.batch_size") -> range:
+        """This rank's contiguous share of `n` items of the global batch (all of them in one process);
+        fewer items than ranks is a `UserError` naming `what`."""
+        world = self.dist.world_size
+        if n < world:
+            raise UserError(f"{what}: {n} items per batch cannot be shared by {world} ranks (each needs one); "
+                            "use a larger batch or fewer processes")  # fmt: skip
+        return tdist.shard_indices(n, self.dist.rank, world)
+
+    def reduce_row(self, row: dict[str, float], sums: tuple[str, ...] = ()) -> dict[str, float]:
+        """A step's log row over the ranks (the row itself in one process): the mean of every value, the
+        sum for the keys in `sums` (each rank's share of a global loss); also agrees on a stop signal."""
+        if not self.dist.distributed:
+            return row
+        mean = tdist.all_reduce_mean({**row, "_stop": float(self._stop_signal or 0)})
+        if mean.pop("_stop") > 0:  # every rank stops after this same step
+            self._agreed_stop = self._stop_signal or signal.SIGTERM
+        world = self.dist.world_size
+        return {k: v * world if k in sums else v for k, v in mean.items()}
+
+    def check_loss(self, row: dict[str, float]) -> None:
+        """FloatingPointError when the step's loss (`row["loss"]`, reduced over the ranks) is not finite."""
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(f"iteration {self.iteration}: loss is {row['loss']}; last checkpoint kept in {self.ckpt_dir}")  # fmt: skip
+
+    # Under DDP the loop must stop after the same step on every rank: a signal only marks this rank
+    # (`_stop_signal`); `interrupted`, which the loop reads, is set once the ranks agreed (in
+    # `reduce_row`). In a single process the two are the same.
+    _stop_signal: int | None = None
+    _agreed_stop: int | None = None
+
+    @property
+    def interrupted(self) -> int | None:
+        return self._agreed_stop if self.dist.distributed else self._stop_signal
+
+    @interrupted.setter
+    def interrupted(self, value: int | None) -> None:
+        self._stop_signal = value
+        if value is None:
+            self._agreed_stop = None
 
     # -- to implement ---------------------------------------------------------------------------------
     total_iterations = 0
@@ -226,12 +294,24 @@ class Trainer:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the run folder's lock (rank 0) and prepare the folder; re-entrant."""
+        """Hold the run folder's lock (rank 0) and prepare the folder; re-entrant. Under torchrun rank 0's
+        refusal (a busy or occupied folder) is raised on every rank, so the others exit at once too."""
         main = is_main_process()
-        if main:
-            self.lock.acquire()
+
+        def enter() -> tuple:
+            if main:
+                self.lock.acquire()
+            try:
+                self.prepare()
+            except BaseException:
+                if main:
+                    self.lock.release()
+                raise
+            return (None,)
+
+        _read_on_main_process(enter)
         try:
-            self.prepare()
+            self.prepare()  # ranks > 0: only marks the folder prepared
             yield
         finally:
             if main:
@@ -374,9 +454,7 @@ class Trainer:
 def _read_on_main_process(read: Callable[[], tuple]) -> tuple:
     """`read()` in a single process; under torch.distributed rank 0 reads (only it writes checkpoints, and
     other machines may not see its disk) and every rank gets the result, or raises rank 0's error."""
-    from .distributed import broadcast_object, is_distributed
-
-    if not is_distributed():
+    if not tdist.is_distributed():
         return read()
     got = None
     if is_main_process():
@@ -384,7 +462,7 @@ def _read_on_main_process(read: Callable[[], tuple]) -> tuple:
             got = (read(), None)
         except Exception as e:  # noqa: BLE001 - sent to the other ranks, raised everywhere below
             got = (None, e)
-    result, error = broadcast_object(got)
+    result, error = tdist.broadcast_object(got)
     if error is not None:
         raise error
     return result
