@@ -16,7 +16,7 @@ from taichi_sdf.models.dvr import DVRDecoder
 from taichi_sdf.train.config import ConfigValueError, load_config
 
 PRESET = Path(__file__).resolve().parents[2] / "configs/dibr/single_cpu.yaml"
-TINY = ["data.classes=[chair]", "data.input_size=64", "model.c_dim=8", "model.hidden_size=16", "model.n_blocks=2",
+TINY = ["data.classes=[chair]", "model.template=sphere", "data.input_size=64", "model.c_dim=8", "model.hidden_size=16", "model.n_blocks=2",
         "train.batch_size=2", "train.iterations=2", "train.log_every=1", "train.checkpoint_every=1",
         "eval.n_points=300", "eval.project_points=500"]  # fmt: skip
 
