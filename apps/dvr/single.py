@@ -44,9 +44,39 @@ class SingleViewSystem(nn.Module):
     inf unknown), "u_free", "u_occ", "u_neighbour"} (see `ray_losses`), "n_steps": int} returns DVR's
     loss dict: each term summed over the pixels of all objects and divided by B (DVR's reduction)."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, marcher: DVRMarcher, weights: dict[str, float]) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, marcher: DVRMarcher, weights: dict[str, float],
+                 prior: torch.Tensor | None = None, prior_bound: float = 0.55) -> None:  # fmt: skip
+        """`prior [C, R, R, R]`: optional per-class occupancy-logit grids over [-prior_bound, prior_bound]^3
+        (x, y, z index order) added to the decoder's logit (`shape_prior=class_mean`); objects then need
+        their class index ("category" in each view dict)."""
         super().__init__()
         self.encoder, self.decoder, self.marcher, self.weights = encoder, decoder, marcher, weights
+        self.prior_bound = float(prior_bound)
+        self.register_buffer("prior", None if prior is None else prior.float().unsqueeze(1))  # [C, 1, R, R, R]
+
+    def prior_logit(self, points: torch.Tensor, category: int) -> torch.Tensor:
+        """Trilinear lookup of class `category`'s prior logit at `points [M, 3]` -> `[M]` (border values
+        outside the grid); differentiable w.r.t. the points (normals, the implicit depth gradient)."""
+        # grid_sample's last-dim coordinates (x, y, z) index the volume's (W, H, D) = the grid's (z, y, x)
+        g = (points / self.prior_bound).flip(-1).view(1, -1, 1, 1, 3).to(self.prior.dtype)
+        v = torch.nn.functional.grid_sample(self.prior[category : category + 1], g, mode="bilinear",
+                                            padding_mode="border", align_corners=True)  # fmt: skip
+        return v.view(-1).to(points.dtype)
+
+    def field(self, code: torch.Tensor, category: int | None = None):
+        """The decoder closed over `code [c_dim]` (`points [M, 3] -> [M, 4]`), plus the class prior's logit
+        in column 0 when the system has one."""
+        base = self.decoder.field(code)
+        if self.prior is None:
+            return base
+        if category is None:
+            raise ValueError("category: the system has a class shape prior; give the object's class index")
+
+        def with_prior(x: torch.Tensor) -> torch.Tensor:
+            out = base(x)
+            return torch.cat([out[:, :1] + self.prior_logit(x, category)[:, None], out[:, 1:]], 1)
+
+        return with_prior
 
     def forward(self, batch: dict) -> dict:
         codes = self.encoder(batch["inputs"])
@@ -55,7 +85,7 @@ class SingleViewSystem(nn.Module):
         diag = {"psnr": [], "hit_fraction": [], "mask_accuracy": [], "evals": []}
         for b, view in enumerate(batch["views"]):
             o, d = view["camera"].pixel_rays(view["uv"][None].contiguous())
-            terms, dg = ray_losses(self.decoder.field(codes[b]), self.marcher, o[0], d[0], {**view, "n_steps": batch["n_steps"]},
+            terms, dg = ray_losses(self.field(codes[b], view.get("category")), self.marcher, o[0], d[0], {**view, "n_steps": batch["n_steps"]},
                                    patch_size=1, normals=self.weights["normal"] > 0, image_gradients=False,
                                    depth=self.weights["depth"] > 0)  # fmt: skip
             for k in LOSS_TERMS:
@@ -66,6 +96,29 @@ class SingleViewSystem(nn.Module):
         loss = sum(self.weights[k] * terms[k] for k in LOSS_TERMS)
         mean = lambda v: float(np.mean([x for x in v if not np.isnan(x)])) if any(not np.isnan(x) for x in v) else float("nan")  # noqa: E731
         return {"loss": loss, **terms, **{k: mean(v) if k != "evals" else float(sum(v)) for k, v in diag.items()}}
+
+
+def class_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: float = 0.01) -> torch.Tensor:
+    """`[C, R, R, R]` occupancy logits of each class's mean training occupancy (`geometry.class_mean`, over
+    [-0.55, 0.55]^3), shifted so that 0 falls at the class's IoU-best threshold: the prior alone is the
+    class-mean shape. Shares are clamped to [floor, 1 - floor] (logits within +-4.6)."""
+    import trimesh
+
+    from taichi_sdf.geometry.class_mean import best_threshold, occupancy_grids
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    grids = []
+    for k in range(len(train_set.class_names)):
+        meshes = [trimesh.load(train_set.mesh_path(i), force="mesh", process=False) for i, m in enumerate(train_set.models) if m[2] == k]
+        if not meshes:
+            raise ValueError(f"data: class {train_set.class_names[k]!r} has no training objects for its shape prior")
+        occ = occupancy_grids(meshes, resolution)
+        t = best_threshold(occ)[0]
+        share = np.clip(occ.mean(0), floor, 1 - floor)
+        grids.append(torch.from_numpy((logit(share) - logit(t)).astype(np.float32)))
+    return torch.stack(grids)
 
 
 def builtin_root(cfg: SingleViewConfig) -> Path:
@@ -112,7 +165,9 @@ class SingleViewTrainer(Trainer):
                              refine_margin=m.refine_margin)  # fmt: skip
         weights = {"rgb": t.rgb_weight, "image_gradient": 0.0, "normal": t.normal_weight, "freespace": t.freespace_weight,
                    "occupied": t.occupied_weight, "depth": t.depth_weight}  # fmt: skip
-        self.system = SingleViewSystem(encoder, decoder, marcher, weights).to(self.device)
+        prior = class_prior_logits(self.train_set, cfg.prior_resolution) if cfg.shape_prior == "class_mean" else None
+        self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior).to(self.device)
+        self.categories = [c for _, _, c in self.train_set.models]
         self.model = self.wrap_ddp(self.system)
         self.my_share(t.batch_size)  # every rank needs an object of the batch
         self.optimizer = torch.optim.Adam(self.system.parameters(), lr=t.lr)
@@ -160,7 +215,8 @@ class SingleViewTrainer(Trainer):
             z_per_t = (d[0] * cam.R[0, 2]).sum(-1)
             ub = u[b].to(self.device)
             views.append({"camera": cam, "uv": uv, "rgb": v["image"][i, k, rows, cols], "mask": v["mask"][i, k, rows, cols],
-                          "depth": z / z_per_t, "u_free": ub[:, 0], "u_occ": ub[:, 1], "u_neighbour": ub[:, 2:].contiguous()})  # fmt: skip
+                          "depth": z / z_per_t, "u_free": ub[:, 0], "u_occ": ub[:, 1], "u_neighbour": ub[:, 2:].contiguous(),
+                          "category": self.categories[i]})  # fmt: skip
         return {"inputs": v["inputs"][objs, inp], "views": views, "n_steps": self.n_steps()}
 
     def train_step(self) -> dict[str, float]:
@@ -212,12 +268,13 @@ class SingleViewTrainer(Trainer):
         return keep
 
     @torch.no_grad()
-    def reconstruct(self, image: torch.Tensor):
-        """MISE mesh (unit-cube frame, vertex colours) of the decoder conditioned on `image [3, S, S]`."""
+    def reconstruct(self, image: torch.Tensor, category: int | None = None):
+        """MISE mesh (unit-cube frame, vertex colours) of the decoder conditioned on `image [3, S, S]` of an
+        object of class index `category` (of the training split; needed with a class shape prior)."""
         m = self.cfg.mesh
         self.system.eval()
         code = self.system.encoder(image[None].to(self.device))[0]
-        field = self.system.decoder.field(code)
+        field = self.system.field(code, category)
         with torch.enable_grad():  # the vertex refinement differentiates the field w.r.t. the points
             res = mise_extract(field, resolution_0=m.resolution_0, upsampling_steps=m.upsampling_steps,
                                threshold=m.threshold, refinement_steps=m.refinement_steps,
@@ -251,7 +308,7 @@ class SingleViewTrainer(Trainer):
                 cls = ds.class_names[item["category"]]
                 pts, nrm = ds.pointcloud(i)
                 occ_pts, occ = ds.occupancy_points(i)
-                res = self.reconstruct(item["inputs"])
+                res = self.reconstruct(item["inputs"], self.train_set.class_names.index(cls))
                 if is_main_process():
                     save_mesh(res.mesh, self.out / "generation" / f"{item['model']}.ply")
                     from taichi_sdf.data.image_io import write_image

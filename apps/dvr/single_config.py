@@ -89,10 +89,16 @@ class SingleViewConfig:
     torch_threads: int = 0  # 0 = auto
     dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
     seed: int = 0
+    # "class_mean" (not in DVR): the decoder's logit is added to a per-class prior, the logit of the class's
+    # mean training occupancy (its zero set the class-mean shape), picked by the object's class label, so the
+    # network learns the object's difference from its class mean; "none": DVR as published
+    shape_prior: Literal["none", "class_mean"] = "none"
+    prior_resolution: int = 64  # grid corners per axis of the prior over [-0.55, 0.55]^3
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
+        check(self.prior_resolution >= 8, "prior_resolution", ">= 8", self.prior_resolution)
         check(self.model.c_dim > 0, "model.c_dim", "> 0 with an encoder (single-view DVR conditions on the image)",
               self.model.c_dim)  # fmt: skip

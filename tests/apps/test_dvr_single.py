@@ -63,3 +63,49 @@ def test_smoke_run_writes_the_tables(workdir):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["iterations"] == 2 and saved["objects"] == metrics["objects"] > 0
     assert {"retrieval_baseline", "class_mean_baseline"} <= set(saved)
+
+
+def _prior_system():
+    import torch
+
+    from apps.dvr.single import SingleViewSystem
+    from taichi_sdf.models.dvr import DVRDecoder
+
+    # class 0: a logit that grows with x (inside for x > 0); class 1: its mirror image
+    axis = torch.linspace(-0.55, 0.55, 12)
+    x = axis[:, None, None].expand(12, 12, 12)
+    prior = torch.stack([4.0 * x, -4.0 * x])  # [2, 12, 12, 12], index order (x, y, z)
+    torch.manual_seed(0)
+    decoder = DVRDecoder(c_dim=4, hidden_size=8, n_blocks=1, out_dim=4).double()
+    return SingleViewSystem(torch.nn.Identity(), decoder, None, {}, prior).double(), decoder
+
+
+def test_class_prior_is_looked_up_in_x_y_z_order_and_added_to_the_logit_only():
+    import torch
+
+    system, decoder = _prior_system()
+    p = torch.tensor([[0.3, -0.2, 0.1], [-0.3, 0.4, -0.5], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    assert system.prior_logit(p, 0).tolist() == pytest.approx([1.2, -1.2, 0.0], abs=1e-6)  # trilinear is exact on a linear grid
+    assert system.prior_logit(p, 1).tolist() == pytest.approx([-1.2, 1.2, 0.0], abs=1e-6)
+    code = torch.randn(4, dtype=torch.float64)
+    base, with_prior = decoder.field(code)(p), system.field(code, 1)(p)
+    assert torch.allclose(with_prior[:, 0], base[:, 0] + system.prior_logit(p, 1))
+    assert torch.equal(with_prior[:, 1:], base[:, 1:])
+    with pytest.raises(ValueError, match="category: the system has a class shape prior"):
+        system.field(code)
+
+
+def test_class_prior_field_matches_float64_finite_differences_in_the_points():
+    import torch
+
+    system, _ = _prior_system()
+    code = torch.randn(4, dtype=torch.float64)
+    p = (torch.rand(5, 3, dtype=torch.float64) - 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda q: system.field(code, 0)(q)[:, 0], (p,), eps=1e-6, atol=1e-6)
+
+
+def test_class_prior_run_trains_a_step(workdir):
+    trainer = SingleViewTrainer(tiny_cfg(workdir / "prior", "shape_prior=class_mean", "prior_resolution=12"))
+    assert trainer.system.prior.shape == (2, 1, 12, 12, 12)
+    row = trainer.step()
+    assert row["loss"] > 0 and row["loss"] == row["loss"]
