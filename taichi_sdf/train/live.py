@@ -106,7 +106,7 @@ class LiveView:
         has_render = callable(getattr(self.trainer, "live_render", None))
         self.mode_dropdown = gui.add_dropdown("Shading", ("color", "normals"), initial_value="color", visible=has_render)
         self.mode_dropdown.on_update(lambda _: setattr(self, "mode", self.mode_dropdown.value))
-        self.size_slider = gui.add_slider("Render width", 64, 1024, 32, self.size, visible=has_render)
+        self.size_slider = gui.add_slider("Render width", 16, 1024, 16, min(max(self.size, 16), 1024), visible=has_render)
         self.size_slider.on_update(lambda _: setattr(self, "size", int(self.size_slider.value)))
         self.plot_folder = gui.add_folder("Losses")
 
