@@ -42,6 +42,7 @@ from .sources import CHECKPOINT_SUFFIXES, DeepSDFSource, FieldSource, IDRSource,
 __all__ = ["WebViewer", "field_function", "write_video", "checkpoint_choices", "MOVING_SECONDS"]
 
 MOVING_SECONDS = 0.25  # a camera updated this recently is moving: render coarse
+BAND_SECONDS = 0.25  # a still image renders in bands of rows of about this long (checking for camera moves between)
 RESOLUTIONS = ("128", "256", "512", "768", "1024")
 
 
@@ -126,7 +127,8 @@ class WebViewer:
         self.watch = watch
         self.verbose = verbose
         self.version = 0  # bumped by anything that changes the picture: forces a re-render
-        self.frame_log: list[dict] = []  # one entry per render: width, height, moving, seconds
+        self.frame_log: list[dict] = []  # one entry per image: width, height, moving, seconds
+        self.seconds_per_pixel: float | None = None  # measured render speed (sizes the bands)
         self.messages: list[str] = []
         self.path = CameraPath()
         self.jobs: queue.Queue = queue.Queue()
@@ -333,9 +335,13 @@ class WebViewer:
         return self.render_clients() or did
 
     def render_clients(self) -> bool:
+        """Render for each connected client whose image is stale: a moving camera gets one coarse image,
+        a still one the full width in bands of rows, abandoned as soon as the camera moves again (a slow
+        source then answers the mouse after one band, not after a whole image)."""
         rendered = False
         for client_id, client in list(self.server.get_clients().items()):
-            moving = time.time() - getattr(client.camera, "update_timestamp", 0.0) < MOVING_SECONDS
+            stamp = getattr(client.camera, "update_timestamp", 0.0)
+            moving = time.time() - stamp < MOVING_SECONDS
             width = max(16, self.size // self.coarse) if moving else self.size
             cam = client_camera(client, width)
             if cam is None:
@@ -343,20 +349,37 @@ class WebViewer:
             key = (tuple(cam.T_cam_world.flatten().tolist()), cam.K[0, 1, 1].item(), width, cam.height, self.mode, self.version)
             if self._shown.get(client_id) == key:
                 continue
-            img = self.render_image(cam, moving)
+            abort = None if moving else (lambda c=client, s=stamp: c.camera.update_timestamp != s)
+            img = self.render_image(cam, moving, abort=abort)
+            if img is None:  # the camera moved: the next round starts over, coarse
+                continue
             client.scene.set_background_image(img, format="jpeg", jpeg_quality=90)
             self._shown[client_id] = key
             rendered = True
         return rendered
 
-    def render_image(self, camera, moving: bool = False, mode: str | None = None) -> np.ndarray:
-        """uint8 `[H, W, 3]` of `camera` in the current (or the given) shading; logs the frame time."""
+    def render_image(self, camera, moving: bool = False, mode: str | None = None, abort=None) -> np.ndarray | None:
+        """uint8 `[H, W, 3]` of `camera` in the current (or the given) shading, rendered in bands of about
+        `BAND_SECONDS` each; `abort()` is asked between bands (None is returned when it says so). Logs the
+        frame time."""
+        from .app import band_camera
+
         mode = mode or self.mode
-        out = self.renderer.render(camera, (mode,))
-        seconds = self.renderer.stats["seconds"]
-        self.frame_log.append({"width": camera.width, "height": camera.height, "moving": moving, "seconds": seconds})
-        self.stats.content = f"{camera.width}x{camera.height} {'moving' if moving else 'still'}: {seconds * 1e3:.0f} ms"
-        return to_uint8(out[mode])
+        H, W = camera.height, camera.width
+        rows = H if self.seconds_per_pixel is None else max(1, min(H, int(BAND_SECONDS / (self.seconds_per_pixel * W))))
+        img = np.zeros((H, W, 3), np.uint8)
+        seconds = 0.0
+        for r0 in range(0, H, rows):
+            if r0 and abort is not None and abort():
+                return None
+            band = camera if rows == H else band_camera(camera, r0, min(H, r0 + rows))
+            img[r0 : r0 + band.height] = to_uint8(self.renderer.render(band, (mode,))[mode])
+            seconds += self.renderer.stats["seconds"]
+            spp = self.renderer.stats["seconds"] / (band.width * band.height)
+            self.seconds_per_pixel = spp if self.seconds_per_pixel is None else 0.5 * (self.seconds_per_pixel + spp)
+        self.frame_log.append({"width": W, "height": H, "moving": moving, "seconds": seconds})
+        self.stats.content = f"{W}x{H} {'moving' if moving else 'still'}: {seconds * 1e3:.0f} ms"
+        return img
 
     def _camera_of(self, client, width: int | None = None):
         cam = client_camera(client, width or self.size) if client is not None else None

@@ -69,15 +69,20 @@ class LiveView:
         host, port: where to serve (127.0.0.1 by default: only this machine, or an SSH port-forward).
         share: the largest fraction of the run's wall time spent rendering for the browser.
         size: image width when the camera is still; `coarse` divides it while the camera moves.
+        max_render_seconds: the width shrinks so that one render is predicted (from the seconds per pixel of
+            the previous renders) to take at most this long: the budget then holds within one short render,
+            even for a slow model on a CPU.
     """
 
     def __init__(self, trainer, host: str = "127.0.0.1", port: int = 8080, share: float = 0.1, size: int = 256,
-                 coarse: int = 4, verbose: bool = True) -> None:  # fmt: skip
+                 coarse: int = 4, max_render_seconds: float = 1.0, verbose: bool = True) -> None:  # fmt: skip
         if not 0 < share <= 1:
             raise ValueError(f"share: expected a fraction in (0, 1], got {share!r}")
         viser = import_viser()
         self.trainer = trainer
         self.share, self.size, self.coarse = float(share), int(size), max(1, int(coarse))
+        self.max_render_seconds = float(max_render_seconds)
+        self.seconds_per_pixel: float | None = None  # measured on the renders so far
         self.server = viser.ViserServer(host=host, port=int(port), verbose=False)
         self.server.scene.set_up_direction("+y")
         self.url = f"http://{host}:{self.server.get_port()}"
@@ -178,7 +183,7 @@ class LiveView:
             if budget and self.render_seconds > self.share * (now - self._start):
                 break
             moving = time.time() - getattr(client.camera, "update_timestamp", 0.0) < MOVING_SECONDS
-            width = max(16, self.size // self.coarse) if moving else self.size
+            width = self.affordable_width(max(16, self.size // self.coarse) if moving else self.size, client)
             cam = client_camera(client, width)
             if cam is None:
                 continue
@@ -189,12 +194,23 @@ class LiveView:
             images = render(cam)
             img = images.get(self.mode, next(iter(images.values())))
             client.scene.set_background_image(to_uint8(img), format="jpeg", jpeg_quality=85)
+            seconds = time.perf_counter() - t0
+            spp = seconds / (cam.width * cam.height)
+            self.seconds_per_pixel = spp if self.seconds_per_pixel is None else 0.5 * (self.seconds_per_pixel + spp)
             if budget:  # renders while paused cost the run nothing
-                self.render_seconds += time.perf_counter() - t0
+                self.render_seconds += seconds
             self.renders += 1
             self._shown[client_id] = key
             rendered = True
         return rendered
+
+    def affordable_width(self, width: int, client) -> int:
+        """`width`, or less when a render that wide is predicted to take over `max_render_seconds`."""
+        if self.seconds_per_pixel is None:
+            return min(width, 64)  # the first render measures the model's speed cheaply
+        aspect = max(float(getattr(client.camera, "aspect", 1.0)), 1e-3)
+        fit = int(math.sqrt(self.max_render_seconds / self.seconds_per_pixel * aspect))
+        return max(16, min(width, fit))
 
     def close(self) -> None:
         self._update_plots(force=True)

@@ -90,6 +90,17 @@ def test_coarse_while_moving_full_when_still_and_no_rerender_of_the_same_view(vi
     assert client.images[-1].shape == (48, 96, 3)
 
 
+def test_still_images_render_in_bands_that_a_camera_move_abandons(viewer):
+    cam = OrbitController.from_degrees(30, 20).camera(24, 20)
+    whole = viewer.render_image(cam)
+    viewer.seconds_per_pixel = 1.0  # a "slow source": one row per band
+    assert np.array_equal(viewer.render_image(cam, abort=lambda: False), whole)  # bands join without seams
+    calls = []
+    viewer.seconds_per_pixel = 1.0  # (the last image measured the real speed)
+    assert viewer.render_image(cam, abort=lambda: calls.append(1) or len(calls) > 2) is None  # moved after 3 bands
+    assert len(calls) == 3
+
+
 def test_mesh_follows_the_iso_level(viewer):
     viewer.jobs.queue.clear()
     viewer._job_mesh(0.1)  # the sphere scene has radius 0.5: its 0.1 level set is the sphere of radius 0.6

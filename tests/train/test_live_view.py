@@ -110,6 +110,9 @@ def test_a_moving_camera_renders_coarse(tmp_path, monkeypatch):
     try:
         assert live.render_due(budget=False) and client.images[-1].shape == (16, 16, 3)
         assert not live.render_due(budget=False)  # same iteration and camera: nothing new to show
+        # a slow model: the width shrinks so one render stays near max_render_seconds (1 s)
+        live.seconds_per_pixel = 1e-4
+        assert live.affordable_width(256, client) == 100 and live.affordable_width(64, client) == 64
     finally:
         live.close()
 
