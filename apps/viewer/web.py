@@ -254,6 +254,7 @@ class WebViewer:
         elif self.mesh_resolution > 0:
             self.jobs.put(("mesh", self.level))
         self._add_frusta()
+        self.frusta_box.visible = bool(self.frusta)  # only sources with a dataset have cameras to show
 
     def _add_frusta(self) -> None:
         src = self.renderer.source
