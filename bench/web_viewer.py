@@ -74,7 +74,15 @@ async def _client(port: int, seconds: float) -> None:
     from taichi_sdf.cameras.camera import look_at
     from taichi_sdf.cameras.viser_camera import viser_pose
 
-    async with websockets.connect(f"ws://127.0.0.1:{port}", subprotocols=[f"viser-v{viser.__version__}"], max_size=None) as ws:
+    for _ in range(600):  # the run's server starts with `train()`: wait for it
+        try:
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}", subprotocols=[f"viser-v{viser.__version__}"], max_size=None)
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    else:
+        raise SystemExit(f"client: no server on port {port}")
+    async with ws:
         t0 = time.time()
         received = 0
         while time.time() - t0 < seconds:
@@ -119,12 +127,10 @@ def live(args) -> None:
         real_close = LiveView.close
 
         def close(self, stats=stats, real_close=real_close):
-            stats.update(renders=self.renders, render_seconds=self.render_seconds, wall=time.perf_counter() - self._start)
+            stats.update(renders=self.renders, view_seconds=self.view_seconds, wall=time.perf_counter() - self._start)
             real_close(self)
 
         LiveView.close = close
-        if client is not None:
-            time.sleep(3.0)  # connected before the timed part
         t0, c0 = time.perf_counter(), time.process_time()
         trainer.train(iterations=args.iterations, progress=False)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -132,7 +138,7 @@ def live(args) -> None:
         if client is not None:
             client.kill()
             client.wait()
-        share = stats.get("render_seconds", 0.0) / stats["wall"] if stats.get("wall") else 0.0
+        share = stats.get("view_seconds", 0.0) / stats["wall"] if stats.get("wall") else 0.0
         results.append((name, args.iterations / dt, args.iterations / cpu, stats.get("renders", 0), share))
     base = float(np.mean([r[1] for r in results if r[0] == "viewer off"]))
     base_cpu = float(np.mean([r[2] for r in results if r[0] == "viewer off"]))

@@ -4,7 +4,8 @@
 training thread after every iteration. Everything that touches the model happens there, between
 iterations, so a render can never race an optimiser step; viser's own threads only flip flags (pause,
 shading, size) and serve the page. Rendering is rate-bounded by a time budget: the renders of a run take
-at most `share` of its wall time (10% by default), whatever the browser asks for.
+at most `share` of its wall time (10% by default), whatever the browser asks for; plot updates count
+toward the same budget, and nothing is sent while no browser is connected.
 
 What the page shows: the loss terms of every step as plots, the current model rendered at the browser's
 camera (low resolution while the camera moves, `size` when it is still) as the background image,
@@ -90,7 +91,7 @@ class LiveView:
         self.mode = "color"
         self.history: dict[str, list[float]] = {}
         self.iterations: list[int] = []
-        self.render_seconds = 0.0
+        self.view_seconds = 0.0  # time spent on the training thread for the page (renders, plot updates)
         self.renders = 0
         self._start = time.perf_counter()
         self._last_plot = 0.0
@@ -131,8 +132,9 @@ class LiveView:
                                                  scale=0.1, image=to_uint8(images[i]), wxyz=wxyz, position=pos)  # fmt: skip
 
     def _update_plots(self, force: bool = False) -> None:
+        """Send the loss curves (at most every PLOT_SECONDS, and only while a browser is connected)."""
         now = time.perf_counter()
-        if not self.iterations or (not force and now - self._last_plot < PLOT_SECONDS):
+        if not self.iterations or (not force and (now - self._last_plot < PLOT_SECONDS or not self.server.get_clients())):
             return
         self._last_plot = now
         stride = max(1, len(self.iterations) // PLOT_POINTS)
@@ -147,9 +149,9 @@ class LiveView:
                         data, ({"label": "iteration"}, {"label": key, "stroke": "#d95f02", "width": 1.5}),
                         title=key, aspect=2.0)  # fmt: skip
         it, total = self.trainer.iteration, self.trainer.total_iterations
-        share = self.render_seconds / max(now - self._start, 1e-9)
+        share = self.view_seconds / max(now - self._start, 1e-9)
         self.status.content = (f"**{self.trainer.name}** iteration {it} / {total}{' (paused)' if self.paused else ''}  \n"
-                               f"renders: {self.renders}, {share:.1%} of the run's time")  # fmt: skip
+                               f"renders: {self.renders}; the view took {share:.1%} of the run's time")  # fmt: skip
 
     # -- the training thread --------------------------------------------------------------------------------
 
@@ -164,7 +166,9 @@ class LiveView:
         for series in self.history.values():  # keys missing from this row
             if len(series) < len(self.iterations):
                 series.append(math.nan)
+        t0 = time.perf_counter()
         self._update_plots()
+        self.view_seconds += time.perf_counter() - t0
         self.render_due(budget=True)
         while self.paused and getattr(self.trainer, "interrupted", None) is None:
             self._update_plots()
@@ -179,14 +183,15 @@ class LiveView:
             return False
         rendered = False
         for client_id, client in list(self.server.get_clients().items()):
-            now = time.perf_counter()
-            if budget and self.render_seconds > self.share * (now - self._start):
-                break
             moving = time.time() - getattr(client.camera, "update_timestamp", 0.0) < MOVING_SECONDS
             width = self.affordable_width(max(16, self.size // self.coarse) if moving else self.size, client)
             cam = client_camera(client, width)
             if cam is None:
                 continue
+            # the budget, with this render's predicted cost counted in: renders stay under `share` of the run
+            predicted = (self.seconds_per_pixel or 0.0) * cam.width * cam.height
+            if budget and self.view_seconds + predicted > self.share * (time.perf_counter() - self._start):
+                break
             key = (self.trainer.iteration, tuple(cam.T_cam_world.flatten().tolist()), cam.K[0, 1, 1].item(), self.mode, width)
             if self._shown.get(client_id) == key:
                 continue
@@ -198,7 +203,7 @@ class LiveView:
             spp = seconds / (cam.width * cam.height)
             self.seconds_per_pixel = spp if self.seconds_per_pixel is None else 0.5 * (self.seconds_per_pixel + spp)
             if budget:  # renders while paused cost the run nothing
-                self.render_seconds += seconds
+                self.view_seconds += seconds
             self.renders += 1
             self._shown[client_id] = key
             rendered = True

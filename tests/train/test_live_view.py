@@ -37,13 +37,13 @@ class LiveConfig:
 
 
 class RenderingToy(Toy):
-    """The toy regression with a `live_render` that takes `render_seconds` and records its thread."""
+    """The toy regression with a `live_render` that takes `view_seconds` and records its thread."""
 
-    render_seconds = 0.0
+    view_seconds = 0.0
 
     def live_render(self, cam):
         self.render_threads = getattr(self, "render_threads", set()) | {threading.current_thread().name}
-        time.sleep(self.render_seconds)
+        time.sleep(self.view_seconds)
         return {"color": torch.full((cam.height, cam.width, 3), 0.5), "normals": torch.zeros(cam.height, cam.width, 3)}
 
 
@@ -78,7 +78,7 @@ def test_viewer_off_creates_no_server(tmp_path):
 
 
 def test_renders_run_on_the_training_thread_within_the_budget(tmp_path, monkeypatch):
-    t = RenderingToy(tmp_path / "run", cfg=LiveConfig(), render_seconds=0.01)
+    t = RenderingToy(tmp_path / "run", cfg=LiveConfig(), view_seconds=0.01)
     live = LiveView(t, port=free_port(), share=0.2, size=32, verbose=False)
     client = fake_client()
     monkeypatch.setattr(live.server, "get_clients", lambda: {1: client})
@@ -89,8 +89,9 @@ def test_renders_run_on_the_training_thread_within_the_budget(tmp_path, monkeypa
             live.after_step({"loss": 1.0 / t.iteration, "psnr": float("nan")})
         elapsed = time.perf_counter() - live._start
         assert live.renders >= 2 and len(client.images) == live.renders
-        # the budget: renders take at most `share` of the run, plus the one render that crossed it
-        assert live.render_seconds <= 0.2 * elapsed + 0.011 * 2
+        # the budget: renders take at most `share` of the run (each render's cost is predicted before it
+        # starts; the margin is for a render that takes longer than the previous ones on a loaded machine)
+        assert live.view_seconds <= 0.2 * elapsed + 0.01
         assert t.render_threads == {threading.current_thread().name}
         assert client.images[-1].shape == (32, 32, 3) and client.images[-1].dtype == np.uint8
         live._update_plots(force=True)
