@@ -58,6 +58,7 @@ def frames(args) -> None:
                     times.append(time.perf_counter() - t)
                 rows.append((source, f"{size}^2", "moving" if moving else "still", f"{width}x{width}",
                              1e3 * float(np.median(times[1:]))))  # fmt: skip
+                print(f"# {rows[-1][:4]}: {rows[-1][4]:.0f} ms", flush=True)  # a slow source's rows survive a timeout
         v.stop()
         print(f"# {source}: loaded + warm-up in {load:.1f} s", flush=True)
     print("| source | size | camera | rendered | median ms |\n|---|---|---|---|---|")
