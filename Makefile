@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo render test test-fast test-cuda bench clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-viewer.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-viewer.txt
 	touch $(STAMP)
 
 demo: $(STAMP)          ## the main job: IDR reconstruction of the built-in dataset (cpu preset, ~10 min on 2 cores); a rerun resumes or re-exports it

@@ -14,6 +14,10 @@ Mouse: left-drag orbits, right-drag or shift+left-drag pans, the wheel zooms. Ke
 r reload, q/esc quit. The image renders at 1/4 resolution while the camera moves and refines when it
 stops; the window shows the frame time and rays/s, and the console repeats them every 2 s.
 
+`--web` serves the same viewer to a browser instead (viser, `pip install '.[viewer]'`; see
+`apps/viewer/web.py`): `--port` (8080), `--host` (127.0.0.1 by default: this machine or an SSH
+port-forward only). A `.py` SOURCE is executed as Python code in either viewer: open only files you trust.
+
 `--offscreen` opens no window: it renders an orbit of `--frames` views to `--out` (PNGs, orbit.gif, and
 orbit.mp4 when imageio-ffmpeg is installed). Without a display, run the window under `xvfb-run`.
 

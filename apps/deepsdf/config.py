@@ -118,6 +118,9 @@ class DeepSDFConfig:
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     out: str = "outputs/deepsdf"  # the experiment directory
+    viewer: bool = False  # serve a live browser view while training (needs viser: pip install .[viewer])
+    viewer_host: str = "127.0.0.1"  # where the live view listens (127.0.0.1: this machine / SSH port-forward only)
+    viewer_port: int = 8080  # the live view's port (the next free one if taken)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when torch sees a GPU
     torch_threads: int = 0  # 0 = auto (1 on <= 4 cores; see taichi_sdf.core.runtime.set_torch_threads)
     dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
@@ -125,6 +128,7 @@ class DeepSDFConfig:
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "an experiment folder (an empty one would write into the current folder)", self.out)
+        check(1 <= self.viewer_port <= 65535, "viewer_port", "a TCP port in 1..65535", self.viewer_port)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
 

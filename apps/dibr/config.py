@@ -111,6 +111,9 @@ class FitConfig:
     train: FitTrainConfig = field(default_factory=FitTrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     out: str = "outputs/dibr_fit"  # run folder
+    viewer: bool = False  # serve a live browser view while training (needs viser: pip install .[viewer])
+    viewer_host: str = "127.0.0.1"  # where the live view listens (127.0.0.1: this machine / SSH port-forward only)
+    viewer_port: int = 8080  # the live view's port (the next free one if taken)
     arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"  # Taichi backend
     torch_threads: int = 0  # 0 = auto (1 on <= 4 cores: torch's and Taichi's thread pools oversubscribe)
     seed: int = 0
@@ -122,6 +125,7 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
+        check(1 <= self.viewer_port <= 65535, "viewer_port", "a TCP port in 1..65535", self.viewer_port)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.render_size >= 0, "render_size", ">= 0 (0 = dataset resolution)", self.render_size)
         check(self.turntable_frames >= 1, "turntable_frames", ">= 1", self.turntable_frames)

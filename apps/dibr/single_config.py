@@ -124,6 +124,9 @@ class SingleImageConfig:
     data: SingleImageDataConfig = field(default_factory=SingleImageDataConfig)
     eval: SingleImageEvalConfig = field(default_factory=SingleImageEvalConfig)
     out: str = "outputs/dibr_single"
+    viewer: bool = False  # serve a live browser view while training (needs viser: pip install .[viewer])
+    viewer_host: str = "127.0.0.1"  # where the live view listens (127.0.0.1: this machine / SSH port-forward only)
+    viewer_port: int = 8080  # the live view's port (the next free one if taken)
     arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"
     torch_threads: int = 0  # 0 = auto
     dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
@@ -131,6 +134,7 @@ class SingleImageConfig:
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
+        check(1 <= self.viewer_port <= 65535, "viewer_port", "a TCP port in 1..65535", self.viewer_port)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.model.encoder != "conv" or self.data.input_size >= 63, "data.input_size",

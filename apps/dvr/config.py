@@ -89,6 +89,9 @@ class DVRConfig:
     data: DataConfig = field(default_factory=DataConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     out: str = "outputs/dvr"  # run folder
+    viewer: bool = False  # serve a live browser view while training (needs viser: pip install .[viewer])
+    viewer_host: str = "127.0.0.1"  # where the live view listens (127.0.0.1: this machine / SSH port-forward only)
+    viewer_port: int = 8080  # the live view's port (the next free one if taken)
     arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"  # Taichi backend
     torch_threads: int = 0  # 0 = auto (1 on <= 4 cores: torch's and Taichi's thread pools oversubscribe)
     dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
@@ -101,6 +104,7 @@ class DVRConfig:
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
+        check(1 <= self.viewer_port <= 65535, "viewer_port", "a TCP port in 1..65535", self.viewer_port)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.render_size >= 0, "render_size", ">= 0 (0 = dataset resolution)", self.render_size)

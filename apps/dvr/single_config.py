@@ -85,6 +85,9 @@ class SingleViewConfig:
     mesh: MeshConfig = field(default_factory=lambda: MeshConfig(upsampling_steps=3))
     eval: SingleEvalConfig = field(default_factory=SingleEvalConfig)
     out: str = "outputs/dvr_single"
+    viewer: bool = False  # serve a live browser view while training (needs viser: pip install .[viewer])
+    viewer_host: str = "127.0.0.1"  # where the live view listens (127.0.0.1: this machine / SSH port-forward only)
+    viewer_port: int = 8080  # the live view's port (the next free one if taken)
     arch: Literal["auto", "cpu", "cuda", "vulkan", "metal", "opengl"] = "auto"
     torch_threads: int = 0  # 0 = auto
     dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
@@ -97,6 +100,7 @@ class SingleViewConfig:
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
+        check(1 <= self.viewer_port <= 65535, "viewer_port", "a TCP port in 1..65535", self.viewer_port)
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.prior_resolution >= 8, "prior_resolution", ">= 8", self.prior_resolution)

@@ -402,7 +402,9 @@ def _floats(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m apps.view",
-        description="Interactive sphere-tracing viewer (ti.GUI). " + "; ".join(KEYS_HELP),
+        description="Interactive sphere-tracing viewer (ti.GUI, or a browser with --web). " + "; ".join(KEYS_HELP),
+        epilog="A .py SOURCE is executed as Python code (by design: it defines the SDF); view only files you "
+        "trust, and keep --web on 127.0.0.1 (the default) unless you mean to expose the viewer.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("source", metavar="SOURCE", help="what to show: " + describe_kinds())
@@ -442,7 +444,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=64, help="mesh SOURCE, sdf mode: voxel grid resolution")
     p.add_argument("--tracer", default="dist", choices=["dist", "idr"], help="checkpoint SOURCE: wavefront algorithm")
     p.add_argument("--arch", default="auto", help="Taichi arch (auto, cpu, cuda, ...)")
+    web = p.add_argument_group("browser viewer (--web; needs viser: pip install 'taichi-sdf[viewer]')")
+    web.add_argument("--web", action="store_true", help="serve the viewer to a browser (viser) instead of a ti.GUI window")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="--web: address to listen on; the default serves this machine only (use an SSH port-forward)")
+    web.add_argument("--port", type=int, default=8080, help="--web: port (the next free one if taken)")
+    web.add_argument("--mesh-resolution", type=int, default=64, help="--web: marching-cubes samples per axis of the scene mesh (0: none)")
     return p
+
+
+def serve_web(renderer: Renderer, args, ctrl: OrbitController, width: int) -> dict:
+    """`--web`: serve the browser viewer until Ctrl-C (see `apps.viewer.web`)."""
+    from .web import WebViewer
+
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port: expected a TCP port in 1..65535, got {args.port}")
+    if args.mesh_resolution < 0 or args.mesh_resolution == 1:
+        raise ValueError(f"--mesh-resolution: expected 0 (no mesh) or >= 2, got {args.mesh_resolution}")
+    mode = None if args.shading in (None, "all") else args.shading
+    load_kw = {"func": args.func, "params": args.params, "mesh_mode": args.mesh_mode, "grid": args.grid, "tracer": args.tracer}
+    viewer = WebViewer(renderer, args.host, args.port, width, args.coarse or 4, controller=ctrl, mode=mode, out_dir=args.screenshot_dir,
+                       mesh_resolution=args.mesh_resolution, source_text=args.source, load_kw=load_kw, watch=args.watch)  # fmt: skip
+    print(f"[view] serving {renderer.source.describe()} at {viewer.url} (Ctrl-C stops)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"[view] warning: listening on {args.host}: anyone who reaches this port sees the viewer", flush=True)
+    viewer.run_forever()
+    return {"url": viewer.url, "frames": viewer.summary()}
 
 
 @app_main("python -m apps.view")
@@ -475,6 +502,8 @@ def main(argv=None) -> dict:
     else:
         ctrl = OrbitController.from_degrees(args.azimuth, args.elevation, target=args.target, distance=args.distance,
                                             fov_x_deg=args.fov)  # fmt: skip
+    if args.web:
+        return serve_web(renderer, args, ctrl, width)
     if args.offscreen:
         if width != height:
             print("[view] --offscreen renders square frames of --size", flush=True)

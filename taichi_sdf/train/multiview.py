@@ -62,6 +62,12 @@ class MultiViewExport:
         return {"rgb": rgb.reshape(H, W, 3), "normals": torch.where(hit[:, None], 0.5 + 0.5 * normals, 0.0).reshape(H, W, 3),
                 "hit": hit.reshape(H, W)}  # fmt: skip
 
+    def live_render(self, cam: C.Camera) -> dict[str, torch.Tensor]:
+        """The live browser view's images of one camera (`taichi_sdf.train.live`): "color" (the model's
+        RGB) and "normals", `[H, W, 3]` in [0, 1]."""
+        r = self.render(cam.to(self.device, torch.float32))
+        return {"color": r["rgb"], "normals": r["normals"]}
+
     def evaluate_views(self, ids: list[int], write_dir: Path | None = None, progress: bool = False) -> dict[str, float]:
         """Masked PSNR and mask IoU of the views `ids` (means); with `write_dir`, `<name>_{rgb,normals,gt}.png`."""
         from tqdm import tqdm

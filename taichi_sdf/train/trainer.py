@@ -414,6 +414,7 @@ class Trainer:
         last: dict[str, float] = {}
         self.interrupted = None
         self._run_start = (time.time(), self.iteration)
+        live = self.live_view()
         with self.locked(), self._stop_on_signals(), MetricLog(self.out, self.iteration) as log:
             bar = tqdm(total=self.total_iterations, initial=self.iteration, disable=not (progress and is_main_process()),
                        dynamic_ncols=True, desc=self.name, unit=self.unit)  # fmt: skip
@@ -427,15 +428,28 @@ class Trainer:
                         bar.set_postfix(self.postfix(last), refresh=False)
                     if callback is not None:
                         callback(self, last)
+                    if live is not None:
+                        live.after_step(last)
                     if self.checkpoint_due():
                         self.save()
             finally:
                 bar.close()
+                if live is not None:
+                    live.close()
             self.save()
             if self.interrupted is not None:
                 name = signal.Signals(self.interrupted).name
                 self.message(f"{name}: stopped after iteration {self.iteration}, saved {self.ckpt_dir / 'latest.pt'} (--resume continues)")
         return last
+
+    def live_view(self):
+        """The browser view served while this run trains (`viewer: true` in the config, rank 0 only; see
+        `taichi_sdf.train.live`), or None. Its renders run on this thread between iterations."""
+        if not (getattr(self.cfg, "viewer", False) and is_main_process()):
+            return None
+        from .live import LiveView
+
+        return LiveView(self, host=getattr(self.cfg, "viewer_host", "127.0.0.1"), port=getattr(self.cfg, "viewer_port", 8080))
 
     # -- messages and phases --------------------------------------------------------------------------
     def message(self, text: str) -> None:
