@@ -45,6 +45,7 @@ from taichi_sdf.data.multiview.distortion import undistort_views
 from taichi_sdf.data.multiview.files import IMAGE_EXTS, check_masks, mask_from_image
 from taichi_sdf.data.multiview.normalize import (
     estimate_normalization,
+    given_scale_mat,
     look_at_point,
     normalization_from_points,
     normalized_cameras,
@@ -241,15 +242,9 @@ def load_colmap(
 def _scale_mat(
     scale_mat, model: ColmapModel, model_dir: Path, cams: Camera, masks, min_track, percentile, margin
 ) -> torch.Tensor:
-    if scale_mat is None:
-        return torch.eye(4, dtype=torch.float64)
-    if not isinstance(scale_mat, str):
-        S = torch.as_tensor(scale_mat, dtype=torch.float64)
-        if tuple(S.shape) != (4, 4):
-            raise ValueError(f"scale_mat: expected shape [4, 4], got {list(S.shape)}")
-        return S
-    if scale_mat != "auto":
-        raise ValueError(f"scale_mat: expected a [4, 4] matrix, 'auto' or None, got {scale_mat!r}")
+    given = given_scale_mat(scale_mat)
+    if given is not None:
+        return given
     pts = model.points
     usable = pts.xyz[pts.track_lengths >= min_track] if len(pts) else np.zeros((0, 3))
     if masks is not None:

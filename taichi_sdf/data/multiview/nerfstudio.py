@@ -34,6 +34,7 @@ from taichi_sdf.data.multiview.distortion import COEFFS, undistort_views
 from taichi_sdf.data.multiview.files import check_masks, mask_from_image
 from taichi_sdf.data.multiview.normalize import (
     estimate_normalization,
+    given_scale_mat,
     look_at_point,
     normalization_from_cameras,
     normalization_from_points,
@@ -230,15 +231,9 @@ def _dataset(images, masks, cameras, S, names, folder) -> MultiViewDataset:
 
 
 def _scale_mat(scale_mat, meta: dict, folder: Path, path: Path, cams: Camera, masks, percentile, margin) -> torch.Tensor:
-    if scale_mat is None:
-        return torch.eye(4, dtype=torch.float64)
-    if not isinstance(scale_mat, str):
-        S = torch.as_tensor(scale_mat, dtype=torch.float64)
-        if tuple(S.shape) != (4, 4):
-            raise ValueError(f"scale_mat: expected shape [4, 4], got {list(S.shape)}")
-        return S
-    if scale_mat != "auto":
-        raise ValueError(f"scale_mat: expected a [4, 4] matrix, 'auto' or None, got {scale_mat!r}")
+    given = given_scale_mat(scale_mat)
+    if given is not None:
+        return given
     if masks is not None:
         try:
             centre = look_at_point(cams)

@@ -167,3 +167,18 @@ def warn_cameras_inside(cameras: Camera, where: str) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def given_scale_mat(scale_mat) -> torch.Tensor | None:
+    """The `scale_mat` argument of the COLMAP and nerfstudio readers: None -> identity, a [4, 4] matrix as
+    float64, "auto" -> None (the reader estimates it)."""
+    if scale_mat is None:
+        return torch.eye(4, dtype=torch.float64)
+    if not isinstance(scale_mat, str):
+        S = torch.as_tensor(scale_mat, dtype=torch.float64)
+        if tuple(S.shape) != (4, 4):
+            raise ValueError(f"scale_mat: expected shape [4, 4], got {list(S.shape)}")
+        return S
+    if scale_mat != "auto":
+        raise ValueError(f"scale_mat: expected a [4, 4] matrix, 'auto' or None, got {scale_mat!r}")
+    return None
