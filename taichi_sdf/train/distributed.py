@@ -21,7 +21,6 @@ Per rank it:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime
 import os
@@ -181,7 +180,6 @@ def init_distributed(backend: str | None = None, timeout_s: float = DEFAULT_TIME
             torch.cuda.set_device(0)  # the rank's one visible GPU
         with peer_failures("joining the process group", timeout_s):
             dist.init_process_group(backend, rank=rank_, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
-        atexit.register(_leave_process_group)
     dev = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     # Every rank must train on the same kind of device (one rank without a GPU would hang NCCL later).
     kinds = all_gather_object(dev.type, timeout_s)
@@ -190,15 +188,6 @@ def init_distributed(backend: str | None = None, timeout_s: float = DEFAULT_TIME
                                "(--nproc_per_node <= GPUs per machine) or run all on CPU (device=cpu)")  # fmt: skip
     _info = DistInfo(rank_, world, local_rank, local_world, backend, dev, timeout_s)
     return _info
-
-
-def _leave_process_group() -> None:
-    """Destroy the process group at exit: left to interpreter teardown, gloo's worker threads are
-    destroyed while joinable and the process aborts (SIGABRT, "terminate called without an active
-    exception") instead of exiting with its own status, e.g. 1 after a named error."""
-    if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
 
 
 def info() -> DistInfo:
