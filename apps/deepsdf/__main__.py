@@ -114,13 +114,15 @@ def _run(argv: list[str]):
     if cmd not in ("train", "sample") and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun with several ranks
         raise SystemExit(f"error: only `train` and `sample` run under torchrun (each rank would repeat `{cmd}` and write "
                          "the same files); run the other commands in one process")  # fmt: skip
-    if cmd == "sample":
-        return sample_main(rest)
     if cmd == "all":
         return run_all(rest)
+    from taichi_sdf.train.distributed import finish_distributed
+
     from . import evaluate, reconstruct, train
 
-    return {"train": train.main, "reconstruct": reconstruct.main, "evaluate": evaluate.main}[cmd](rest)
+    out = {"sample": sample_main, "train": train.main, "reconstruct": reconstruct.main, "evaluate": evaluate.main}[cmd](rest)
+    finish_distributed()  # under torchrun: every rank leaves the process group together
+    return out
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from .checkpoint import atomic_write_bytes
 from .config import parse_config
+from .distributed import finish_distributed
 from .trainer import Trainer, exit_on_user_error, is_main_process
 
 
@@ -62,4 +63,5 @@ def train_and_export(
     if is_main_process():  # under torchrun: once
         print(json.dumps(metrics, indent=2, default=float))
     trainer.message(f"outputs in {trainer.out}/ ({outputs})")
+    finish_distributed()  # under torchrun: every rank leaves the process group together
     return metrics

@@ -35,7 +35,7 @@ from taichi_sdf.core.errors import BadInput
 
 __all__ = ["DistInfo", "DistributedError", "init_distributed", "info", "rank", "world_size", "is_distributed", "barrier",
            "broadcast_object", "all_gather_object", "all_reduce_mean", "shard_indices", "threads_per_rank",
-           "peer_failures", "DEFAULT_TIMEOUT_S"]  # fmt: skip
+           "peer_failures", "finish_distributed", "DEFAULT_TIMEOUT_S"]  # fmt: skip
 
 DEFAULT_TIMEOUT_S = 300.0  # a collective waiting this long for another rank fails (a dead or stuck rank)
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
@@ -188,6 +188,17 @@ def init_distributed(backend: str | None = None, timeout_s: float = DEFAULT_TIME
                                "(--nproc_per_node <= GPUs per machine) or run all on CPU (device=cpu)")  # fmt: skip
     _info = DistInfo(rank_, world, local_rank, local_world, backend, dev, timeout_s)
     return _info
+
+
+def finish_distributed() -> None:
+    """End a successful multi-process run: every rank meets at a barrier, then leaves the process group.
+    Left to interpreter teardown, gloo sometimes aborts a rank whose peer already left ("terminate
+    called without an active exception", exit -6), and torchrun then reports the run as failed.
+    A no-op in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        with peer_failures("the end-of-run barrier"):
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def info() -> DistInfo:

@@ -172,7 +172,11 @@ def _rank_entry(target, rank: int, world: int, port: int, result_dir: str, args:
     except BaseException as e:  # noqa: BLE001 - reported to the test
         out = {"error": f"{type(e).__name__}: {e}"}
     torch.save(out, Path(result_dir) / f"rank{rank}.pt")
-    sys.exit(0 if "ok" in out else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: skip interpreter teardown, where gloo sometimes aborts a rank whose peer already left
+    # ("terminate called without an active exception", exit -6) after the result above is written
+    os._exit(0 if "ok" in out else 1)
 
 
 def run_ranks(tmp: Path, target, *args, world: int = 2) -> list[dict]:
