@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import trimesh
 
-import taichi_sdf
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.data.shapenet import ShapeNetDataset, generate_shapenet_layout
 from taichi_sdf.mesh.export import save_ply
@@ -128,9 +127,7 @@ class SingleImageTrainer(Trainer):
     keep_last = 3
 
     def __init__(self, cfg: SingleImageConfig, mode: str = "new") -> None:
-        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
-        self.info = taichi_sdf.init(cfg.arch)
-        taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
+        self.info = self.start_runtime(cfg)  # torchrun job, Taichi, torch threads
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
         self.train_set = load_split(cfg, "train")

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-import taichi_sdf
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.core.errors import app_main
 from taichi_sdf.data.shapenet import ShapeNetDataset, generate_shapenet_layout
@@ -146,9 +145,7 @@ class SingleViewTrainer(Trainer):
     keep_last = 3
 
     def __init__(self, cfg: SingleViewConfig, mode: str = "new") -> None:
-        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
-        self.info = taichi_sdf.init(cfg.arch)
-        taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
+        self.info = self.start_runtime(cfg)  # torchrun job, Taichi, torch threads
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
         self.train_set = load_split(cfg, "train")

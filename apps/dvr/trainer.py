@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import taichi_sdf
 from taichi_sdf.data.multiview.source import detect_format
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
@@ -33,9 +32,7 @@ class DVRTrainer(EpochSchedule, MultiViewExport, Trainer):
     keep_last = 3
 
     def __init__(self, cfg: DVRConfig, mode: str = "new") -> None:
-        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
-        self.info = taichi_sdf.init(cfg.arch)
-        taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
+        self.info = self.start_runtime(cfg)  # torchrun job, Taichi, torch threads
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
         self.load_views(cfg.data)

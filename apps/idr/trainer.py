@@ -7,7 +7,6 @@ import time
 
 import torch
 
-import taichi_sdf
 from taichi_sdf.cameras import camera as C
 from taichi_sdf.geometry.meshing import extract_mesh, save_mesh
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
@@ -30,9 +29,7 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
 
     def __init__(self, cfg: IDRConfig, resume: bool = False, mode: str | None = None) -> None:
         mode = mode or ("resume" if resume else "new")
-        self.join_distributed(cfg.arch, cfg.dist_timeout_s)  # under torchrun: before Taichi starts (the rank's GPU, CPU threads)
-        self.info = taichi_sdf.init(cfg.arch)
-        taichi_sdf.core.runtime.set_torch_threads(cfg.torch_threads)
+        self.info = self.start_runtime(cfg)  # torchrun job, Taichi, torch threads
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
         self.load_views(cfg.data)

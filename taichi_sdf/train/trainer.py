@@ -164,6 +164,17 @@ class Trainer:
         self.dist = tdist.init_distributed(device=device, timeout_s=timeout_s)
         return self.dist
 
+    def start_runtime(self, cfg):
+        """The start of a Taichi app's trainer, before `Trainer.__init__`: join the torchrun job (before
+        Taichi starts: the rank's GPU, CPU threads), start Taichi on `cfg.arch`, set `cfg.torch_threads`.
+        Returns `taichi_sdf.init`'s `RuntimeInfo` (its `.device` is the torch device to train on)."""
+        from taichi_sdf.core import runtime
+
+        self.join_distributed(cfg.arch, cfg.dist_timeout_s)
+        info = runtime.init(cfg.arch)
+        runtime.set_torch_threads(cfg.torch_threads)
+        return info
+
     def wrap_ddp(self, module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
         """`module` wrapped in DistributedDataParallel under torchrun (itself otherwise). On GPU ranks its
         BatchNorm layers become SyncBatchNorm (batch statistics of the global batch); SyncBatchNorm needs
