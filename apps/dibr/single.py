@@ -131,11 +131,7 @@ class SingleImageTrainer(Trainer):
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
         self.train_set = load_split(cfg, "train")
-        if len(self.train_set) == 0:
-            raise ValueError(f"data: no training objects in {self.train_set.root}")
-        self.views = {
-            k: v.to(self.device) for k, v in self.train_set.stacked_views(("inputs", "image", "mask", "K", "T_cam_world")).items()
-        }
+        self.views = self.train_set.stacked_views(("inputs", "image", "mask", "K", "T_cam_world"), self.device)
         if self.views["image"].shape[1] < cfg.train.views_per_object:
             raise ValueError(f"train.views_per_object: expected <= {self.views['image'].shape[1]} (views per object), "
                              f"got {cfg.train.views_per_object}")  # fmt: skip

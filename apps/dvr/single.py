@@ -149,12 +149,7 @@ class SingleViewTrainer(Trainer):
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
         self.train_set = load_split(cfg, "train")
-        if len(self.train_set) == 0:
-            raise ValueError(f"data: no training objects in {self.train_set.root}")
-        self.views = {
-            k: v.to(self.device)
-            for k, v in self.train_set.stacked_views(("inputs", "image", "mask", "depth", "K", "T_cam_world")).items()
-        }
+        self.views = self.train_set.stacked_views(("inputs", "image", "mask", "depth", "K", "T_cam_world"), self.device)
         decoder, encoder = build_dvr_networks(cfg.model)
         m, t = cfg.marcher, cfg.train
         marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,

@@ -225,10 +225,13 @@ class ShapeNetDataset(torch.utils.data.Dataset):
             raise ValueError(f"{path}: {len(occ)} occupancies for {len(pts)} points")
         return torch.from_numpy(pts), torch.from_numpy(occ.astype(bool))
 
-    def stacked_views(self, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """Every (object, view) as stacked tensors `[N, V, ...]` for the item `keys` (e.g. "inputs",
-        "image", "mask", "depth", "K", "T_cam_world"); supervision view v is paired with input view
-        v mod (the object's input views). V is the first object's view count; every object must match."""
+    def stacked_views(self, keys: tuple[str, ...], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Every (object, view) as stacked tensors `[N, V, ...]` on `device` for the item `keys` (e.g.
+        "inputs", "image", "mask", "depth", "K", "T_cam_world"); supervision view v is paired with input
+        view v mod (the object's input views). V is the first object's view count; every object must
+        match. A split without objects is refused (a trainer has nothing to train on)."""
+        if len(self) == 0:
+            raise ValueError(f"data: no {self.split} objects in {self.root}")
         n_views = self.n_views(0)
         out: dict[str, list] = {k: [] for k in keys}
         for i in range(len(self)):
@@ -238,7 +241,7 @@ class ShapeNetDataset(torch.utils.data.Dataset):
             items = [self.get(i, view=v, input_view=v % max(1, n_inputs)) for v in range(n_views)]
             for k in keys:
                 out[k].append(torch.stack([it[k] for it in items]))
-        return {k: torch.stack(v) for k, v in out.items()}
+        return {k: torch.stack(v).to(device) for k, v in out.items()}
 
     def _pick(self, n: int) -> int:
         return int(torch.randint(n, ())) if self.random_view else 0

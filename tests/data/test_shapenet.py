@@ -120,6 +120,9 @@ def test_dataset_items(root):
     assert test[0]["inputs"].shape == (3, 32, 32) and "depth" not in test[0]
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
     assert batch["image"].shape == (3, 32, 32, 3) and batch["T_cam_world"].shape == (3, 4, 4)
+    stacked = ds.stacked_views(("image", "K"), "cpu")
+    assert stacked["image"].shape == (3, 2, 32, 32, 3) and stacked["K"].shape == (3, 2, 3, 3)
+    torch.testing.assert_close(stacked["image"][1, item["view"]], item["image"])
     pts, occ = ds.occupancy_points(0)
     assert pts.shape == (1000, 3) and occ.dtype == torch.bool
     assert ds.pointcloud(2)[0].shape == (400, 3) and ds.mesh_path(2).name == "model.ply"
@@ -168,6 +171,9 @@ def test_errors(root, tmp_path):
     (copy / "03001627" / "test.lst").write_text("chair_0000\nchair_0009\n")
     with pytest.raises(ValueError, match=r"test\.lst: model folder .*chair_0009 not found"):
         ShapeNetDataset(copy, split="test", classes=["chair"])
+    (copy / "03001627" / "val.lst").write_text("")
+    with pytest.raises(ValueError, match=r"data: no val objects in .*copy"):
+        ShapeNetDataset(copy, split="val", classes=["chair"]).stacked_views(("image",))
     (copy / "03001627" / "val.lst").unlink()  # no list: every model folder, as DVR
     assert len(ShapeNetDataset(copy, split="val", classes=["chair"])) == 2
     ds = ShapeNetDataset(copy, split="train", classes=["chair"])
