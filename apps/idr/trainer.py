@@ -20,6 +20,15 @@ from .config import IDRConfig
 from .system import IDRSystem
 
 
+def object_pixel_lists(masks: torch.Tensor, margin: int) -> list[torch.Tensor]:
+    """Flat pixel indices of each view's mask grown by `margin` pixels (a square neighbourhood).
+    masks: `[V, H, W]` bool -> V tensors `[K_v]` int64."""
+    grown = masks.float()[:, None]
+    if margin > 0:
+        grown = torch.nn.functional.max_pool2d(grown, 2 * margin + 1, stride=1, padding=margin)
+    return [torch.nonzero(g.reshape(-1) > 0)[:, 0] for g in grown[:, 0]]
+
+
 class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
     """Construct, `step()` repeatedly (or `train()`), then `export()`; checkpoints resume exactly.
     The loss is `self.system(batch)` (an `IDRSystem`), never the networks' methods."""
@@ -33,6 +42,7 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
         super().__init__(cfg, cfg.out, cfg.seed, mode)
         self.device = self.info.device
         self.load_views(cfg.data)
+        self.object_pixels = object_pixel_lists(self.masks, cfg.train.object_margin) if cfg.train.object_fraction > 0 else None
         implicit, rendering = build_idr_networks(cfg.model)
         tracer = IDRMarcher(eps=cfg.tracer.eps, sphere_tracing_iters=cfg.tracer.sphere_tracing_iters,
                            line_step_iters=cfg.tracer.line_step_iters, n_steps=cfg.tracer.n_steps,
@@ -69,7 +79,12 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
         ids = self.train_ids
         i = ids[int(torch.randint(len(ids), (1,), generator=self.gen))]
         H, W = self.data.height, self.data.width
-        flat = torch.randint(H * W, (self.cfg.train.pixels,), generator=self.gen).to(self.device)
+        t = self.cfg.train
+        flat = torch.randint(H * W, (t.pixels,), generator=self.gen).to(self.device)
+        if self.object_pixels is not None and len(self.object_pixels[i]):
+            k = round(t.object_fraction * t.pixels)
+            near = self.object_pixels[i]
+            flat[:k] = near[torch.randint(len(near), (k,), generator=self.gen).to(near.device)]
         rows, cols = flat // W, flat % W
         return i, rows, cols
 
