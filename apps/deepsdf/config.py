@@ -122,7 +122,7 @@ class DeepSDFConfig:
     viewer_host: str = "127.0.0.1"  # where the live view listens (127.0.0.1: this machine / SSH port-forward only)
     viewer_port: int = 8080  # the live view's port (the next free one if taken)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when torch sees a GPU
-    torch_threads: int = 0  # 0 = auto (1 on <= 4 cores; see taichi_sdf.core.runtime.set_torch_threads)
+    torch_threads: int = 0  # 0 = auto: the idle cores at start on <= 4 cores (see taichi_sdf.core.runtime.auto_torch_threads)
     dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
     seed: int = 0
 

@@ -208,4 +208,4 @@ class DISTConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str = "outputs/dist"
     seed: int = 0
-    torch_threads: int = 0  # 0: leave torch's default
+    torch_threads: int = 0  # 0 = auto (taichi_sdf.core.runtime.auto_torch_threads)

@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progressive", action="store_true", help="always render at full resolution")
     p.add_argument("--coarse", type=int, default=0, help="resolution divisor while the camera moves (0: auto, see --fps-target)")
     p.add_argument("--fps-target", type=float, default=10.0, help="auto --coarse: the frame rate to keep while moving")
-    p.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: auto, 1 on <= 4 cores)")
+    p.add_argument("--torch-threads", type=int, default=0, help="torch CPU threads (0: auto, the idle cores on <= 4 cores)")
     p.add_argument("--screenshot-dir", default="screenshots", help="where the s key writes PNGs")
     p.add_argument("--watch", action="store_true", help="reload a .py SOURCE whenever the file changes")
     p.add_argument("--func", default=None, help=".py SOURCE: name of the @ti.func SDF")

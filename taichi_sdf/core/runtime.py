@@ -8,8 +8,10 @@ The environment variable ``TAICHI_SDF_ARCH`` (cpu | cuda | vulkan | metal | auto
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -168,17 +170,51 @@ def set_taichi_cpu_threads(n: int) -> bool:
     return False
 
 
-def set_torch_threads(n: int = 0) -> int:
-    """Set torch's intra-op threads; 0 = auto: 1 on machines with <= 4 cores, else unchanged.
+def idle_cores(interval_s: float = 0.25) -> float | None:
+    """How many of the machine's cores were idle over the next `interval_s` seconds (Linux
+    `/proc/stat`; iowait counts as idle), or None where that cannot be read."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields[3:5]), sum(fields[:8])  # idle + iowait, user..steal
 
-    On small CPU machines torch's OpenMP pool and Taichi's thread pool oversubscribe the cores, and
-    every small torch op then waits for a time slice: measured on 2 cores under load, an IDR training
-    step took 10.8 s with torch's default 2 threads and 0.67 s with 1.
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval_s)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
+
+
+def auto_torch_threads(cores: int | None = None, idle: float | None = None) -> int:
+    """torch's intra-op threads for `torch_threads = 0`: on machines with <= 4 cores, the cores idle
+    when the run starts (at least 1); on larger machines torch's default.
+
+    Why: Taichi's kernels and torch's ops alternate, so on an idle machine both can use every core (the
+    IDR cpu preset on 2 idle cores: 1.7x the iterations per second with 2 torch threads). But torch's
+    OpenMP workers spin at every barrier, and when another busy process holds a core each op waits for
+    a time slice: 2 threads on 2 cores next to one busy process ran the same step 3.5x slower than 1
+    thread (an earlier loaded measurement: 10.8 s vs 0.67 s per step). So count the idle cores first.
     """
+    cores = cores or os.cpu_count() or 1
+    if cores > 4:
+        return torch.get_num_threads()
+    if idle is None:
+        idle = idle_cores()
+    if idle is None:
+        return 1
+    return int(min(cores, max(1, math.floor(idle + 0.3))))
+
+
+def set_torch_threads(n: int = 0) -> int:
+    """Set torch's intra-op threads; 0 = auto (`auto_torch_threads`). Returns the number set."""
     if n < 0:
         raise ValueError(f"torch_threads: expected >= 0, got {n}")
     if n == 0:
-        n = 1 if (os.cpu_count() or 1) <= 4 else torch.get_num_threads()
+        n = auto_torch_threads()
     torch.set_num_threads(n)
     return n
 

@@ -172,8 +172,18 @@ class Trainer:
 
         self.join_distributed(cfg.arch, cfg.dist_timeout_s)
         info = runtime.init(cfg.arch)
-        runtime.set_torch_threads(cfg.torch_threads)
+        if cfg.torch_threads or not self.dist.distributed:  # auto under torchrun: the ranks' share of the cores
+            runtime.set_torch_threads(cfg.torch_threads)
         return info
+
+    def keep_torch_threads(self, saved: int | None) -> None:
+        """On resume with `torch_threads = 0` (auto), run on the thread count the checkpoint was written
+        with (when this machine has that many cores), not a new pick from the current load: torch's
+        reductions can round differently with another thread count, and a resumed run should continue
+        the interrupted one exactly."""
+        cfg_threads = getattr(self.cfg, "torch_threads", None)
+        if saved and cfg_threads == 0 and not self.dist.distributed and saved <= (os.cpu_count() or 1):
+            torch.set_num_threads(int(saved))
 
     def wrap_ddp(self, module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
         """`module` wrapped in DistributedDataParallel under torchrun (itself otherwise). On GPU ranks its
@@ -332,7 +342,7 @@ class Trainer:
     def full_state(self) -> dict:
         s = self.state()
         s.update(iteration=self.iteration, log_pending=list(self._pending), generator=self.gen.get_state(), torch_rng=torch.get_rng_state(),
-                 python_rng=random.getstate(), numpy_rng=_numpy_state(),
+                 python_rng=random.getstate(), numpy_rng=_numpy_state(), torch_threads=torch.get_num_threads(),
                  config=config_to_dict(self.cfg) if self.cfg is not None else None)  # fmt: skip
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             s["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -379,6 +389,7 @@ class Trainer:
         self._pending = list(s.get("log_pending", []))
         self.gen.set_state(s["generator"])
         torch.set_rng_state(s["torch_rng"])
+        self.keep_torch_threads(s.get("torch_threads"))
         if "python_rng" in s:
             random.setstate(_tuples(s["python_rng"]))
             kind, keys, pos, has_gauss, gauss = s["numpy_rng"]

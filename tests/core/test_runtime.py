@@ -1,7 +1,9 @@
+import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 import taichi_sdf
 from taichi_sdf.core import runtime
@@ -83,3 +85,15 @@ def test_serial_torch_restores_the_callers_threads_on_any_exit():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_auto_torch_threads_uses_the_idle_cores_of_small_machines():
+    from taichi_sdf.core.runtime import auto_torch_threads, idle_cores
+
+    assert auto_torch_threads(cores=2, idle=1.95) == 2
+    assert auto_torch_threads(cores=2, idle=1.2) == 1  # another process holds most of a core
+    assert auto_torch_threads(cores=2, idle=0.1) == 1
+    assert auto_torch_threads(cores=4, idle=3.8) == 4
+    assert auto_torch_threads(cores=16, idle=0.0) == torch.get_num_threads()  # large machines: torch's default
+    idle = idle_cores(0.05)
+    assert idle is None or 0.0 <= idle <= (os.cpu_count() or 1) + 1e-6

@@ -154,3 +154,23 @@ def test_stale_temp_files_of_a_killed_run_are_removed(tmp_path):
     Toy(tmp_path, mode="resume").train(progress=False, iterations=1)
     assert not any(p.exists() for p in stale)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@dataclass
+class ToyThreadsConfig(ToyConfig):
+    torch_threads: int = 0
+
+
+def test_resume_with_auto_threads_keeps_the_checkpoints_thread_count(tmp_path):
+    saved = torch.get_num_threads()
+    try:
+        a = Toy(tmp_path, cfg=ToyThreadsConfig())
+        a.train(3)  # checkpoint at iteration 3, written with 1 thread (tests run with 1)
+        torch.set_num_threads(2)  # a new auto pick at resume time would differ
+        Toy(tmp_path, mode="resume", cfg=ToyThreadsConfig())
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        Toy(tmp_path, mode="resume", cfg=ToyThreadsConfig(torch_threads=2))  # an explicit setting wins
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
