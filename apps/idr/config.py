@@ -80,6 +80,9 @@ class IDRConfig:
     dist_timeout_s: float = 300.0  # under torchrun: seconds a collective waits for the other ranks (a dead rank)
     seed: int = 0
     mesh_resolution: int = 256
+    # Marching cubes evaluates the SDF only within this many cell diagonals of the surface (refined from
+    # a coarse lattice; the same mesh as the dense grid while |grad f| <= it); 0 = every grid point.
+    mesh_narrow_band: float = 2.0
     render_size: int = 0  # 0 = dataset resolution
     turntable_frames: int = 24
     gt: str | None = None  # ground-truth mesh or point cloud for Chamfer / F-score
@@ -92,6 +95,7 @@ class IDRConfig:
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.mesh_resolution >= 2, "mesh_resolution", ">= 2", self.mesh_resolution)
+        check(self.mesh_narrow_band >= 0, "mesh_narrow_band", ">= 0 cell diagonals (0 = dense grid)", self.mesh_narrow_band)
         check(self.render_size >= 0, "render_size", ">= 0 (0 = dataset resolution)", self.render_size)
         check(self.turntable_frames >= 1, "turntable_frames", ">= 1", self.turntable_frames)
         check(self.fscore_threshold > 0, "fscore_threshold", "> 0", self.fscore_threshold)

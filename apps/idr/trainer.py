@@ -168,6 +168,7 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
         self.implicit.eval()
         return extract_mesh(self.implicit.sdf, resolution=res, bound=((-1, -1, -1), (1, 1, 1)), device=self.device,
                             largest_component=True, T_world_field=self.data.scale_mat.numpy(),
+                            narrow_band=self.cfg.mesh_narrow_band or None,
                             progress=progress and is_main_process())  # fmt: skip
 
     def export(self, progress: bool = True) -> dict:

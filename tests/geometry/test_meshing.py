@@ -182,3 +182,44 @@ def test_save_mesh_round_trip(tmp_path, ext):
     np.testing.assert_allclose(back.vertices, mesh.vertices, atol=1e-5)
     with pytest.raises(ValueError, match="path"):
         save_mesh(mesh, tmp_path / "sphere.stl")
+
+
+def _two_spheres_and_box(p: torch.Tensor) -> torch.Tensor:  # an exact 1-Lipschitz SDF, [N, 3] -> [N]
+    a = (p - torch.tensor([0.3, 0.1, 0.0])).norm(dim=-1) - 0.35
+    b = (p + torch.tensor([0.4, 0.2, 0.1])).norm(dim=-1) - 0.2
+    q = (p - torch.tensor([0.0, -0.5, 0.3])).abs() - torch.tensor([0.3, 0.1, 0.2])
+    box = q.clamp_min(0).norm(dim=-1) + q.max(dim=-1).values.clamp_max(0)
+    return torch.minimum(torch.minimum(a, b), box)
+
+
+@pytest.mark.parametrize("res", [33, 64, 97])
+def test_narrow_band_gives_the_dense_mesh_with_fewer_queries(res):
+    dense_stats, band_stats = {}, {}
+    dense = extract_mesh(_two_spheres_and_box, resolution=res, stats=dense_stats)
+    band = extract_mesh(_two_spheres_and_box, resolution=res, narrow_band=1.0, stats=band_stats)
+    assert band.vertices.shape == dense.vertices.shape and band.faces.shape == dense.faces.shape
+    np.testing.assert_allclose(band.vertices, dense.vertices, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(band.faces, dense.faces)
+    assert dense_stats["queries"] == res**3
+    if res >= 64:  # a coarse lattice of 16+ cells per axis, then refinement: well under the dense count
+        assert band_stats["queries"] < 0.5 * res**3
+
+
+def test_narrow_band_of_an_mlp_equals_dense():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.Softplus(beta=10), torch.nn.Linear(32, 1))
+    with torch.no_grad():  # a sphere of radius 0.5 plus a small smooth bump: |grad| stays near 1
+
+        def field(p):
+            return p.norm(dim=-1) - 0.5 + 0.05 * torch.tanh(net(p)[:, 0])
+
+    dense = extract_mesh(field, resolution=48)
+    band = extract_mesh(field, resolution=48, narrow_band=2.0)
+    np.testing.assert_allclose(band.vertices, dense.vertices, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(band.faces, dense.faces)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, True, "2"])
+def test_bad_narrow_band_is_named(value):
+    with pytest.raises(ValueError, match="narrow_band"):
+        extract_mesh(_two_spheres_and_box, resolution=16, narrow_band=value)
