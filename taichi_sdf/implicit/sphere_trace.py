@@ -1,9 +1,13 @@
 """Fused sphere tracing of Taichi-native fields, with exact first-order gradients.
 
-`sphere_trace(field: TaichiField, ...)`: one Taichi kernel marches every ray to the end (no grad);
-the differentiable outputs come from `taichi_sdf.implicit.implicit_diff` (one implicit-function step
-at the found points, built from the loop-free `field_values` / `field_gradients` kernels). Torch-
-callable fields are traced by `taichi_sdf.implicit.wavefront.march_field` into the same `TraceResult`.
+`sphere_trace(field: TaichiField, ...)`: one Taichi kernel traces every ray. Without gradients that one
+launch is the whole call: value checks (counted in the kernel, read back as 4 ints), unit directions,
+the march, one Newton step, points, finite-difference normals (tetrahedral by default) and min-SDF
+values, written into packet-shaped buffers whose first N rays are returned as views; evaluation
+counts are summed only when read (`FusedTraceResult`). With gradients the kernel marches and the
+differentiable outputs come from `taichi_sdf.implicit.implicit_diff` (one implicit-function step at
+the found points, built from the loop-free `field_values` / `field_gradients` kernels). Torch-callable
+fields are traced by `taichi_sdf.implicit.wavefront.march_field` into the same `TraceResult`.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (implicit_surface
     trace_result,
 )
 from taichi_sdf.kernels.implicit.sphere_trace import (
+    PACKET_LANES,
     STATUS_BAD_DIRECTIONS,
     STATUS_BAD_ORIGINS,
     STATUS_BAD_SDF,
     STATUS_ZERO_DIRECTIONS,
-    PACKET_LANES,
     fused_trace_kernel,
     fused_trace_packet_kernel,
 )
