@@ -2,10 +2,13 @@
 
     python -m bench.sphere_trace [--quick] [--arch cpu|cuda]
 
-(a) fused Taichi tracer vs its torch twin on the CSG scene at 512x512, and the fixed workload used
-    to compare with other systems (512x512 rays, 64 fixed steps, union of a sphere and a box):
-    our basic kernel (scalar and SIMD packets), eager torch, Dr.Jit (LLVM) when installed, plus the
-    real tracer (early exit, all outputs) on the same scene.
+(a) fused Taichi tracer vs its torch twin on the CSG scene at 512x512 (forward, and with backward);
+(d) the fused tracer against Dr.Jit (LLVM backend, when installed: `pip install drjit`, bench only) on the
+    union of a sphere and a box at 256^2, 512^2 and 1024^2, in one table: the whole `sphere_trace` call
+    (early exit from the bounding sphere, Newton step, tetrahedral normals, min-SDF, all outputs, no
+    grad) vs the same algorithm with the same outputs written in Dr.Jit, and the fixed workload used to
+    compare systems (64 fixed steps, every ray: Dr.Jit, our basic kernel in SIMD packets, eager torch
+    at 256^2 only). Timings are interleaved round-robin in one process, medians;
 (b) wavefront tracer vs its torch twin on an IDR-like 8x256 MLP (geometric init, multires 6,
     Softplus(100), weight norm) at 128x128 from distance 3 with a 40 degree field of view: wall time
     of the marching and network evaluations per pixel, IDR and DIST algorithms;
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -28,7 +32,7 @@ from taichi_sdf.implicit.marchers.idr import IDRMarcher
 from taichi_sdf.implicit.scenes import make_scene
 from taichi_sdf.implicit.sphere_trace import sphere_trace
 from taichi_sdf.implicit.wavefront import march_field
-from taichi_sdf.kernels.implicit.sphere_trace import basic_trace_kernel
+from taichi_sdf.kernels.implicit.sphere_trace import PACKET_LANES, basic_trace_kernel
 from taichi_sdf.models.sdf_net import SDFNetwork
 from taichi_sdf.reference.implicit import sphere_trace as fused_twin
 from taichi_sdf.reference.implicit import wavefront as wavefront_twin
@@ -41,35 +45,200 @@ def camera_rays(size, eye, device, fov=40.0):
     return o.reshape(-1, 3).contiguous(), d.reshape(-1, 3).contiguous()
 
 
-def drjit_fixed_workload(o: torch.Tensor, d: torch.Tensor, steps: int, r: float, b: float):
-    """The sphere∪box 64-step workload in Dr.Jit's LLVM backend, or None when not installed."""
+def _drjit():
+    """(drjit, Float, Bool, Int) of the LLVM backend, or None when Dr.Jit is not installed."""
     try:
         import drjit as dr
-        from drjit.llvm import Float
+        from drjit.llvm import Bool, Float, Int
     except Exception:
         return None
+    return dr, Float, Bool, Int
+
+
+def _drjit_scene(dr, r: float, b: float):
+    """The sphere∪box SDF (`scenes.sphere_box`) on Dr.Jit arrays. Max/min by `dr.select`: `dr.maximum`
+    emits `llvm.maximum`, which LLVM 15 cannot select on x86 ("LLVM ERROR: Cannot select: fmaximum")."""
+
+    def vmax(a, c):
+        return dr.select(a > c, a, c)
+
+    def vmin(a, c):
+        return dr.select(a < c, a, c)
+
+    def sdf(x, y, z):
+        s = dr.sqrt((x + 0.25) ** 2 + y * y + z * z) - r
+        qx, qy, qz = dr.abs(x - 0.3125) - b, dr.abs(y) - b, dr.abs(z) - b
+        outside = dr.sqrt(vmax(qx, 0.0) ** 2 + vmax(qy, 0.0) ** 2 + vmax(qz, 0.0) ** 2)
+        return vmin(s, outside + vmin(vmax(qx, vmax(qy, qz)), 0.0))
+
+    return sdf, vmax
+
+
+def _drjit_rays(Float, o: torch.Tensor, d: torch.Tensor):
+    on, dn = o.cpu().numpy(), d.cpu().numpy()
+    return tuple(Float(on[:, i]) for i in range(3)), tuple(Float(dn[:, i]) for i in range(3))
+
+
+def drjit_fixed_workload(o: torch.Tensor, d: torch.Tensor, steps: int, r: float, b: float):
+    """The sphere∪box 64-step workload in Dr.Jit's LLVM backend, or None when not installed."""
+    lib = _drjit()
+    if lib is None:
+        return None
+    dr, Float, _, _ = lib
     try:
-        on, dn = o.cpu().numpy(), d.cpu().numpy()
-        ox, oy, oz = (Float(on[:, i]) for i in range(3))
-        dx, dy, dz = (Float(dn[:, i]) for i in range(3))
+        sdf, _ = _drjit_scene(dr, r, b)
+        (ox, oy, oz), (dx, dy, dz) = _drjit_rays(Float, o, d)
 
         def run():
             t = Float(0.0)
             for _ in range(steps):
-                x, y, z = ox + t * dx, oy + t * dy, oz + t * dz
-                s = dr.sqrt((x + 0.25) ** 2 + y * y + z * z) - r
-                qx, qy, qz = dr.abs(x - 0.3125) - b, dr.abs(y) - b, dr.abs(z) - b
-                outside = dr.sqrt(dr.maximum(qx, 0) ** 2 + dr.maximum(qy, 0) ** 2 + dr.maximum(qz, 0) ** 2)
-                box = outside + dr.minimum(dr.maximum(qx, dr.maximum(qy, qz)), 0)
-                t = t + dr.minimum(s, box)
+                t = t + sdf(ox + t * dx, oy + t * dy, oz + t * dz)
             dr.eval(t)
             dr.sync_thread()  # the LLVM backend runs asynchronously: wait for it
             return t
 
+        run()
         return run
-    except Exception as exc:  # the LLVM backend needs libLLVM (DRJIT_LIBLLVM_PATH)
+    except Exception as exc:  # the LLVM backend needs libLLVM >= 15 (DRJIT_LIBLLVM_PATH)
         print(f"(Dr.Jit present but unusable: {exc})")
         return None
+
+
+def drjit_early_exit(o: torch.Tensor, d: torch.Tensor, r: float, b: float, *, radius: float = 1.0, eps: float = 1e-5,
+                     max_steps: int = 128, h: float = 1e-4, min_cos: float = 1e-4):  # fmt: skip
+    """The fused tracer's algorithm with the same outputs in Dr.Jit (LLVM backend), or None when not
+    installed: unit directions, the bounding-sphere interval, a `dr.while_loop` march with early exit
+    (`|f| < eps`, leaving the interval, `max_steps`) keeping the min-|f| point, the tetrahedral gradient
+    there, one Newton step on the hits, points, unit normals. `run()` returns (t, hit, points x/y/z,
+    normals x/y/z, t_min, f_min, steps) as Dr.Jit arrays (structure of arrays: no `[N, 3]` packing,
+    which favours Dr.Jit). Rays that miss the bound take one loop iteration at their closest point."""
+    lib = _drjit()
+    if lib is None:
+        return None
+    dr, Float, Bool, Int = lib
+    sdf, vmax = _drjit_scene(dr, r, b)
+    (ox, oy, oz), (dx, dy, dz) = _drjit_rays(Float, o, d)
+
+    def run():
+        inv = 1.0 / dr.sqrt(dx * dx + dy * dy + dz * dz)
+        ux, uy, uz = dx * inv, dy * inv, dz * inv
+        bb = ox * ux + oy * uy + oz * uz
+        disc = bb * bb - (ox * ox + oy * oy + oz * oz - radius * radius)
+        sq = dr.sqrt(vmax(disc, 0.0))
+        t_close = vmax(-bb, 0.0)
+        inside = (disc > 0) & (-bb + sq > 0)
+        t = dr.select(inside, vmax(-bb - sq, 0.0), t_close)
+        t_far = dr.select(inside, -bb + sq, t_close)
+
+        def cond(t, best_f, best_t, hit, n, active):
+            return active
+
+        def body(t, best_f, best_t, hit, n, active):
+            fv = sdf(ox + t * ux, oy + t * uy, oz + t * uz)
+            n += 1
+            better = dr.abs(fv) < dr.abs(best_f)
+            best_f = dr.select(better, fv, best_f)
+            best_t = dr.select(better, t, best_t)
+            conv = inside & (dr.abs(fv) < eps)
+            hit |= conv
+            t = dr.select(conv, t, t + fv)
+            active = inside & ~conv & (t <= t_far) & (t >= 0) & (n < max_steps)
+            return t, best_f, best_t, hit, n, active
+
+        state = (t, Float(1e30), t, Bool(False), Int(0), Bool(True))
+        _, best_f, best_t, hit, n, _ = dr.while_loop(state, cond, body)
+        x, y, z = ox + best_t * ux, oy + best_t * uy, oz + best_t * uz
+        fa, fb = sdf(x + h, y - h, z - h), sdf(x - h, y - h, z + h)
+        fc, fe = sdf(x - h, y + h, z - h), sdf(x + h, y + h, z + h)
+        s = 0.25 / h
+        gx, gy, gz = (fa - fb - fc + fe) * s, (fc + fe - fa - fb) * s, (fb + fe - fa - fc) * s
+        cos = gx * ux + gy * uy + gz * uz
+        cos = dr.select(dr.abs(cos) < min_cos, dr.select(cos > 0, min_cos, -min_cos), cos)
+        t_res = dr.select(hit, best_t - best_f / cos, best_t)
+        ig = 1.0 / vmax(dr.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
+        out = (t_res, hit, ox + t_res * ux, oy + t_res * uy, oz + t_res * uz, gx * ig, gy * ig, gz * ig, best_t, best_f,
+               dr.select(inside, n, 0))  # fmt: skip
+        dr.eval(*out)
+        dr.sync_thread()
+        return out
+
+    try:
+        run()
+        return run
+    except Exception as exc:
+        print(f"(Dr.Jit present but unusable: {exc})")
+        return None
+
+
+def timeit_interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict:
+    """Median seconds of each of `fns` (name -> callable), run round-robin so that a machine's changing
+    load falls on all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_drjit(sizes, device, quick: bool):
+    """(d): one row per image size: the fused tracer vs the same algorithm in Dr.Jit, and 64 fixed steps."""
+    return [_drjit_row(size, device, quick) for size in sizes]
+
+
+def _drjit_row(size: int, device, quick: bool, steps: int = 64):
+    sb = make_scene("sphere_box", device=device)
+    r, b = sb.params.tolist()
+    o, d = camera_rays(size, (0.0, 0.0, 3.0), device)
+    n = o.shape[0]
+    t_out = o.new_empty(n)
+    packet = basic_trace_kernel(sb.sdf_xyz, "f32", 1, PACKET_LANES)
+    twin_sdf = scene_twin(sb.name)
+
+    def fused():
+        with torch.no_grad():
+            return sphere_trace(sb, o, d)
+
+    def torch_fixed():
+        t = torch.zeros(n, device=device)
+        for _ in range(steps):
+            t = t + twin_sdf(o + t[:, None] * d, sb.params)
+        return t
+
+    fns = {"fused": fused, "fixed": lambda: packet(o, d, sb.params, t_out, steps)}
+    same = drjit_early_exit(o, d, r, b) if device.type == "cpu" else None
+    fixed = drjit_fixed_workload(o, d, steps, r, b) if device.type == "cpu" else None
+    if same is not None:
+        fns["dr_same"] = same
+    if fixed is not None:
+        fns["dr_fixed"] = fixed
+    if size <= 256:
+        fns["torch_fixed"] = torch_fixed
+    t = timeit_interleaved(fns, repeat=3 if quick else 9)
+    ours = fused()
+    agree = ""
+    if same is not None:
+        import numpy as np
+
+        out = same()
+        hit = torch.from_numpy(np.array(out[1])).to(device)
+        dt = (torch.from_numpy(np.array(out[0])).to(device) - ours.t)[hit & ours.hit].abs().max()
+        agree = f"hits agree {float((hit == ours.hit).float().mean()) * 100:.2f}%, max |dt| {float(dt):.1e}"
+
+    def ms(key):
+        return t[key] * 1e3 if key in t else "n/a"
+
+    def ratio(key):
+        return f"{t[key] / t['fused']:.2f}x" if key in t else "not installed"
+
+    return [f"{size}^2", ms("fused"), ms("dr_same"), ratio("dr_same"), ms("dr_fixed"), ratio("dr_fixed"), ms("fixed"),
+            ms("torch_fixed"), f"{float(ours.steps.float().mean()):.1f}", agree]  # fmt: skip
 
 
 def bench_fused(size: int, device, quick: bool):
@@ -97,37 +266,6 @@ def bench_fused(size: int, device, quick: bool):
     t_gt = timeit(twin_with_grad, warmup=0 if quick else 1, repeat=1 if quick else 3)
     rows.append([f"(a) CSG scene {size}^2, fused tracer + backward to params", t_g * 1e3, n / t_g / 1e6, f"twin {t_gt * 1e3:.0f} ms -> {t_gt / t_g:.1f}x", ""])
 
-    # The fixed workload: sphere ∪ box, 64 fixed steps, every ray.
-    sb = make_scene("sphere_box", device=device)
-    steps = 64
-    t_out = o.new_empty(n)
-    scalar = basic_trace_kernel(sb.sdf_xyz, "f32", 1, 1)
-    packet = basic_trace_kernel(sb.sdf_xyz, "f32", 1, 16)
-    t_sc = timeit(lambda: scalar(o, d, sb.params, t_out, steps), repeat=5)
-    t_pk = timeit(lambda: packet(o, d, sb.params, t_out, steps), repeat=5)
-
-    def torch_fixed():
-        t = torch.zeros(n, device=device)
-        for _ in range(steps):
-            t = t + scene_twin(sb.name)(o + t[:, None] * d, sb.params)
-        return t
-
-    t_torch = timeit(torch_fixed, warmup=0 if quick else 1, repeat=1 if quick else 3)
-    evals = n * steps
-    rows.append([f"(a) sphere∪box {size}^2, 64 fixed steps: basic kernel, scalar", t_sc * 1e3, evals / t_sc / 1e6, "", "Mevals/s"])
-    rows.append([f"(a) sphere∪box {size}^2, 64 fixed steps: basic kernel, 16-ray packets", t_pk * 1e3, evals / t_pk / 1e6, "", "Mevals/s"])
-    rows.append([f"(a) sphere∪box {size}^2, 64 fixed steps: eager torch", t_torch * 1e3, evals / t_torch / 1e6, "", "Mevals/s"])
-    run = drjit_fixed_workload(o, d, steps, 0.35, 0.25) if device.type == "cpu" else None
-    if run is not None:
-        t_dr = timeit(run, warmup=2, repeat=5)
-        rows.append([f"(a) sphere∪box {size}^2, 64 fixed steps: Dr.Jit LLVM", t_dr * 1e3, evals / t_dr / 1e6, "", "Mevals/s"])
-    else:
-        rows.append([f"(a) sphere∪box {size}^2, 64 fixed steps: Dr.Jit LLVM", "n/a", "", "not installed", ""])
-    with torch.no_grad():
-        t_real = timeit(lambda: sphere_trace(sb, o, d), repeat=5)
-        t_real_k = timeit(lambda: sphere_trace(sb, o, d), repeat=5)
-        rr = sphere_trace(sb, o, d)
-    rows.append([f"(a) sphere∪box {size}^2, fused tracer (early exit, all outputs)", min(t_real, t_real_k) * 1e3, n / min(t_real, t_real_k) / 1e6, "", f"{float(rr.steps.float().mean()):.1f} steps/ray, Mrays/s"])
     return rows
 
 
@@ -190,12 +328,25 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller images and fewer repeats")
     p.add_argument("--arch", default="auto")
+    p.add_argument("--only", choices=["fused", "drjit", "wavefront"], help="one section: (a), (d) or (b)+(c)")
     a = p.parse_args(argv)
     info = taichi_sdf.init(a.arch)
     taichi_sdf.core.runtime.set_torch_threads(0)
     device = info.device
-    rows = bench_fused(256 if a.quick else 512, device, a.quick) + bench_wavefront(64 if a.quick else 128, device, a.quick)
-    print_table(f"Sphere tracing on {info.arch} ({machine()})", ["case", "ms", "Mrays/s or evals/px", "vs twin / peers", "notes"], rows)
+    title = f"on {info.arch} ({machine()})"
+    if a.only in (None, "drjit"):
+        sizes = (256, 512) if a.quick else (256, 512, 1024)
+        print_table(f"(d) Fused sphere tracer vs Dr.Jit, sphere∪box from distance 3, fov 40, median ms {title}",
+                    ["rays", "fused sphere_trace (all outputs)", "Dr.Jit same algorithm", "Dr.Jit / fused",
+                     "Dr.Jit 64 fixed steps", "Dr.Jit 64 fixed / fused", "our basic kernel 64 fixed, packets",
+                     "eager torch 64 fixed", "steps/ray", "agreement"], bench_drjit(sizes, device, a.quick))  # fmt: skip
+    rows = []
+    if a.only in (None, "fused"):
+        rows += bench_fused(256 if a.quick else 512, device, a.quick)
+    if a.only in (None, "wavefront"):
+        rows += bench_wavefront(64 if a.quick else 128, device, a.quick)
+    if rows:
+        print_table(f"Sphere tracing {title}", ["case", "ms", "Mrays/s or evals/px", "vs twin / peers", "notes"], rows)
 
 
 if __name__ == "__main__":

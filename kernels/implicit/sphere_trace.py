@@ -1,10 +1,13 @@
 """Fused sphere tracing of Taichi-native SDFs, plus loop-free field kernels for the gradients.
 
 A field is a `@ti.func sdf(p, params) -> scalar` where `p` is a `ti.Vector` of 3 and `params` an
-ndarray (any number of dims) of the field's parameters. The marching kernel is forward-only (never
+ndarray (any number of dims) of the field's parameters. The tracing kernels are forward-only (never
 differentiated: Taichi 1.7 gets gradients through dynamic loops wrong); gradients come from the
 loop-free `field_values` / `field_gradients` kernels evaluated at the found points (implicit
 differentiation, done in `taichi_sdf.implicit.implicit_diff`).
+
+One tracing kernel does the whole no-gradient trace of a ray: its value checks, the unit direction,
+the march, one Newton step and the normal (`finish`), so nothing is read twice or launched twice.
 """
 
 import functools
@@ -19,31 +22,137 @@ _BIG = 1e30  # "no value yet" for the running minimum of |f|
 # not the early-exit tracer, which waits for each packet's slowest ray (measured 29-31 ms vs 32-37 ms).
 PACKET_LANES = 16
 
+# What a tracing kernel does after the march: None marches only (the differentiable path builds its
+# outputs in torch); "tetrahedral" (4 evaluations) or "central" (6) also makes the Newton step, points
+# and normals with that gradient stencil.
+FINISH_MODES = (None, "tetrahedral", "central")
+# Slots of the `status [4]` int32 counters a tracing kernel adds its value checks to: counted on the
+# loads and stores the kernel makes anyway, so checking costs no pass over the rays.
+STATUS_BAD_ORIGINS, STATUS_BAD_DIRECTIONS, STATUS_ZERO_DIRECTIONS, STATUS_BAD_SDF = range(4)
+
+
+def _check_finish(finish) -> None:
+    if finish not in FINISH_MODES:
+        raise ValueError(f"finish: expected one of {FINISH_MODES}, got {finish!r}")
+
+
+def _nonfinite_func(dtype: str):
+    """`@ti.func bad(v) -> i32`: 1 where the scalar `v` is NaN or +-inf, read from its exponent bits
+    (Taichi compiles with fast math, which folds `v != v` to false)."""
+    if dtype == "f32":
+
+        @ti.func
+        def bad(v):
+            return ti.cast((ti.bit_cast(v, ti.i32) & 0x7F800000) == 0x7F800000, ti.i32)
+
+    else:
+
+        @ti.func
+        def bad(v):
+            mask = ti.i64(0x7FF0000000000000)
+            return ti.cast((ti.bit_cast(v, ti.i64) & mask) == mask, ti.i32)
+
+    return bad
+
+
+def _gradient_xyz_func(sdf_xyz, finish: str):
+    """`@ti.func grad(x, y, z, params, h, zero) -> (gx, gy, gz)`: the SDF's spatial gradient by finite
+    differences with step h, lane-generic (x, y, z scalars or packets of lanes); `zero` must be a
+    runtime 0 (see below).
+
+    "tetrahedral": the 4 corners h (+-1, +-1, +-1) of a regular tetrahedron with an odd number of minus
+    signs, g = sum_k c_k f(x + h c_k) / 4h. Exact for linear fields; its error is h (H_yz, H_xz, H_xy)
+    (the Hessian's off-diagonal terms: first order in h). "central": the 6 points x +- h e_a, error
+    O(h^2) (third derivatives).
+
+    The points are visited by a loop with one call site of the SDF, walking from point to point, whose
+    count is `points + zero`: with a count known at compile time LLVM unrolls the loop (or vectorises
+    it across the points) and then leaves packets of lanes scalar, which made the stencil cost 2x.
+    """
+
+    @ti.func
+    def grad(x, y, z, params: ti.template(), h, zero):
+        gx, gy, gz = x * 0.0, y * 0.0, z * 0.0
+        if ti.static(finish == "tetrahedral"):
+            qx, qy, qz = x + h, y - h, z - h
+            for k in range(4 + zero):  # corners (+,-,-) (-,-,+) (-,+,-) (+,+,+)
+                fk = sdf_xyz(qx, qy, qz, params)
+                cx = ti.select((k == 0) | (k == 3), 1.0, -1.0)
+                cy = ti.select(k >= 2, 1.0, -1.0)
+                cz = ti.select((k == 1) | (k == 3), 1.0, -1.0)
+                gx, gy, gz = gx + cx * fk, gy + cy * fk, gz + cz * fk
+                qx += ti.select(k == 0, -2.0 * h, ti.select(k == 2, 2.0 * h, 0.0))
+                qy += ti.select(k == 1, 2.0 * h, 0.0)
+                qz += ti.select(k == 0, 2.0 * h, ti.select(k == 1, -2.0 * h, ti.select(k == 2, 2.0 * h, 0.0)))
+            gx, gy, gz = gx * (0.25 / h), gy * (0.25 / h), gz * (0.25 / h)
+        else:
+            qx, qy, qz = x + h, y, z
+            for k in range(6 + zero):  # +x, -x, +y, -y, +z, -z
+                fk = sdf_xyz(qx, qy, qz, params)
+                c = ti.select(k % 2 == 0, 1.0, -1.0)
+                gx += ti.select(k < 2, c * fk, 0.0)
+                gy += ti.select((k >= 2) & (k < 4), c * fk, 0.0)
+                gz += ti.select(k >= 4, c * fk, 0.0)
+                qx += ti.select(k == 0, -2.0 * h, ti.select(k == 1, h, 0.0))
+                qy += ti.select(k == 1, h, ti.select(k == 2, -2.0 * h, ti.select(k == 3, h, 0.0)))
+                qz += ti.select(k == 3, h, ti.select(k == 4, -2.0 * h, 0.0))
+            gx, gy, gz = gx * (0.5 / h), gy * (0.5 / h), gz * (0.5 / h)
+        return gx, gy, gz
+
+    return grad
+
 
 @functools.cache
-def fused_trace_kernel(sdf, dtype: str, params_ndim: int):
-    """kernel(origins [N,3], directions [N,3], params, t [N], hit [N] i32, t_min [N], f_min [N],
-    steps [N] i32, radius, eps, max_steps, step_scale).
+def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "tetrahedral"):
+    """kernel(origins [N,3], directions [N,3], params, t [N], hit [N] u8, points [N,3], normals [N,3],
+    t_min [N], f_min [N], steps [N] i32, status [4] i32, radius, eps, max_steps, step_scale, h,
+    min_cos): one ray per thread (GPUs, and fields without a lane-generic form).
 
-    Per ray: clip to the bounding sphere of `radius` (start at 0 when the origin is inside), march
-    `t += step_scale * f` until `|f| < eps` (hit), `t` leaves the sphere or `max_steps` evaluations
-    are spent. `t_min`/`f_min` are the ray distance and value of the smallest SDF seen (for
-    silhouette losses); rays that miss the sphere report the point closest to its centre.
+    Per ray: count non-finite origin / direction values and zero-length directions into `status`
+    (slots `STATUS_*`), normalise the direction, clip to the bounding sphere of `radius` (start at 0
+    when the origin is inside), march `t += step_scale * f` until `|f| < eps` (hit), `t` leaves the
+    sphere or `max_steps` evaluations are spent. `t_min`/`f_min` are the ray distance and value of the
+    smallest |f| seen (for silhouette losses; a hit's is its converged point); rays that miss the
+    sphere report the point closest to its centre. Rays whose values turn non-finite are counted in
+    `status[STATUS_BAD_SDF]`.
+
+    `finish` None: `t = t_min`, points and normals are not touched (pass `[0, 3]` tensors).
+    Otherwise, with the gradient g of that stencil (step h) at x0 = o + t_min d: one Newton step on
+    the hits, `t = t_min - f_min / (g . d)` (|g . d| raised to `min_cos`, sign kept), so the depth
+    error is second order in eps; `points = o + t d`; `normals = g / |g|` (taken at x0, which is within
+    eps / |g . d| of the point).
     """
+    _check_finish(finish)
+    finishes = finish is not None
     f = ti_float(dtype)
     vec = ti.types.ndarray(dtype=f, ndim=2)
     scalar = ti.types.ndarray(dtype=f, ndim=1)
     flag = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    bad = _nonfinite_func(dtype)
+
+    @ti.func
+    def sdf_xyz(x, y, z, params: ti.template()):
+        return sdf(ti.Vector([x, y, z]), params)
+
+    grad_xyz = _gradient_xyz_func(sdf_xyz, finish or "central")
 
     @ti.kernel
     def trace(
         origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
-        t_out: scalar, hit: flag, t_min: scalar, f_min: scalar, steps: flag,
-        radius: f, eps: f, max_steps: ti.i32, step_scale: f,
+        t_out: scalar, hit: ti.types.ndarray(dtype=ti.u8, ndim=1), points: vec, normals: vec,
+        t_min: scalar, f_min: scalar, steps: flag, status: flag,
+        radius: f, eps: f, max_steps: ti.i32, step_scale: f, h: f, min_cos: f,
     ):  # fmt: skip
         for r in range(origins.shape[0]):
             o = ti.Vector([origins[r, 0], origins[r, 1], origins[r, 2]])
             d = ti.Vector([directions[r, 0], directions[r, 1], directions[r, 2]])
+            if bad(o.sum() + d.sum()):  # rare: count which values
+                ti.atomic_add(status[STATUS_BAD_ORIGINS], bad(o[0]) + bad(o[1]) + bad(o[2]))
+                ti.atomic_add(status[STATUS_BAD_DIRECTIONS], bad(d[0]) + bad(d[1]) + bad(d[2]))
+            nrm2 = d.dot(d)
+            if nrm2 == 0.0:
+                ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], 1)
+            d /= ti.sqrt(ti.select(nrm2 > 0.0, nrm2, 1.0))
             b = o.dot(d)
             disc = b * b - (o.dot(o) - radius * radius)
             t_close = ti.max(-b, 0.0)
@@ -52,7 +161,7 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int):
             is_hit = 0
             n = 0
             t = t_close
-            if disc > 0.0 and -b + ti.sqrt(disc) > 0.0:
+            if disc > 0.0 and -b + ti.sqrt(disc) > 0.0 and nrm2 > 0.0:
                 sq = ti.sqrt(disc)
                 t = ti.max(-b - sq, 0.0)
                 t_far = -b + sq
@@ -72,11 +181,154 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int):
                         break
             else:
                 best_f = sdf(o + t_close * d, params)
-            t_out[r] = t if is_hit else best_t
-            hit[r] = is_hit
+            t_res = best_t  # a hit's converged point has the smallest |f| of its ray
+            g = ti.Vector([0.0, 0.0, 0.0], dt=f)
+            if ti.static(finishes):
+                x = o + best_t * d
+                gx, gy, gz = grad_xyz(x[0], x[1], x[2], params, h, ti.min(max_steps, 0))  # max_steps >= 1
+                g = ti.Vector([gx, gy, gz])
+                if is_hit:
+                    cos = g.dot(d)
+                    if ti.abs(cos) < min_cos:  # grazing: keep the sign (as `implicit_diff.clamp_cos`)
+                        cos = ti.select(cos > 0.0, min_cos, -min_cos)
+                    t_res = best_t - best_f / cos
+                p = o + t_res * d
+                u = g / ti.max(g.norm(), 1e-12)
+                for c in ti.static(range(3)):
+                    points[r, c] = p[c]
+                    normals[r, c] = u[c]
+            if bad(best_f + t + g.sum()):
+                ti.atomic_add(status[STATUS_BAD_SDF], 1)
+            t_out[r] = t_res
+            hit[r] = ti.cast(is_hit, ti.u8)
             t_min[r] = best_t
             f_min[r] = best_f
             steps[r] = n
+
+    return trace
+
+
+@functools.cache
+def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str | None = "tetrahedral",
+                              lanes: int = PACKET_LANES):  # fmt: skip
+    """`fused_trace_kernel`'s contract and results for a lane-generic coordinate-form field
+    `sdf_xyz(x, y, z, params)`: each loop iteration traces a packet of `lanes` rays as `ti.Vector`s, so
+    LLVM turns the SDF arithmetic into SIMD instructions (Taichi's CPU backend does not vectorise
+    across loop iterations by itself). A packet marches until all its rays are done; the finish
+    evaluates its stencil once for the whole packet.
+
+    The outputs are packet-shaped: P = ceil(N / lanes) rows, `t, t_min, f_min [P, lanes]`, `hit [P,
+    lanes]` u8, `steps [P, lanes]` i32, `points, normals [P, 3 * lanes]` (the `[P * lanes, 3]` buffers
+    viewed so), whose first N rays are the results (the last packet's spare lanes repeat the last
+    ray), so a packet's results are stored with no per-lane bounds test. Per-lane guarded stores of
+    points and normals cost as much as the march at 512^2 (each scalar store also reloads the ndarray
+    pointers, which Taichi cannot prove unaliased); packet rows brought them to about 2 ms.
+    """
+    _check_finish(finish)
+    finishes = finish is not None
+    f = ti_float(dtype)
+    vec = ti.types.ndarray(dtype=f, ndim=2)
+    V = ti.types.vector(lanes, f)
+    I = ti.types.vector(lanes, ti.i32)
+    V3 = ti.types.vector(3 * lanes, f)
+    packet = ti.types.ndarray(dtype=V, ndim=1)
+    packet3 = ti.types.ndarray(dtype=V3, ndim=1)
+    bad = _nonfinite_func(dtype)
+    grad_xyz = _gradient_xyz_func(sdf_xyz, finish or "central")
+
+    @ti.func
+    def interleave(x, y, z):
+        w = V3(0.0)
+        for l in ti.static(range(lanes)):
+            w[3 * l], w[3 * l + 1], w[3 * l + 2] = x[l], y[l], z[l]
+        return w
+
+    @ti.kernel
+    def trace(
+        origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
+        t_out: packet, hit: ti.types.ndarray(dtype=ti.types.vector(lanes, ti.u8), ndim=1), points: packet3,
+        normals: packet3, t_min: packet, f_min: packet, steps: ti.types.ndarray(dtype=I, ndim=1),
+        status: ti.types.ndarray(dtype=ti.i32, ndim=1),
+        radius: f, eps: f, max_steps: ti.i32, step_scale: f, h: f, min_cos: f,
+    ):  # fmt: skip
+        n_rays = origins.shape[0]
+        for pk in range((n_rays + lanes - 1) // lanes):
+            ox, oy, oz, dx, dy, dz = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
+            for l in ti.static(range(lanes)):
+                r = ti.min(pk * lanes + l, n_rays - 1)  # the last packet repeats the last ray
+                ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
+                dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
+            valid = I(0)
+            for l in ti.static(range(lanes)):
+                valid[l] = ti.select(pk * lanes + l < n_rays, 1, 0)
+            # A non-finite value makes the packet's sum non-finite: count which only when it is.
+            s = ox + oy + oz + dx + dy + dz
+            if bad(s.sum()):
+                n_o, n_d = 0, 0
+                for l in ti.static(range(lanes)):
+                    if valid[l]:
+                        n_o += bad(ox[l]) + bad(oy[l]) + bad(oz[l])
+                        n_d += bad(dx[l]) + bad(dy[l]) + bad(dz[l])
+                ti.atomic_add(status[STATUS_BAD_ORIGINS], n_o)
+                ti.atomic_add(status[STATUS_BAD_DIRECTIONS], n_d)
+            nrm2 = dx * dx + dy * dy + dz * dz
+            nonzero = nrm2 > 0.0
+            n_zero = (ti.select(nrm2 == 0.0, 1, 0) * valid).sum()
+            if n_zero > 0:
+                ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], n_zero)
+            inv = 1.0 / ti.sqrt(ti.select(nonzero, nrm2, 1.0))
+            dx, dy, dz = dx * inv, dy * inv, dz * inv
+            b = ox * dx + oy * dy + oz * dz
+            disc = b * b - (ox * ox + oy * oy + oz * oz - radius * radius)
+            sq = ti.sqrt(ti.max(disc, 0.0))
+            t_close = ti.max(-b, 0.0)
+            inside = (disc > 0.0) & (-b + sq > 0.0) & nonzero
+            t = ti.select(inside, ti.max(-b - sq, 0.0), t_close)
+            t_far = ti.select(inside, -b + sq, t_close)
+            active = I(0) + ti.select(inside, 1, 0)
+            best_t = t
+            best_f = V(0.0) + ti.cast(_BIG, f)
+            if active.min() == 0:  # rays that miss the bound: the SDF at their closest point
+                f0 = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
+                best_f = ti.select(inside, best_f, f0)
+            is_hit = I(0)
+            n = I(0)
+            for _ in range(max_steps):
+                if active.max() == 0:
+                    break
+                fv = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
+                on = active > 0
+                n += active
+                better = on & (ti.abs(fv) < ti.abs(best_f))
+                best_f = ti.select(better, fv, best_f)
+                best_t = ti.select(better, t, best_t)
+                conv = on & (ti.abs(fv) < eps)
+                is_hit = ti.select(conv, 1, is_hit)
+                active = ti.select(conv, 0, active)
+                t = ti.select(active > 0, t + step_scale * fv, t)
+                active = ti.select((t > t_far) | (t < 0.0), 0, active)
+            t_res = best_t  # a hit's converged point has the smallest |f| of its ray
+            gx, gy, gz = V(0.0), V(0.0), V(0.0)
+            if ti.static(finishes):
+                zero = ti.min(max_steps, 0)  # max_steps >= 1: a 0 the compiler cannot see
+                gx, gy, gz = grad_xyz(ox + best_t * dx, oy + best_t * dy, oz + best_t * dz, params, h, zero)
+                cos = gx * dx + gy * dy + gz * dz
+                cos = ti.select(ti.abs(cos) < min_cos, ti.select(cos > 0.0, min_cos, -min_cos), cos)
+                t_res = ti.select(is_hit > 0, best_t - best_f / cos, best_t)
+                inv_g = 1.0 / ti.max(ti.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
+                points[pk] = interleave(ox + t_res * dx, oy + t_res * dy, oz + t_res * dz)
+                normals[pk] = interleave(gx * inv_g, gy * inv_g, gz * inv_g)
+            check = best_f + t + gx + gy + gz
+            if bad(check.sum()):
+                n_bad = 0
+                for l in ti.static(range(lanes)):
+                    n_bad += bad(check[l]) & valid[l]
+                ti.atomic_add(status[STATUS_BAD_SDF], n_bad)
+            t_out[pk] = t_res
+            hit[pk] = ti.cast(is_hit, ti.u8)
+            t_min[pk] = best_t
+            f_min[pk] = best_f
+            steps[pk] = n
 
     return trace
 
@@ -125,121 +377,6 @@ def field_gradient_kernel(sdf, dtype: str, params_ndim: int):
 
 
 @functools.cache
-def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = PACKET_LANES):
-    """Same contract and results as `fused_trace_kernel`, for a lane-generic coordinate-form field
-    `sdf_xyz(x, y, z, params)`: each loop iteration traces a packet of `lanes` rays as `ti.Vector`s, so
-    LLVM turns the SDF arithmetic into SIMD instructions (Taichi's CPU backend does not vectorise
-    across loop iterations by itself). A packet stops when all its rays are done."""
-    f = ti_float(dtype)
-    vec = ti.types.ndarray(dtype=f, ndim=2)
-    scalar = ti.types.ndarray(dtype=f, ndim=1)
-    flag = ti.types.ndarray(dtype=ti.i32, ndim=1)
-    V = ti.types.vector(lanes, f)
-    I = ti.types.vector(lanes, ti.i32)
-
-    @ti.kernel
-    def trace(
-        origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
-        t_out: scalar, hit: flag, t_min: scalar, f_min: scalar, steps: flag,
-        radius: f, eps: f, max_steps: ti.i32, step_scale: f,
-    ):  # fmt: skip
-        n_rays = origins.shape[0]
-        for pk in range((n_rays + lanes - 1) // lanes):
-            ox, oy, oz, dx, dy, dz = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
-            for l in ti.static(range(lanes)):
-                r = ti.min(pk * lanes + l, n_rays - 1)  # the last packet repeats the last ray
-                ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
-                dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
-            b = ox * dx + oy * dy + oz * dz
-            disc = b * b - (ox * ox + oy * oy + oz * oz - radius * radius)
-            sq = ti.sqrt(ti.max(disc, 0.0))
-            t_close = ti.max(-b, 0.0)
-            inside = (disc > 0.0) & (-b + sq > 0.0)
-            t = ti.select(inside, ti.max(-b - sq, 0.0), t_close)
-            t_far = ti.select(inside, -b + sq, t_close)
-            active = I(0) + ti.select(inside, 1, 0)
-            best_t = t
-            best_f = V(0.0) + ti.cast(_BIG, f)
-            if active.min() == 0:  # rays that miss the bound: the SDF at their closest point
-                f0 = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
-                best_f = ti.select(inside, best_f, f0)
-            is_hit = I(0)
-            n = I(0)
-            for _ in range(max_steps):
-                if active.max() == 0:
-                    break
-                fv = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
-                on = active > 0
-                n += active
-                better = on & (ti.abs(fv) < ti.abs(best_f))
-                best_f = ti.select(better, fv, best_f)
-                best_t = ti.select(better, t, best_t)
-                conv = on & (ti.abs(fv) < eps)
-                is_hit = ti.select(conv, 1, is_hit)
-                active = ti.select(conv, 0, active)
-                t = ti.select(active > 0, t + step_scale * fv, t)
-                active = ti.select((t > t_far) | (t < 0.0), 0, active)
-            t_res = ti.select(is_hit > 0, t, best_t)
-            for l in ti.static(range(lanes)):
-                r = pk * lanes + l
-                if r < n_rays:
-                    t_out[r] = t_res[l]
-                    hit[r] = is_hit[l]
-                    t_min[r] = best_t[l]
-                    f_min[r] = best_f[l]
-                    steps[r] = n[l]
-
-    return trace
-
-
-@functools.cache
-def surface_kernel(sdf, dtype: str, params_ndim: int):
-    """kernel(origins, directions, params, hit, t [N] (in/out), points [N,3], normals [N,3], h, min_cos).
-
-    The no-gradient finish of a trace in one pass: one Newton step on the hits' t (the depth error
-    becomes second order in the marching eps), points `o + t d`, and unit normals by central
-    differences with step h. Misses keep their minimum-SDF t.
-    """
-    f = ti_float(dtype)
-    vec = ti.types.ndarray(dtype=f, ndim=2)
-
-    @ti.func
-    def grad(p, params: ti.template(), h):
-        g = ti.Vector([0.0, 0.0, 0.0], dt=f)
-        for a in ti.static(range(3)):
-            e = ti.Vector([0.0, 0.0, 0.0], dt=f)
-            e[a] = h
-            g[a] = sdf(p + e, params) - sdf(p - e, params)
-        return g / (2.0 * h)
-
-    @ti.kernel
-    def finish(
-        origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
-        hit: ti.types.ndarray(dtype=ti.i32, ndim=1), t: ti.types.ndarray(dtype=f, ndim=1),
-        points: vec, normals: vec, h: f, min_cos: f,
-    ):  # fmt: skip
-        for r in range(origins.shape[0]):
-            o = ti.Vector([origins[r, 0], origins[r, 1], origins[r, 2]])
-            d = ti.Vector([directions[r, 0], directions[r, 1], directions[r, 2]])
-            tr = t[r]
-            if hit[r] != 0:
-                x = o + tr * d
-                cos = grad(x, params, h).dot(d)
-                if ti.abs(cos) < min_cos:  # grazing: keep the sign (as `implicit_diff.clamp_cos`)
-                    cos = ti.select(cos > 0.0, min_cos, -min_cos)
-                tr -= sdf(x, params) / cos
-                t[r] = tr
-            x = o + tr * d
-            g = grad(x, params, h)
-            g /= ti.max(g.norm(), 1e-12)
-            for c in ti.static(range(3)):
-                points[r, c] = x[c]
-                normals[r, c] = g[c]
-
-    return finish
-
-
-@functools.cache
 def basic_trace_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = 1):
     """kernel(origins [N,3], directions [N,3], params, t [N], n_steps): the textbook loop, `t += f`
     exactly n_steps times from t = 0, no bound, no early exit. The readable starting point for new
@@ -267,52 +404,3 @@ def basic_trace_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = 1):
                     t_out[pk * lanes + l] = t[l]
 
     return trace
-
-
-@functools.cache
-def surface_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = PACKET_LANES):
-    """`surface_kernel` for lane-generic fields, in SIMD packets of rays (same results)."""
-    f = ti_float(dtype)
-    vec = ti.types.ndarray(dtype=f, ndim=2)
-    V = ti.types.vector(lanes, f)
-
-    @ti.func
-    def grad(x, y, z, params: ti.template(), h):
-        gx = sdf_xyz(x + h, y, z, params) - sdf_xyz(x - h, y, z, params)
-        gy = sdf_xyz(x, y + h, z, params) - sdf_xyz(x, y - h, z, params)
-        gz = sdf_xyz(x, y, z + h, params) - sdf_xyz(x, y, z - h, params)
-        return gx / (2.0 * h), gy / (2.0 * h), gz / (2.0 * h)
-
-    @ti.kernel
-    def finish(
-        origins: vec, directions: vec, params: ti.types.ndarray(dtype=f, ndim=params_ndim),
-        hit: ti.types.ndarray(dtype=ti.i32, ndim=1), t: ti.types.ndarray(dtype=f, ndim=1),
-        points: vec, normals: vec, h: f, min_cos: f,
-    ):  # fmt: skip
-        n_rays = origins.shape[0]
-        for pk in range((n_rays + lanes - 1) // lanes):
-            ox, oy, oz, dx, dy, dz, tv = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
-            hv = ti.Vector([0] * lanes)
-            for l in ti.static(range(lanes)):
-                r = ti.min(pk * lanes + l, n_rays - 1)
-                ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
-                dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
-                tv[l] = t[r]
-                hv[l] = hit[r]
-            if hv.max() > 0:  # one Newton step on the hits
-                x, y, z = ox + tv * dx, oy + tv * dy, oz + tv * dz
-                gx, gy, gz = grad(x, y, z, params, h)
-                cos = gx * dx + gy * dy + gz * dz
-                cos = ti.select(ti.abs(cos) < min_cos, ti.select(cos > 0.0, min_cos, -min_cos), cos)
-                tv = ti.select(hv > 0, tv - sdf_xyz(x, y, z, params) / cos, tv)
-            x, y, z = ox + tv * dx, oy + tv * dy, oz + tv * dz
-            gx, gy, gz = grad(x, y, z, params, h)
-            inv = 1.0 / ti.max(ti.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
-            for l in ti.static(range(lanes)):
-                r = pk * lanes + l
-                if r < n_rays:
-                    t[r] = tv[l]
-                    points[r, 0], points[r, 1], points[r, 2] = x[l], y[l], z[l]
-                    normals[r, 0], normals[r, 1], normals[r, 2] = gx[l] * inv[l], gy[l] * inv[l], gz[l] * inv[l]
-
-    return finish

@@ -1,9 +1,13 @@
 """Fused sphere tracing of Taichi-native fields, with exact first-order gradients.
 
-`sphere_trace(field: TaichiField, ...)`: one Taichi kernel marches every ray to the end (no grad);
-the differentiable outputs come from `taichi_sdf.implicit.implicit_diff` (one implicit-function step
-at the found points, built from the loop-free `field_values` / `field_gradients` kernels). Torch-
-callable fields are traced by `taichi_sdf.implicit.wavefront.march_field` into the same `TraceResult`.
+`sphere_trace(field: TaichiField, ...)`: one Taichi kernel traces every ray. Without gradients that one
+launch is the whole call: value checks (counted in the kernel, read back as 4 ints), unit directions,
+the march, one Newton step, points, finite-difference normals (tetrahedral by default) and min-SDF
+values, written into packet-shaped buffers whose first N rays are returned as views; evaluation
+counts are summed only when read (`FusedTraceResult`). With gradients the kernel marches and the
+differentiable outputs come from `taichi_sdf.implicit.implicit_diff` (one implicit-function step at
+the found points, built from the loop-free `field_values` / `field_gradients` kernels). Torch-callable
+fields are traced by `taichi_sdf.implicit.wavefront.march_field` into the same `TraceResult`.
 """
 
 from __future__ import annotations
@@ -24,13 +28,19 @@ from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (implicit_surface
     trace_result,
 )
 from taichi_sdf.kernels.implicit.sphere_trace import (
+    PACKET_LANES,
+    STATUS_BAD_DIRECTIONS,
+    STATUS_BAD_ORIGINS,
+    STATUS_BAD_SDF,
+    STATUS_ZERO_DIRECTIONS,
     fused_trace_kernel,
     fused_trace_packet_kernel,
-    surface_kernel,
-    surface_packet_kernel,
 )
 
-__all__ = ["sphere_trace", "field_values", "field_gradients", "TraceResult"]
+__all__ = ["sphere_trace", "field_values", "field_gradients", "TraceResult", "FusedTraceResult", "STENCIL_POINTS"]
+
+# Field evaluations of each finite-difference stencil for the no-gradient path's Newton step and normals.
+STENCIL_POINTS = {"tetrahedral": 4, "central": 6}
 
 
 def _params_ndim_name(field: TaichiField):
@@ -47,6 +57,66 @@ def _validate_rays(origins, directions, dtype) -> torch.Tensor:
     return unit_directions("directions", directions)
 
 
+class FusedTraceResult(TraceResult):
+    """The `TraceResult` of a no-gradient fused trace. Its evaluation counts are summed from `steps`
+    when first read, so a trace itself waits for no result on a GPU (no host sync)."""
+
+    def __init__(self, hit, t, points, normals, t_min_sdf, min_sdf, steps, evals_per_ray: int):  # noqa: D107
+        self.hit, self.t, self.points, self.normals = hit, t, points, normals
+        self.t_min_sdf, self.min_sdf, self.steps = t_min_sdf, min_sdf, steps
+        self._evals_per_ray = evals_per_ray
+        self._num_evals: int | None = None
+        self._marching_evals: int | None = None
+
+    def _count(self) -> None:
+        if self._marching_evals is None:
+            self._marching_evals = int(self.steps.sum())
+        if self._num_evals is None:  # + the closest point of each ray that missed the bound (0 steps)
+            self._num_evals = (self._marching_evals + int((self.steps == 0).sum())
+                               + self._evals_per_ray * self.steps.numel())  # fmt: skip
+
+    @property
+    def num_evals(self) -> int:
+        self._count()
+        return self._num_evals
+
+    @num_evals.setter
+    def num_evals(self, value: int) -> None:
+        self._num_evals = value
+
+    @property
+    def marching_evals(self) -> int:
+        self._count()
+        return self._marching_evals
+
+    @marching_evals.setter
+    def marching_evals(self, value: int) -> None:
+        self._marching_evals = value
+
+    def reshape(self, *shape: int) -> FusedTraceResult:
+        def r(x, extra=()):
+            return x.reshape(*shape, *extra)
+
+        out = FusedTraceResult(r(self.hit), r(self.t), r(self.points, (3,)), r(self.normals, (3,)), r(self.t_min_sdf),
+                               r(self.min_sdf), r(self.steps), self._evals_per_ray)  # fmt: skip
+        out._num_evals, out._marching_evals = self._num_evals, self._marching_evals
+        return out
+
+
+def _raise_on_bad_values(status: torch.Tensor, field: TaichiField, n: int) -> None:
+    """Turn the kernel's value-check counters `status [4]` into the error a bad input deserves."""
+    counts = status.tolist()  # 4 ints: the only read-back of a checked trace
+    if counts[STATUS_BAD_ORIGINS]:
+        raise ValueError(f"origins: contains {counts[STATUS_BAD_ORIGINS]} non-finite value(s)")
+    if counts[STATUS_BAD_DIRECTIONS]:
+        raise ValueError(f"directions: contains {counts[STATUS_BAD_DIRECTIONS]} non-finite value(s)")
+    if counts[STATUS_ZERO_DIRECTIONS]:
+        raise ValueError(f"directions: {counts[STATUS_ZERO_DIRECTIONS]} of {n} directions have zero length; expected "
+                         "non-zero vectors (each is normalised)")  # fmt: skip
+    if counts[STATUS_BAD_SDF]:
+        raise ValueError(f"field {field.name!r}: the SDF returned non-finite values along {counts[STATUS_BAD_SDF]} rays")
+
+
 def sphere_trace(
     field: TaichiField,
     origins: torch.Tensor,  # [N, 3]
@@ -56,9 +126,17 @@ def sphere_trace(
     eps: float | None = None,
     step_scale: float = 1.0,
     packets: bool | None = None,
+    stencil: str = "tetrahedral",
+    check_values: bool = True,
 ) -> TraceResult:
     """Sphere-trace a Taichi field with one fused kernel; differentiable outputs by implicit
     differentiation.
+
+    Without gradients (no tensor requires grad, or under `torch.no_grad()`), one kernel launch does the
+    whole trace: checks, march, one Newton step on the hits (the depth error becomes second order in
+    eps), points, normals (a finite-difference gradient at the marched point, within eps / |cos| of the
+    reported point) and min-SDF values. With gradients the kernel marches and the differentiable
+    outputs are built at the found points (`implicit_diff.trace_result`; exact normals).
 
     Args:
         field: the SDF and its parameters (see `TaichiField`).
@@ -72,14 +150,25 @@ def sphere_trace(
             overshoots and walks back).
         packets: trace SIMD packets of rays (needs `field.sdf_xyz`); default: on for CPU backends,
             off on GPUs (one ray per thread).
+        stencil: finite differences of the no-gradient path's gradient (Newton step and normals):
+            "tetrahedral" (4 evaluations; error h * the Hessian's off-diagonal terms, first order in h)
+            or "central" (6; error O(h^2)); h = 1e-4 in float32, 1e-6 in float64.
+        check_values: read back the kernel's value checks (non-finite origins, directions or SDF
+            values, zero-length directions) and raise on them. The checks ride on the trace at no cost;
+            reading them waits for the kernel (a host sync on GPUs, free on CPUs). False skips the read
+            for rays known to be good (from the library's ray kernels): bad values then give NaNs, not
+            errors. Shapes, dtypes and devices are always checked.
 
     Returns:
         `TraceResult` with `[N]`/`[N, 3]` tensors; `t`, `points`, `normals` and `min_sdf` carry
-        gradients to `field.params`, `origins` and `directions`.
+        gradients to `field.params`, `origins` and `directions`. Without gradients a
+        `FusedTraceResult`, whose `num_evals` is counted when read.
     """
     check_field(field)
     dtype = field.params.dtype
-    directions = _validate_rays(origins, directions, dtype)
+    dims: dict[str, int] = {}
+    check_tensor("origins", origins, shape=("N", 3), dims=dims, dtype=dtype)
+    check_tensor("directions", directions, shape=("N", 3), dims=dims, dtype=dtype)
     if not (isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1):
         raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
     if eps is None:
@@ -88,38 +177,50 @@ def sphere_trace(
         raise ValueError(f"eps: expected a finite float > 0, got {eps!r}")
     if not 0 < step_scale < 2:
         raise ValueError(f"step_scale: expected in (0, 2), got {step_scale!r}")
-    n = origins.shape[0]
-    ndim, dname = _params_ndim_name(field)
-    t0 = origins.new_empty(n)
-    hit = torch.empty(n, dtype=torch.int32, device=origins.device)
-    t_min, f_min = origins.new_empty(n), origins.new_empty(n)
-    steps = torch.empty(n, dtype=torch.int32, device=origins.device)
+    if stencil not in STENCIL_POINTS:
+        raise ValueError(f"stencil: expected one of {sorted(STENCIL_POINTS)}, got {stencil!r}")
     if packets is None:
         packets = field.sdf_xyz is not None and origins.device.type == "cpu"
     if packets and field.sdf_xyz is None:
         raise ValueError(f"packets: field {field.name!r} has no lane-generic sdf_xyz")
-    if n > 0:
-        kernel = (fused_trace_packet_kernel(field.sdf_xyz, dname, ndim) if packets
-                  else fused_trace_kernel(field.sdf, dname, ndim))  # fmt: skip
-        kernel(origins.detach(), directions.detach(), field.params.detach(), t0, hit, t_min, f_min, steps,
-               float(field.bound_radius), float(eps), int(max_steps), float(step_scale))  # fmt: skip
-    if not torch.isfinite(f_min).all():
-        raise ValueError(f"field {field.name!r}: the SDF returned non-finite values along {int((~torch.isfinite(f_min)).sum())} rays")
     needs_grad = torch.is_grad_enabled() and (
         field.params.requires_grad or origins.requires_grad or directions.requires_grad
     )
-    if not needs_grad:  # nothing to differentiate: finish in one kernel, min-SDF values from the march
-        points, normals = torch.empty_like(origins), torch.empty_like(origins)
-        if n > 0:
-            h = 1e-4 if dtype == torch.float32 else 1e-6
-            finish = surface_packet_kernel(field.sdf_xyz, dname, ndim) if packets else surface_kernel(field.sdf, dname, ndim)
-            finish(origins, directions, field.params.detach(), hit, t0, points, normals, h, MIN_COS)
-        marching = int(steps.sum())
-        return TraceResult(hit.bool(), t0, points, normals, t_min, f_min, steps, marching + 7 * n, marching)
-    march = MarchResult(hit.bool(), t0, t_min, steps)
+    finish = None if needs_grad else stencil
+    n = origins.shape[0]
+    # Packets store whole vectors: buffers of ceil(N / lanes) packets, the first N rays returned (views).
+    lanes = PACKET_LANES if packets else 1
+    n_buf = -(-n // lanes) * lanes
+    t, t_min, f_min = origins.new_empty(n_buf), origins.new_empty(n_buf), origins.new_empty(n_buf)
+    hit = torch.empty(n_buf, dtype=torch.uint8, device=origins.device)
+    steps = torch.empty(n_buf, dtype=torch.int32, device=origins.device)
+    status = torch.zeros(4, dtype=torch.int32, device=origins.device)
+    points, normals = (origins.new_empty(n_buf if finish else 0, 3) for _ in range(2))
+    if n > 0:
+        ndim, dname = _params_ndim_name(field)
+        h = 1e-4 if dtype == torch.float32 else 1e-6
+        scalars = (float(field.bound_radius), float(eps), int(max_steps), float(step_scale), h, MIN_COS)
+        o, d, params = origins.detach(), directions.detach(), field.params.detach()
+        if packets:
+            rows, rows3 = (-1, lanes), (-1, 3 * lanes)
+            fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish)(
+                o, d, params, t.view(rows), hit.view(rows), points.view(rows3), normals.view(rows3),
+                t_min.view(rows), f_min.view(rows), steps.view(rows), status, *scalars)  # fmt: skip
+        else:
+            fused_trace_kernel(field.sdf, dname, ndim, finish)(o, d, params, t, hit, points, normals, t_min, f_min,
+                                                               steps, status, *scalars)  # fmt: skip
+        if check_values:
+            _raise_on_bad_values(status, field, n)
+    if n_buf > n:
+        t, hit, t_min, f_min, steps = t[:n], hit[:n], t_min[:n], f_min[:n], steps[:n]
+        points, normals = (points[:n], normals[:n]) if finish else (points, normals)
+    hit = hit.view(torch.bool)  # 0/1 bytes read as bools: no copy
+    if not needs_grad:
+        return FusedTraceResult(hit, t, points, normals, t_min, f_min, steps, STENCIL_POINTS[stencil])
+    unit = directions / directions.norm(dim=-1, keepdim=True)  # zero lengths were refused by the kernel's check
     return trace_result(
-        lambda x: field_values(field, x), lambda x: _exact_gradients(field, x), origins, directions, march,
-        gradient_cost=7, normals_fn=lambda x: _normals_field(field, x),
+        lambda x: field_values(field, x), lambda x: _exact_gradients(field, x), origins, unit,
+        MarchResult(hit, t, t_min, steps), gradient_cost=7, normals_fn=lambda x: _normals_field(field, x),
     )  # fmt: skip
 
 
