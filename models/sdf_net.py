@@ -179,16 +179,21 @@ class SDFNetwork(nn.Module):
             inp = torch.cat([inp[:, self.d_latent : self.d_latent + 3], inp[:, : self.d_latent], inp[:, self.d_latent + 3 :]], -1)
         return inp
 
-    def forward(self, x: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
-        """`x [N, 3]`, `latent [N, D]` or `[D]` -> `[N, 1 + d_feature]`."""
+    def forward(self, x: torch.Tensor, latent: torch.Tensor | None = None, *, sdf_only: bool = False) -> torch.Tensor:
+        """`x [N, 3]`, `latent [N, D]` or `[D]` -> `[N, 1 + d_feature]`, or with `sdf_only` `[N, 1]`, the SDF
+        column alone (the fused formulation does not compute the last layer's other rows)."""
         inp = self._encode(x, latent)
         if not self.fused:
-            return self._forward_reference(inp)
+            out = self._forward_reference(inp)
+            return out[:, :1] if sdf_only else out
         mlp = _fused_mlp
         if self.compile_no_grad and not torch.is_grad_enabled():
             mlp = _compiled_mlp()
         skips = tuple(i in self.skip_in for i in range(len(self.layers)))
-        return mlp(inp, self.layer_weights(), [lin.bias for lin in self.layers], skips, self.softplus_beta)
+        weights, biases = self.layer_weights(), [lin.bias for lin in self.layers]
+        if sdf_only:  # the tracer, the implicit step and the eikonal term need row 0 of the last layer only
+            weights, biases = [*weights[:-1], weights[-1][:1]], [*biases[:-1], biases[-1][:1]]
+        return mlp(inp, weights, biases, skips, self.softplus_beta)
 
     def _forward_reference(self, inp: torch.Tensor) -> torch.Tensor:
         h = inp
@@ -202,7 +207,7 @@ class SDFNetwork(nn.Module):
 
     def sdf(self, x: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         """`[N]` SDF column only."""
-        return self(x, latent)[:, 0]
+        return self(x, latent, sdf_only=True)[:, 0]
 
 
 def _fused_mlp(inp: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: tuple[bool, ...],

@@ -15,9 +15,6 @@ from taichi_sdf.models.sdf_net import SDFNetwork
 from taichi_sdf.models.softplus import softplus
 
 BETA = 100.0
-# torch's softplus returns x itself where beta x > 20 (derivative 1), a shortcut worth exp(-20) = 2e-9 in
-# the derivative; float64 comparisons turn it off to compare with the exact function.
-EXACT = 1e9
 
 
 def tiny_net(dtype=torch.float64, **kw):
@@ -30,7 +27,7 @@ def tiny_net(dtype=torch.float64, **kw):
     return net
 
 
-def twin(state: dict, x: torch.Tensor, skip_in=(2,), multires=2, beta=BETA, threshold=EXACT) -> torch.Tensor:
+def twin(state: dict, x: torch.Tensor, skip_in=(2,), multires=2, beta=BETA) -> torch.Tensor:
     """IDR's ImplicitNetwork forward from a state_dict (the leaf twin: torch ops only)."""
     freqs = 2.0 ** torch.arange(multires, dtype=x.dtype)
     xf = x[:, None, :] * freqs[:, None]
@@ -48,7 +45,7 @@ def twin(state: dict, x: torch.Tensor, skip_in=(2,), multires=2, beta=BETA, thre
             h = torch.cat([h, inp], -1) / math.sqrt(2)
         h = F.linear(h, w, state[pre + "bias"])
         if i < n - 1:
-            h = F.softplus(h, beta, threshold=threshold) if beta > 0 else F.relu(h)
+            h = F.softplus(h, beta) if beta > 0 else F.relu(h)
     return h
 
 
@@ -63,16 +60,16 @@ def leaf_state(net) -> dict:
 def test_softplus_values_and_derivatives_equal_torch(dtype):
     x = torch.linspace(-0.6, 0.6, 4001, dtype=dtype)  # beta x from -60 to 60: both tails and the threshold
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = softplus(a, BETA), F.softplus(b, BETA, threshold=20 if dtype == torch.float32 else EXACT)
-    tol = dict(rtol=1e-5, atol=1e-9) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ya, yb, **tol)
+    ya, yb = softplus(a, BETA), F.softplus(b, BETA)
+    assert torch.equal(ya, yb)  # torch's own kernels: bit for bit
     ga = torch.autograd.grad(ya.sum(), a, create_graph=True)[0]
     gb = torch.autograd.grad(yb.sum(), b, create_graph=True)[0]
-    torch.testing.assert_close(ga, gb, **tol)
+    assert torch.equal(ga, gb)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
     w = torch.rand_like(x)  # second derivative, weighted so that no two points cancel
     ha = torch.autograd.grad((ga * w).sum(), a)[0]
     hb = torch.autograd.grad((gb * w).sum(), b)[0]
-    torch.testing.assert_close(ha, hb, rtol=tol["rtol"], atol=tol["atol"] * BETA)
+    torch.testing.assert_close(ha, hb, **tol)
     assert hb.abs().max() > 1  # the second derivative is exercised (beta / 4 at 0)
 
 
@@ -87,20 +84,22 @@ def test_softplus_gradcheck_and_gradgradcheck(inplace):
     assert torch.autograd.gradgradcheck(fn, (x,))
 
 
-def test_softplus_inplace_overwrites_its_input_and_out_of_place_does_not():
+def test_softplus_inplace_overwrites_its_input_only_without_grad():
     x = torch.randn(10)
     keep = x.clone()
     y = softplus(x, BETA)
     assert torch.equal(x, keep) and not torch.equal(y, x)
     z = softplus(x, BETA, inplace=True)
     assert z.data_ptr() == x.data_ptr()
-    torch.testing.assert_close(z, F.softplus(keep, BETA))
+    assert torch.equal(z, F.softplus(keep, BETA))
+    w = keep.clone().requires_grad_()
+    assert softplus(w, BETA, inplace=True).data_ptr() != w.data_ptr()  # the backward needs its input
 
 
 def test_softplus_third_derivative_equals_torch():
     x = (0.03 * torch.randn(50, dtype=torch.float64)).requires_grad_()
     third = []
-    for fn in (softplus, lambda t, beta: F.softplus(t, beta, threshold=EXACT)):
+    for fn in (softplus, F.softplus):
         (g,) = torch.autograd.grad(fn(x, BETA).sum(), x, create_graph=True)
         (h,) = torch.autograd.grad(g.sum(), x, create_graph=True)
         third.append(torch.autograd.grad(h.sum(), x)[0])
@@ -155,6 +154,19 @@ def test_fused_network_gradcheck_and_gradgradcheck_in_points_and_weights(weight_
     inputs = (x, *(net.get_parameter(k).detach().clone().requires_grad_() for k in names))
     assert torch.autograd.gradcheck(fn, inputs)
     assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+def test_sdf_is_the_first_column_with_the_same_derivatives():
+    net = tiny_net()
+    x = (torch.rand(25, 3, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    full, only = net(x)[:, 0], net.sdf(x)
+    torch.testing.assert_close(only, full, rtol=0, atol=1e-15)
+    g_full, g_only = (torch.autograd.grad(f.sum(), x, create_graph=True)[0] for f in (full, only))
+    torch.testing.assert_close(g_only, g_full, rtol=0, atol=1e-14)
+    last = net.layers[-1].parametrizations.weight.original1
+    h_full, h_only = (torch.autograd.grad(g.square().sum(), last)[0] for g in (g_full, g_only))
+    torch.testing.assert_close(h_only, h_full, rtol=1e-12, atol=1e-14)
+    assert h_full[0].abs().max() > 0 and h_full[1:].abs().max() == 0  # only the SDF row reaches the loss
 
 
 def test_fused_network_with_a_latent_equals_the_reference_formulation():
@@ -214,7 +226,7 @@ def test_weight_cache_follows_in_place_updates_optimizer_steps_loads_and_dtype_c
     torch.testing.assert_close(no_grad_out(net, x), twin(other.state_dict(), x))
 
     net.float()
-    torch.testing.assert_close(no_grad_out(net, x.float()), twin(net.state_dict(), x.float(), threshold=20), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(no_grad_out(net, x.float()), twin(net.state_dict(), x.float()), rtol=1e-5, atol=1e-6)
 
 
 def test_data_writes_need_clear_weight_cache_or_a_grad_mode_call():
