@@ -33,16 +33,18 @@ class SDFNetwork(nn.Module):
             and rescale the last layer so that f ~ |x| - init_radius. IDR's recipe alone gives a
             slope of ~0.7 (the 1/sqrt(2) of the skip connection) and, with Softplus(100), a zero set
             near radius 0.5 instead of 0.6 (measured here for 8x512); calibration fixes both.
-        fused: the fast formulation (default): `models.softplus` in place, the skip connection's
-            1/sqrt(2) applied to the weight instead of the activations, and, without grad, the
-            normalised weights computed once and kept while the parameters are unchanged (see
+        fused: the fast formulation (default): `models.softplus` (in place without grad, a cheaper
+            double backward), the skip connection's 1/sqrt(2) applied to the weight instead of the
+            activations, `sdf()` computing only the SDF row of the last layer, and, without grad,
+            the normalised weights computed once and kept while the parameters are unchanged (see
             `layer_weights`). False: the textbook formulation (`self.act`, `lin(h)`), kept as the
             reference of tests and benchmarks. Same values and derivatives to rounding; same
             state_dict either way (an attribute, switchable at any time).
         compile_no_grad: run the fused no-grad forward (the tracer's marching) through
-            `torch.compile` (dynamic shapes). Off by default: on the 2-core CPU it saved ~12% of
-            that forward after a ~20 s compile per dtype, and the grad paths cannot use it (torch.compile
-            does not support the double backward of the eikonal term). An attribute as well.
+            `torch.compile` (dynamic shapes). Off by default: on the 2-core CPU the IDR iteration
+            was 0.91x as fast with it (bench/train_step.py --compile: guards and recompiles on the
+            tracer's many small calls; ~10-20 s of compiling first), and the grad paths cannot use it
+            (torch.compile does not support the double backward of the eikonal term). An attribute too.
     """
 
     def __init__(
@@ -219,7 +221,7 @@ def _fused_mlp(inp: torch.Tensor, weights: list[torch.Tensor], biases: list[torc
     for i, (w, b) in enumerate(zip(weights, biases)):
         if skips[i]:
             h = torch.cat([h, inp], dim=-1)
-        h = F.linear(h, w, b)  # a fresh tensor that autograd does not keep: free to overwrite
+        h = F.linear(h, w, b)  # a fresh tensor: softplus may overwrite it when no gradient is recorded
         if i < last:
             h = softplus(h, beta, inplace=True) if beta > 0 else torch.relu_(h)
     return h

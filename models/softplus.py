@@ -12,9 +12,10 @@ Values and first derivatives are torch's own kernels (`softplus`, `softplus_back
   torch's `softplus_double_backward`, which recomputes the sigmoid and allocates more temporaries.
 Higher derivatives are exact too (the third recomputes s as a recorded op).
 
-Measured (bench/train_step.py, microbenchmarks in its notes): without grad ~7% less CPU time than
-`F.softplus` (no allocation); forward + double backward ~20-40% less. An evaluation with
-exp + log instead of log1p (cheaper transcendentals, more passes over memory) was slower here.
+Measured on [1000, 128] float32, one thread, CPU time: without grad 11% less than `F.softplus` (no
+allocation), forward + backward the same, forward + create_graph derivative + backward 18% less.
+Rewriting the value as relu(x) + log(1 + exp(-|beta x|)) / beta (exp and log instead of torch's
+log1p, several passes over memory) was slower in the iteration, and so was a polynomial exp/log1p.
 """
 
 from __future__ import annotations

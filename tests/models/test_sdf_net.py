@@ -258,3 +258,19 @@ def test_state_dict_layout_is_unchanged_so_checkpoints_load():
     net.load_state_dict(ref.state_dict())
     x = torch.rand(16, 3)
     torch.testing.assert_close(no_grad_out(net, x), no_grad_out(ref, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow  # torch.compile takes ~10-20 s on the 2-core CPU
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # raised inside torch.compile
+def test_compile_no_grad_option_gives_the_eager_values_and_leaves_grad_calls_eager():
+    net = tiny_net(torch.float32, hidden=32, n_layers=3, skip_in=(2,), multires=2, d_feature=4)
+    x = torch.rand(300, 3) * 2 - 1
+    eager = [no_grad_out(net, x[:n]) for n in (300, 77)]
+    net.compile_no_grad = True
+    compiled = [no_grad_out(net, x[:n]) for n in (300, 77)]  # a second size: dynamic shapes
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    xg = x[:50].clone().requires_grad_()
+    (g,) = torch.autograd.grad(net.sdf(xg).sum(), xg, create_graph=True)  # grad mode: the eager path
+    g.square().sum().backward()
+    assert net.layers[0].parametrizations.weight.original1.grad is not None
