@@ -5,12 +5,13 @@
 One iteration is `IDRSystem.forward` (the app's loss), `zero_grad`, `backward` and Adam's step, on
 the preset's networks (configs/idr/cpu.yaml: 4x128 SDF network, multires 4, 2x128 rendering network),
 512 rays of a 64x64 view from distance 2.5 and 512 eikonal points. The networks start from geometric
-init (a sphere of radius 0.6; the mask is a sphere of 0.55), and every measured block restarts from
-the same weights, optimiser state and batches, so "before" and "after" do the same work.
+init (a sphere of radius 0.6; the mask is a sphere of 0.55), and every measured iteration starts from
+the same weights with a fresh Adam, one of `--steps` fixed batches, so "before" and "after" do the same
+work; they alternate iteration by iteration.
 
 "before" is `SDFNetwork(fused=False)` (nn.Softplus, weight norm recomputed on every call, skip scale
 on the activations), "after" the default fused formulation. Both run in one process, interleaved,
-with 1 and 2 torch threads; each figure is the median over repeats of the per-iteration median.
+with 1 and 2 torch threads; each figure is the median over all measured iterations of a variant.
 
 Columns (ms per iteration): the SDF and rendering networks' forward without grad (the tracer's
 marching) and with grad; `d/dx` the autograd.grad calls of the forward (normals and eikonal
@@ -21,7 +22,8 @@ losses, indexing); `optim` zero_grad + Adam; `rest` what the others leave; `tota
 machine). GFLOP/s: the network forward's multiply-adds over its time, against the GEMMs alone
 (torch.mm) of exactly the same shapes (the network calls of the last iteration of each thread count;
 "before" computes the last layer's every row where "after" needs only the SDF row for most calls, so
-both are counted with the "after" shapes: the figure compares time for the same useful work).
+both are counted with the "after" shapes: the figure compares time for the same useful work), and a
+large dense GEMM as the machine's reference.
 """
 
 from __future__ import annotations
@@ -131,45 +133,38 @@ def make_batches(cfg, count: int, seed: int = 0) -> list[dict]:
     return batches
 
 
-def run_block(system, start: dict, batches: list[dict], variant: dict, lr: float) -> tuple[dict, list]:
-    """Train on `batches` from the state `start` (the first batch is warm-up); per-iteration phase
-    medians (ms) and the network calls of one iteration."""
+def run_iteration(system, start: dict, batch: dict, variant: dict, lr: float) -> tuple[dict, list]:
+    """One training iteration on `batch` from the state `start` with a fresh Adam (so every variant
+    does the same work); its phases (ms) and the network calls it made."""
     system.load_state_dict(start)
     for k, v in variant.items():
         setattr(system.implicit, k, v)
     system.implicit.clear_weight_cache()
     opt = torch.optim.Adam(system.parameters(), lr=lr)
-    rows = []
-    calls = []
-    for k, batch in enumerate(batches):
-        meter = Meter()
-        undo = instrument(system, meter)
-        try:
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            terms = system(batch)
-            t1 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            t2 = time.perf_counter()
-            terms["loss"].backward()
-            t3 = time.perf_counter()
-            opt.step()
-            t4 = time.perf_counter()
-            c4 = time.process_time()
-        finally:
-            undo()
-        if k == 0:
-            continue  # warm-up: Taichi compiles, allocator
-        p = meter.t
-        row = {"net fwd (no grad)": p["net fwd (no grad)"], "net fwd (grad)": p["net fwd (grad)"], "d/dx": p["d/dx"],
-               "backward": t3 - t2, "tracer": p["_march"] - p["_net in march"], "optim": (t2 - t1) + (t4 - t3)}  # fmt: skip
-        row["glue"] = (t1 - t0) - row["net fwd (no grad)"] - row["net fwd (grad)"] - row["d/dx"] - row["tracer"]
-        row["total"] = t4 - t0
-        row["rest"] = row["total"] - sum(v for k, v in row.items() if k != "total")
-        row["CPU"] = c4 - c0
-        rows.append(row)
-        calls = meter.calls
-    return {k: 1e3 * statistics.median(r[k] for r in rows) for k in rows[0]}, calls
+    meter = Meter()
+    undo = instrument(system, meter)
+    try:
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        terms = system(batch)
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        t2 = time.perf_counter()
+        terms["loss"].backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        c4 = time.process_time()
+    finally:
+        undo()
+    p = meter.t
+    row = {"net fwd (no grad)": p["net fwd (no grad)"], "net fwd (grad)": p["net fwd (grad)"], "d/dx": p["d/dx"],
+           "backward": t3 - t2, "tracer": p["_march"] - p["_net in march"], "optim": (t2 - t1) + (t4 - t3)}  # fmt: skip
+    row["glue"] = (t1 - t0) - row["net fwd (no grad)"] - row["net fwd (grad)"] - row["d/dx"] - row["tracer"]
+    row["total"] = t4 - t0
+    row["rest"] = row["total"] - sum(v for k, v in row.items() if k != "total")
+    row["CPU"] = c4 - c0
+    return {k: 1e3 * v for k, v in row.items()}, meter.calls
 
 
 def layer_shapes(net) -> list[tuple[int, int]]:
@@ -202,12 +197,24 @@ def gemm_time(calls, shapes: dict, repeats: int) -> tuple[float, float]:
     return statistics.median(times), flops
 
 
+def dense_gemm_gflops(repeats: int, n: int = 4096, k: int = 512) -> float:
+    """GFLOP/s of one large square-ish GEMM `[n, k] @ [k, k]` (the machine's reference)."""
+    a, b = torch.randn(n, k), torch.randn(k, k)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n * k * k / statistics.median(times) / 1e9
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a short run (fewer iterations and repeats)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
-    ap.add_argument("--steps", type=int, default=None, help="iterations per measured block (default 12, quick 4)")
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 5, quick 2)")
+    ap.add_argument("--steps", type=int, default=None, help="distinct batches (default 12, quick 4)")
+    ap.add_argument("--repeats", type=int, default=None, help="rounds over the batches (default 5, quick 2)")
     ap.add_argument("--compile", action="store_true", help="also 'after + compile': compile_no_grad=True (compiles first)")
     args = ap.parse_args(argv)
     steps = args.steps or (4 if args.quick else 12)
@@ -222,11 +229,18 @@ def main(argv=None) -> None:
         variants.append(("after + compile", {"fused": True, "compile_no_grad": True}))
     results = defaultdict(list)  # (threads, variant) -> [phase dict]
     calls_of = {}
-    for _ in range(repeats):
+    for threads in args.threads:  # warm-up: Taichi compiles, torch.compile when asked
+        torch.set_num_threads(threads)
+        for _, variant in variants:
+            run_iteration(system, start, batches[0], variant, cfg.train.lr)
+    # Variants alternate iteration by iteration (order reversed every other round), each from the same
+    # state on the same batch, so a load that drifts on a shared machine hits them alike.
+    for r in range(repeats * steps):
+        batch = batches[1 + r % steps]
         for threads in args.threads:
             torch.set_num_threads(threads)
-            for name, variant in variants:
-                res, calls = run_block(system, start, batches, variant, cfg.train.lr)
+            for name, variant in variants if r % 2 == 0 else variants[::-1]:
+                res, calls = run_iteration(system, start, batch, variant, cfg.train.lr)
                 results[(threads, name)].append(res)
                 calls_of[threads] = calls
     cols = ["net fwd (no grad)", "net fwd (grad)", "d/dx", "backward", "tracer", "glue", "optim", "rest", "total", "CPU"]
@@ -235,6 +249,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(threads)
         calls = calls_of[threads]
         gemm_s, flops = gemm_time(calls, shapes, max(3, repeats))
+        dense = dense_gemm_gflops(max(5, 2 * repeats))
         base_total = base_cpu = None
         for name, _ in variants:
             med = {k: statistics.median(r[k] for r in results[(threads, name)]) for k in results[(threads, name)][0]}
@@ -242,11 +257,12 @@ def main(argv=None) -> None:
             base_total, base_cpu = base_total or med["total"], base_cpu or med["CPU"]
             rows.append([threads, name, *[round(med[k], 1) for k in cols], round(base_total / med["total"], 2),
                          round(base_cpu / med["CPU"], 2),
-                         round(flops / (fwd_ms * 1e-3) / 1e9, 1), round(flops / gemm_s / 1e9, 1)])  # fmt: skip
+                         round(flops / (fwd_ms * 1e-3) / 1e9, 1), round(flops / gemm_s / 1e9, 1), round(dense, 1)])  # fmt: skip
     points = sum(n for _, n, _ in calls_of[args.threads[-1]])
-    print(f"machine: {machine()}; {steps} iterations x {repeats} repeats; network points per iteration: {points}")
+    print(f"machine: {machine()}; {steps} batches x {repeats} rounds per variant; network points of the last iteration: {points}")
     print_table("IDR training iteration, cpu preset, 512 rays (ms per iteration, medians)",
-                ["threads", "network", *cols, "speed-up", "CPU speed-up", "net fwd GFLOP/s", "same GEMMs GFLOP/s"], rows)  # fmt: skip
+                ["threads", "network", *cols, "speed-up", "CPU speed-up", "net fwd GFLOP/s", "same GEMMs GFLOP/s",
+                "4096x512x512 GEMM GFLOP/s"], rows)  # fmt: skip
 
 
 if __name__ == "__main__":

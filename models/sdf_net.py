@@ -33,11 +33,10 @@ class SDFNetwork(nn.Module):
             and rescale the last layer so that f ~ |x| - init_radius. IDR's recipe alone gives a
             slope of ~0.7 (the 1/sqrt(2) of the skip connection) and, with Softplus(100), a zero set
             near radius 0.5 instead of 0.6 (measured here for 8x512); calibration fixes both.
-        fused: the fast formulation (default): `models.softplus` (in place without grad, a cheaper
-            double backward), the skip connection's 1/sqrt(2) applied to the weight instead of the
-            activations, `sdf()` computing only the SDF row of the last layer, and, without grad,
-            the normalised weights computed once and kept while the parameters are unchanged (see
-            `layer_weights`). False: the textbook formulation (`self.act`, `lin(h)`), kept as the
+        fused: the fast formulation (default): `models.softplus` (torch's kernel, in place without
+            grad), the skip connection's 1/sqrt(2) applied to the weight instead of the activations,
+            `sdf()` computing only the SDF row of the last layer, and, without grad, the normalised
+            weights computed once and kept while the parameters are unchanged (see `layer_weights`). False: the textbook formulation (`self.act`, `lin(h)`), kept as the
             reference of tests and benchmarks. Same values and derivatives to rounding; same
             state_dict either way (an attribute, switchable at any time).
         compile_no_grad: run the fused no-grad forward (the tracer's marching) through
