@@ -36,9 +36,10 @@ class SDFNetwork(nn.Module):
         fused: the fast formulation (default): `models.softplus` (torch's kernel, in place without
             grad), the skip connection's 1/sqrt(2) applied to the weight instead of the activations,
             `sdf()` computing only the SDF row of the last layer, and, without grad, the normalised
-            weights computed once and kept while the parameters are unchanged (see `layer_weights`). False: the textbook formulation (`self.act`, `lin(h)`), kept as the
-            reference of tests and benchmarks. Same values and derivatives to rounding; same
-            state_dict either way (an attribute, switchable at any time).
+            weights computed once and kept while the parameters are unchanged (see `layer_weights`).
+            False: the textbook formulation (`self.act`, `lin(h)`), kept as the reference of tests
+            and benchmarks. Same values and derivatives to rounding; same state_dict either way (an
+            attribute, switchable at any time).
         compile_no_grad: run the fused no-grad forward (the tracer's marching) through
             `torch.compile` (dynamic shapes). Off by default: on the 2-core CPU the IDR iteration
             was 0.91x as fast with it (bench/train_step.py --compile: guards and recompiles on the
