@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
+import time
 
 import torch
 
 import taichi_sdf
-from bench.common import machine, print_table, timeit
+from bench.common import machine, print_table, sync
 from taichi_sdf.cameras import camera as cameras
 from taichi_sdf.implicit.marchers.base import FieldEvaluator
 from taichi_sdf.implicit.marchers.bound_grid import BoundGrid
@@ -293,8 +295,24 @@ def depth_error(t, t_true):
     return float(e.quantile(0.99)) if len(e) else float("nan")
 
 
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Median seconds of each callable, timed in turn round after round (a loaded machine's slow
+    spells then hit every entry alike), and the median per-round ratio to the first entry."""
+    for fn in fns.values():  # warm-up: compiles, allocator
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    first = next(iter(fns))
+    return {k: (statistics.median(v), statistics.median(a / b for a, b in zip(times[first], v))) for k, v in times.items()}
+
+
 def bench_job(job, net, cam, size, args):
-    """Rows of one job (IDR or DIST) on `net` with the 128x128 camera `cam`."""
+    """Rows of one job (IDR or DIST) on `net` with the camera `cam`."""
     n = size * size
     c = cam.T_cam_world.inverse()[0, :3, 3].float()  # camera centre
     K, R = cam.K[0].float(), cam.T_cam_world[0, :3, :3].float()
@@ -304,69 +322,57 @@ def bench_job(job, net, cam, size, args):
     o = c.expand(n, 3).contiguous()
     f = Counted(lambda x: net.sdf(x))
     shape = None if job == "IDR" else (1, size, size)
-
-    def timed(fn):
-        return timeit(fn, warmup=1, repeat=args.repeat)
-
-    @torch.no_grad()
-    def original():
-        return idr_original(f, c, d) if job == "IDR" else dist_original(f, K, R, c, size, size)
-
-    f.points = 0
-    out = original()
-    pts_orig = f.points / n
-    t_orig = timed(original)
-    mask_o, depth_o = (out[0], out[1]) if job == "IDR" else (out[1], out[0])
-    hits_o = mask_o.nonzero()[:, 0]
-    t_true = torch.full((n,), float("nan"))
-    t_true[hits_o] = true_roots(lambda x: net.sdf(x), o[hits_o], d[hits_o], depth_o[hits_o])
-    rows = [[f"{job}: original algorithm (torch re-statement)", pts_orig, t_orig * 1e3, 1.0, "", "", "",
-             depth_error(depth_o, t_true)]]  # fmt: skip
-
     grid = BoundGrid(resolution=args.grid)
-
-    def build():
-        grid.refresh(f, params=net.parameters())
-
-    f.points = 0
-    build()
-    pts_grid = f.points / n
-    t_grid = timed(build)
     if job == "IDR":  # sphere steps of f far from the surface (IDR's), secant steps within 0.01 of it
         skip = SkipMarcher(grid=grid, eps=5e-5, secant_below=0.01)
     else:  # DIST's step ratio and clamp (steps <= 1.5 f, <= 0.15)
         skip = SkipMarcher(grid=grid, eps=5e-5, secant_below=0.01, max_step_ratio=1.5, max_step=0.15)
     port = IDRMarcher() if job == "IDR" else DISTMarcher()
-    for label, marcher in (("our port", port), (f"SkipMarcher, grid {args.grid}^3 (built)", skip)):
-        ev = FieldEvaluator(f, 65536, o.dtype)
 
-        def run(marcher=marcher, ev=ev):
-            return marcher.march(ev, o, d, level=0.0, image_shape=shape)
-
-        f.points = 0
-        res = run()
-        pts = f.points / n
-        t = timed(run)
-        eq, med, p99, mx, within = compare(mask_o, depth_o, res.hit, res.t)
-        err = depth_error(torch.where(res.hit, res.t, float("nan")), t_true)
-        rows.append([f"{job}: {label}, march", pts, t * 1e3, t_orig / t, f"{eq:.4f}", f"{med:.1e} / {p99:.1e} / {mx:.1e}",
-                     f"{within:.4f}", err])  # fmt: skip
-    rows.append([f"{job}: BoundGrid {args.grid}^3 build (once per network change)", pts_grid, t_grid * 1e3, "", "", "", "", ""])
-    rows.append([f"{job}: SkipMarcher incl. grid build", pts + pts_grid, (t + t_grid) * 1e3, t_orig / (t + t_grid), "", "", "",
-                 ""])  # fmt: skip
-
-    # The whole library call for the job: no normals, no min-SDF of misses, no polish.
     @torch.no_grad()
-    def full():
+    def original():
+        return idr_original(f, c, d) if job == "IDR" else dist_original(f, K, R, c, size, size)
+
+    def build():
+        return grid.refresh(f, params=net.parameters())
+
+    def march(marcher):
+        return marcher.march(FieldEvaluator(f, 65536, o.dtype), o, d, level=0.0, image_shape=shape)
+
+    @torch.no_grad()
+    def full():  # the whole library call for the job: no normals, no min-SDF of misses, no polish
         return march_field(f, o, d, marcher=skip, image_shape=shape, polish_steps=0, normals=False, min_sdf=False,
                            create_graph=False)  # fmt: skip
 
-    f.points = 0
-    full()
-    pts_full = f.points / n
-    t_full = timed(full)
-    rows.append([f"{job}: march_field(SkipMarcher, normals=False, min_sdf=False)", pts_full, t_full * 1e3, t_orig / t_full,
-                 "", "", "", ""])  # fmt: skip
+    fns = {"original": original, "port": lambda: march(port), "build": build, "skip": lambda: march(skip), "full": full}
+    points, outs = {}, {}
+    for k, fn in fns.items():
+        f.points = 0
+        outs[k] = fn()
+        points[k] = f.points / n
+    timing = interleaved(fns, args.repeat)
+    mask_o, depth_o = (outs["original"][0], outs["original"][1]) if job == "IDR" else (outs["original"][1], outs["original"][0])
+    hits_o = mask_o.nonzero()[:, 0]
+    t_true = torch.full((n,), float("nan"))
+    t_true[hits_o] = true_roots(lambda x: net.sdf(x), o[hits_o], d[hits_o], depth_o[hits_o])
+
+    def row(label, key, res=None):
+        ms, speed = timing[key][0] * 1e3, timing[key][1]
+        if res is None:
+            return [f"{job}: {label}", points[key], ms, speed, "", "", "", ""]
+        eq, med, p99, mx, within = compare(mask_o, depth_o, res.hit, res.t)
+        err = depth_error(torch.where(res.hit, res.t, float("nan")), t_true)
+        return [f"{job}: {label}", points[key], ms, speed, f"{eq:.4f}", f"{med:.1e} / {p99:.1e} / {mx:.1e}", f"{within:.4f}", err]
+
+    rows = [row("original algorithm (torch re-statement)", "original")]
+    rows[0][-1] = depth_error(depth_o, t_true)
+    rows.append(row("our port (IDRMarcher/DISTMarcher), march", "port", outs["port"]))
+    rows.append(row(f"SkipMarcher, grid {args.grid}^3 built, march", "skip", outs["skip"]))
+    rows.append(row("march_field(SkipMarcher, normals=False, min_sdf=False, polish_steps=0)", "full", outs["full"]))
+    rows.append(row(f"BoundGrid {args.grid}^3 build (once per network change)", "build"))
+    t_sum = timing["skip"][0] + timing["build"][0]
+    rows.append([f"{job}: SkipMarcher march + grid build", points["skip"] + points["build"], t_sum * 1e3,
+                 timing["original"][0] / t_sum, "", "", "", ""])  # fmt: skip
     return rows
 
 
@@ -391,7 +397,7 @@ def main(argv=None):
             net = SDFNetwork(hidden=512, n_layers=8, multires=0, skip_in=(4,), init_radius=0.6).eval()
         rows += bench_job(job, net, cam, args.size, args)
     print_table("Tracers vs the originals' algorithms (same network and rays; points per ray = field points / rays)",
-                ["tracer", "points/ray", "ms", "speed-up vs original", "masks equal", "|dt| median / p99 / max",
+                ["tracer", "points/ray", "ms (median)", "speed-up vs original (median per round)", "masks equal", "|dt| median / p99 / max",
                  "common hits |dt|<=1e-4", "p99 |t - true root|"], rows)  # fmt: skip
 
 

@@ -188,3 +188,16 @@ def test_options_are_checked():
     with pytest.raises(ValueError, match="max_step_ratio"):
         SkipMarcher(max_step_ratio=3.0)
     assert not BoundGrid().is_current()  # never built: not used
+
+
+def test_level_set_and_float64(device):
+    cam = C.look_at(torch.tensor([[0.0, 0.2, 2.5]]), width=16, height=16, fov_x_deg=45.0).to(device, torch.float64)
+    o, d = (x.reshape(-1, 3).contiguous() for x in cam.image_rays())
+    grid = BoundGrid(resolution=16).refresh(lambda x: sphere(x) - 0.1, device=device, dtype=torch.float64)
+    r = march_field(sphere, o, d, marcher=SkipMarcher(grid=grid), level=0.1, normals=False, min_sdf=False)
+    b = (o * d).sum(-1)
+    disc = b * b - (o * o).sum(-1) + 0.36
+    clear = disc > 0.05
+    assert int(clear.sum()) > 30
+    assert r.t.dtype == torch.float64 and bool(r.hit[clear].all()) and not bool(r.hit[disc < 0].any())
+    assert float((r.t - (-b - disc.clamp_min(0).sqrt()))[clear].abs().max()) < 1e-6

@@ -61,7 +61,7 @@ class BoundGrid:
         self._versions: list[int] = []
 
     def centres(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """Cell centres `[R^3, 3]`, x fastest... in (i, j, k) = (x, y, z) index order."""
+        """Cell centres `[R^3, 3]` in (i, j, k) = (x, y, z) index order, k fastest."""
         r = self.resolution
         c = (torch.arange(r, device=device, dtype=dtype) + 0.5) * self.cell - self.bound_radius
         return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
