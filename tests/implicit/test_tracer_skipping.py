@@ -20,6 +20,13 @@ def rays(device, size=24, eye=(0.6, 0.5, 2.5)):
     return o.reshape(-1, 3).contiguous(), d.reshape(-1, 3).contiguous()
 
 
+def chords(o, d):
+    """(t_near, t_far) of rays through the unit sphere (equal where they miss it)."""
+    b = (o * d).sum(-1)
+    disc = (b * b - (o * o).sum(-1) + 1.0).clamp_min(0).sqrt()
+    return (-b - disc).clamp_min(0), (-b + disc).clamp_min(0)
+
+
 def sphere(x):
     return x.norm(dim=-1) - 0.5
 
@@ -68,15 +75,13 @@ def test_grid_bounds_contain_every_inside_point(device, name):
     grid = BoundGrid(resolution=16).refresh(fn, device=device)
     assert 0.0 < grid.occupancy < 0.9  # something is skipped, something kept
     n = o.shape[0]
-    b = (o * d).sum(-1)
-    disc = (b * b - (o * o).sum(-1) + 1.0).clamp_min(0).sqrt()
-    t_near, t_far = (-b - disc).clamp_min(0), (-b + disc).clamp_min(0)
+    t_near, t_far = chords(o, d)
     t0, t1, anyocc = grid.bounds(o, d, t_near, t_far)
-    # Dense samples along every chord: each point within 0.02 of the surface or inside lies in [t0, t1].
+    # Dense samples along every chord: each point with f <= margin (surface, inside) lies in [t0, t1].
     s = torch.linspace(0, 1, 2001, device=device)
     ts = t_near[:, None] + s[None] * (t_far - t_near)[:, None]
     f = fn((o[:, None] + ts[..., None] * d[:, None]).reshape(-1, 3)).reshape(n, -1)
-    near = (f < 0.02) & (t_far > t_near)[:, None]
+    near = (f <= grid.margin) & (t_far > t_near)[:, None]
     assert near.any()
     assert bool((~near | (anyocc[:, None] & (ts >= t0[:, None]) & (ts <= t1[:, None]))).all())
     assert bool((t0 >= t_near).all() and (t1 <= t_far).all())
@@ -159,7 +164,7 @@ def test_untracked_grid_whose_entry_is_inside_restarts_at_the_sphere(device):
     big = lambda x: x.norm(dim=-1) - 0.6  # noqa: E731
     plain, _ = march(SkipMarcher(), big, o, d)
     stale, _ = march(SkipMarcher(grid=grid), big, o, d)
-    t0, t1, anyocc = grid.bounds(o, d, torch.zeros(len(o), device=device), torch.full((len(o),), 4.0, device=device))
+    t0, t1, anyocc = grid.bounds(o, d, *chords(o, d))
     through_small = anyocc & (big(o + t0[:, None] * d) < -1e-3)  # skips that land inside the large ball
     assert int(through_small.sum()) > 20
     assert bool(stale.hit[through_small].all())

@@ -1,17 +1,21 @@
-"""Empty-space skipping for SDF marchers: a coarse grid of SDF lower bounds cached from the field.
+"""Empty-space skipping for SDF marchers: a coarse grid of SDF samples cached from the field.
 
-`BoundGrid.refresh(fn, params)` evaluates the field at the centres of `resolution^3` cells covering
-the cube `[-r, r]^3` (which holds the bounding sphere) and marks a cell empty when its lower bound
-`f(centre) - L * half_diagonal` is above `margin`: then no point of the cell can be on the surface
-or inside it, provided the field changes by at most `L` per unit length inside the cell. `L` is the
-larger of the `lipschitz` option and `safety` times the steepest slope between neighbouring centres
-(a check of the option on the field itself; a network's true Lipschitz bound is far larger than its
-slope, so the grid is conservative for fields whose slope the samples see: SDF-like networks).
+`BoundGrid.refresh(fn, params)` evaluates the field at the centres `x_c` of `resolution^3` cells
+covering the cube `[-r, r]^3` (which holds the bounding sphere). If the field changes by at most `L`
+per unit length, every point x has the lower bound
 
-`bounds(o, d, t_near, t_far)` gives each ray the part of its chord that may meet non-empty cells:
-samples at most one cell apart along the chord are looked up in the occupancy dilated by one cell,
-so the first (last) dilated sample lies before (after) every point of the chord in a non-empty cell
-(a point within less than one cell of a cell lies in it or in one of its 26 neighbours).
+    f(x) >= B(x) = max_c (f(x_c) - L |x - x_c|)     (c over the 8 centres around x)
+
+and a chord segment between samples x_k, x_k+1 (length D) holds no point with f <= margin when
+`(B(x_k) + B(x_k+1) - L D) / 2 > margin` (the two cones of slope L meet above the margin).
+`bounds(o, d, t_near, t_far)` samples each chord every half cell and returns, per ray, the span from
+the first to the last segment not certified empty: the surface and the inside lie in it.
+
+`L` is the larger of the `lipschitz` option and `safety` times the steepest slope between
+neighbouring centres (a check of the option on the field itself; a network's provable Lipschitz bound
+is far larger than its slope, so the grid is conservative for fields whose slope the samples see:
+SDF-like networks). Marchers check what they can: a ray whose first sample after a skip is inside
+restarts from the bounding sphere.
 
 A grid is for the field it was built from: with `params` (the tensors the field depends on) it
 records their version counters, which every in-place update (an optimiser step) bumps, and
@@ -55,7 +59,7 @@ class BoundGrid:
         self.lipschitz, self.safety, self.margin = float(lipschitz), float(safety), float(margin)
         self.chunk_size = chunk_size
         self.cell = 2 * self.bound_radius / resolution
-        self.occupied: torch.Tensor | None = None  # [R, R, R] bool, dilated by one cell
+        self.values: torch.Tensor | None = None  # [R, R, R] field at the cell centres
         self.slope = float("nan")  # the L used by the last refresh
         self._params: list[torch.Tensor] | None = None
         self._versions: list[int] = []
@@ -82,49 +86,63 @@ class BoundGrid:
         diffs = [(g.narrow(a, 1, self.resolution - 1) - g.narrow(a, 0, self.resolution - 1)).abs().max() for a in range(3)]
         seen = float(torch.stack(diffs).max()) / self.cell
         self.slope = max(self.lipschitz, self.safety * seen)
-        half_diag = math.sqrt(3) / 2 * self.cell
-        occ = (g - self.slope * half_diag <= self.margin).float()
-        self.occupied = torch.nn.functional.max_pool3d(occ[None, None], 3, stride=1, padding=1)[0, 0].bool()
+        self.values = g
         self._params = None if params is None else list(params)
         self._versions = [] if self._params is None else [p._version for p in self._params]
         return self
 
     def is_current(self) -> bool:
         """Built, and none of the recorded `params` changed in place since."""
-        if self.occupied is None:
+        if self.values is None:
             return False
         return self._params is None or all(p._version == v for p, v in zip(self._params, self._versions))
 
     @property
     def occupancy(self) -> float:
-        """Fraction of (dilated) cells that may hold surface."""
-        return float(self.occupied.float().mean()) if self.occupied is not None else float("nan")
+        """Fraction of cells whose centre's bound reaches the margin somewhere in the cell."""
+        if self.values is None:
+            return float("nan")
+        return float((self.values - self.slope * math.sqrt(3) / 2 * self.cell <= self.margin).float().mean())
+
+    def lower_bound(self, p: torch.Tensor) -> torch.Tensor:
+        """`B(p)` `[...]` for points `p [..., 3]` (any points; the 8 centres around each)."""
+        r, a = self.resolution, self.cell
+        g = self.values.to(p.device, p.dtype)
+        u = (p + self.bound_radius) / a - 0.5
+        i0 = u.floor().long().clamp_(0, r - 2)
+        best = None
+        for corner in range(8):
+            c = i0 + torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=p.device)
+            xc = (c.to(p.dtype) + 0.5) * a - self.bound_radius
+            b = g[c[..., 0], c[..., 1], c[..., 2]] - self.slope * (p - xc).norm(dim=-1)
+            best = b if best is None else torch.maximum(best, b)
+        return best
 
     @torch.no_grad()
     def bounds(self, o: torch.Tensor, d: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
-               chunk_rays: int = 8192) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+               chunk_rays: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """(t_enter, t_exit `[N]`, any `[N]` bool) of rays `o, d [N, 3]` (unit d) on chords
-        `[t_near, t_far]` inside the cube: every point of the chord in a non-empty cell lies in
-        `[t_enter, t_exit]`; rays with `any` False meet only empty cells."""
-        occ = self.occupied.to(o.device)
-        r = self.resolution
+        `[t_near, t_far]`: every chord point with f <= margin lies in `[t_enter, t_exit]`; rays with
+        `any` False have none."""
+        step = self.cell / 2
         span = (t_far - t_near).clamp_min(0)
-        n_s = int(math.ceil(float(span.max()) / self.cell)) + 1 if len(span) else 1
+        n_s = int(math.ceil(float(span.max()) / step)) + 1 if len(span) else 1
         k = torch.arange(n_s + 1, device=o.device, dtype=o.dtype)
         t_enter, t_exit = t_near.clone(), t_far.clone()
         anyocc = torch.zeros(len(o), dtype=torch.bool, device=o.device)
         for s in range(0, len(o), chunk_rays):
             sl = slice(s, s + chunk_rays)
             tn, tf = t_near[sl], t_far[sl]
-            ts = torch.minimum(tn[:, None] + k[None] * self.cell, tf[:, None])  # [M, S], spacing <= cell, ends at tf
-            p = o[sl, None] + ts[..., None] * d[sl, None]
-            idx = ((p + self.bound_radius) / self.cell).floor().long().clamp_(0, r - 1)
-            hit = occ[idx[..., 0], idx[..., 1], idx[..., 2]]  # [M, S]
-            has = hit.any(1)
-            first = torch.argmax(hit.int(), 1)
-            last = n_s - torch.argmax(hit.flip(1).int(), 1)
+            ts = torch.minimum(tn[:, None] + k[None] * step, tf[:, None])  # [M, S + 1], ends at tf
+            b = self.lower_bound(o[sl, None] + ts[..., None] * d[sl, None])
+            gap = ts[:, 1:] - ts[:, :-1]
+            open_ = (b[:, :-1] + b[:, 1:] - self.slope * gap) / 2 <= self.margin  # [M, S] not certified empty
+            open_ &= gap > 0
+            has = open_.any(1) | ((b[:, 0] <= self.margin) & (tf <= tn))
+            first = torch.argmax(open_.int(), 1)
+            last = open_.shape[1] - 1 - torch.argmax(open_.flip(1).int(), 1)
             rows = torch.arange(len(ts), device=o.device)
             t_enter[sl] = torch.where(has, ts[rows, first], tn)
-            t_exit[sl] = torch.where(has, ts[rows, last], tf)
+            t_exit[sl] = torch.where(has, ts[rows, last + 1], tf)
             anyocc[sl] = has
         return t_enter, t_exit, anyocc

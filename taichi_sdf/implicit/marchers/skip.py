@@ -5,6 +5,10 @@ falsi) method instead of IDR's line search or DIST's damped oscillation. Rays st
 `max_steps` fall back to IDR's recipe: `n_samples` uniform samples on what is left of the chord,
 the first sign change, secant steps. Fields are SDFs, negative inside.
 
+Settings for the originals' jobs: IDR `SkipMarcher(grid, secant_below=0.01)` (sphere steps of f
+as IDR takes them); DIST `SkipMarcher(grid, secant_below=0.01, max_step_ratio=1.5, max_step=0.15,
+relax_far=True)` (DIST's marching steps, 1.5 f clamped to 0.15). `bench.tracers_vs_originals`.
+
 Exactness: with a current grid (see `BoundGrid`) the skipped parts of a chord hold no surface;
 a ray whose first sample after a skip is inside (the grid was not conservative there) restarts from
 the bounding sphere. A stale or missing grid traces the whole chord.
@@ -39,6 +43,7 @@ class SkipMarcher:
     # surface further: 1 is plain sphere tracing (IDR, safe for 1-Lipschitz fields); DIST marches
     # with ratio 1.5 everywhere, so 1.5 takes no risk DIST does not.
     max_step_ratio: float = 1.0
+    relax_far: bool = False  # True: every step at f >= secant_below is max_step_ratio * f (DIST's marching)
     # Below this f the step is the secant's root estimate itself (up to 10 f): superlinear convergence
     # where sphere tracing converges linearly (slow at grazing angles); 0 turns it off.
     secant_below: float = 0.0
@@ -127,6 +132,8 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
             root = f / slope.clamp_min(1e-6)
             cap = torch.where(f < cfg.secant_below, 10.0, cfg.max_step_ratio) * f
             step = torch.where(ok, root.minimum(cap).maximum(torch.where(f < cfg.secant_below, 0.0, f)), f)
+            if cfg.relax_far:  # DIST: ratio * f on every step away from the surface
+                step = torch.where(f >= cfg.secant_below, cfg.max_step_ratio * f, step)
         t_march = t + step.clamp(max=cfg.max_step)
         t_next = torch.where(bracket, lo_t + lo_f * (hi_t - lo_t) / (lo_f - hi_f), t_march)
         gone = ~bracket & ~done & (t_march > t_end_i)  # past the last non-empty cell: a miss
