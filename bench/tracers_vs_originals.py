@@ -345,7 +345,14 @@ def bench_job(job, net, cam, size, args):
         return march_field(f, o, d, marcher=skip, image_shape=shape, polish_steps=0, normals=False, min_sdf=False,
                            create_graph=False)  # fmt: skip
 
+    @torch.no_grad()
+    def full_min_sdf():  # DIST's render_depth also returns the min-|f| sample's value of every pixel
+        return march_field(f, o, d, marcher=skip, image_shape=shape, polish_steps=0, normals=False, min_sdf=True,
+                           create_graph=False)  # fmt: skip
+
     fns = {"original": original, "port": lambda: march(port), "build": build, "skip": lambda: march(skip), "full": full}
+    if job == "DIST":
+        fns["full_min_sdf"] = full_min_sdf
     points, outs = {}, {}
     for k, fn in fns.items():
         f.points = 0
@@ -370,6 +377,9 @@ def bench_job(job, net, cam, size, args):
     rows.append(row("our port (IDRMarcher/DISTMarcher), march", "port", outs["port"]))
     rows.append(row(f"SkipMarcher, grid {args.grid}^3 built, march", "skip", outs["skip"]))
     rows.append(row("march_field(SkipMarcher, normals=False, min_sdf=False, polish_steps=0)", "full", outs["full"]))
+    if job == "DIST":
+        rows.append(row("march_field(SkipMarcher, normals=False, min_sdf=True, polish_steps=0)", "full_min_sdf",
+                        outs["full_min_sdf"]))  # fmt: skip
     rows.append(row(f"BoundGrid {args.grid}^3 build (once per network change)", "build"))
     t_sum = timing["skip"][0] + timing["build"][0]
     rows.append([f"{job}: SkipMarcher march + grid build", points["skip"] + points["build"], t_sum * 1e3,

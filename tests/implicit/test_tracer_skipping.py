@@ -206,3 +206,15 @@ def test_level_set_and_float64(device):
     assert int(clear.sum()) > 30
     assert r.t.dtype == torch.float64 and bool(r.hit[clear].all()) and not bool(r.hit[disc < 0].any())
     assert float((r.t - (-b - disc.clamp_min(0).sqrt()))[clear].abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["box", "torus_and_ball"])
+def test_rays_left_after_max_steps_fall_back_to_sampling(device, name):
+    fn = FIELDS[name]
+    o, d = rays(device)
+    full, _ = march(SkipMarcher(), fn, o, d)
+    short, _ = march(SkipMarcher(max_steps=2), fn, o, d)  # nearly every ray ends in IDR's sampler + secant
+    assert float((short.hit == full.hit).float().mean()) >= 0.99
+    both = short.hit & full.hit
+    assert float((short.t - full.t)[both].abs().quantile(0.95)) < 1e-4
+    assert int(short.steps.max()) > 100  # the sampler's points are counted per ray
