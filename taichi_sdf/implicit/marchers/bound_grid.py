@@ -31,6 +31,9 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.kernels.implicit.marchers.bound_grid import bound_grid_kernels
+
 __all__ = ["BoundGrid"]
 
 
@@ -105,7 +108,8 @@ class BoundGrid:
         return float((self.values - self.slope * math.sqrt(3) / 2 * self.cell <= self.margin).float().mean())
 
     def lower_bound(self, p: torch.Tensor) -> torch.Tensor:
-        """`B(p)` `[...]` for points `p [..., 3]` (any points; the 8 centres around each)."""
+        """`B(p)` `[...]` for points `p [..., 3]` (any points; the 8 centres around each), in torch
+        (`bounds` evaluates the same bound in its kernel)."""
         r, a = self.resolution, self.cell
         g = self.values.to(p.device, p.dtype)
         u = (p + self.bound_radius) / a - 0.5
@@ -119,30 +123,17 @@ class BoundGrid:
         return best
 
     @torch.no_grad()
-    def bounds(self, o: torch.Tensor, d: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
-               chunk_rays: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def bounds(self, o: torch.Tensor, d: torch.Tensor, t_near: torch.Tensor,
+               t_far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """(t_enter, t_exit `[N]`, any `[N]` bool) of rays `o, d [N, 3]` (unit d) on chords
         `[t_near, t_far]`: every chord point with f <= margin lies in `[t_enter, t_exit]`; rays with
-        `any` False have none."""
-        step = self.cell / 2
-        span = (t_far - t_near).clamp_min(0)
-        n_s = int(math.ceil(float(span.max()) / step)) + 1 if len(span) else 1
-        k = torch.arange(n_s + 1, device=o.device, dtype=o.dtype)
-        t_enter, t_exit = t_near.clone(), t_far.clone()
-        anyocc = torch.zeros(len(o), dtype=torch.bool, device=o.device)
-        for s in range(0, len(o), chunk_rays):
-            sl = slice(s, s + chunk_rays)
-            tn, tf = t_near[sl], t_far[sl]
-            ts = torch.minimum(tn[:, None] + k[None] * step, tf[:, None])  # [M, S + 1], ends at tf
-            b = self.lower_bound(o[sl, None] + ts[..., None] * d[sl, None])
-            gap = ts[:, 1:] - ts[:, :-1]
-            open_ = (b[:, :-1] + b[:, 1:] - self.slope * gap) / 2 <= self.margin  # [M, S] not certified empty
-            open_ &= gap > 0
-            has = open_.any(1) | ((b[:, 0] <= self.margin) & (tf <= tn))
-            first = torch.argmax(open_.int(), 1)
-            last = open_.shape[1] - 1 - torch.argmax(open_.flip(1).int(), 1)
-            rows = torch.arange(len(ts), device=o.device)
-            t_enter[sl] = torch.where(has, ts[rows, first], tn)
-            t_exit[sl] = torch.where(has, ts[rows, last + 1], tf)
-            anyocc[sl] = has
-        return t_enter, t_exit, anyocc
+        `any` False have none. One Taichi thread per ray, samples every half cell."""
+        n = o.shape[0]
+        t_enter, t_exit = o.new_empty(n), o.new_empty(n)
+        any_open = torch.empty(n, dtype=torch.int32, device=o.device)
+        if n:
+            g = self.values.to(o.device, o.dtype).contiguous()
+            bound_grid_kernels(dtype_name(o.dtype)).chord_bounds(
+                o.contiguous(), d.contiguous(), t_near.contiguous(), t_far.contiguous(), g, t_enter, t_exit, any_open,
+                self.cell, self.bound_radius, self.slope, self.margin, self.cell / 2)  # fmt: skip
+        return t_enter, t_exit, any_open.bool()
