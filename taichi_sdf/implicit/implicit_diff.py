@@ -69,10 +69,11 @@ class TraceResult:
             minimum-SDF point (detached).
         points: `[..., 3]` `o + t d` (hit points, or minimum-SDF points for misses).
         normals: `[..., 3]` unit field gradient at `points` (points outward for an SDF; for a field
-            positive inside, negate it).
+            positive inside, negate it); None when not requested (`march_field(normals=False)`).
         t_min_sdf: `[...]` ray distance of the point nearest the level set seen along the ray.
         min_sdf: `[...]` `f - level` at that point, differentiable (silhouette losses); rays that
-            miss the bounding sphere use the point closest to its centre.
+            miss the bounding sphere use the point closest to its centre; None when not requested
+            (`march_field(min_sdf=False)`).
         steps: `[...]` int32 field evaluations spent on each ray by the marching loop (zeros where
             the tracer counts evaluations only in total).
         num_evals: total field evaluations (points) of the trace, marching and gradient steps.
@@ -82,16 +83,16 @@ class TraceResult:
     hit: torch.Tensor
     t: torch.Tensor
     points: torch.Tensor
-    normals: torch.Tensor
+    normals: torch.Tensor | None
     t_min_sdf: torch.Tensor
-    min_sdf: torch.Tensor
+    min_sdf: torch.Tensor | None
     steps: torch.Tensor
     num_evals: int
     marching_evals: int = 0
 
     def reshape(self, *shape: int) -> TraceResult:
         def r(x, extra=()):
-            return x.reshape(*shape, *extra)
+            return None if x is None else x.reshape(*shape, *extra)
 
         return TraceResult(r(self.hit), r(self.t), r(self.points, (3,)), r(self.normals, (3,)), r(self.t_min_sdf),
                            r(self.min_sdf), r(self.steps), self.num_evals, self.marching_evals)  # fmt: skip
@@ -158,6 +159,7 @@ def implicit_surface(
     polish_steps: int = 0,
     gradient_cost: int = 1,
     normals_fn: GradientsFn | None = None,
+    normals: bool = True,
 ) -> Surface:
     """Differentiable `t`, points and normals from the (non-differentiable) hit distances.
 
@@ -172,6 +174,8 @@ def implicit_surface(
         gradient_cost: field evaluations one gradient costs, for `num_evals`.
         normals_fn: `points [M, 3] -> [M, 3]` differentiable gradients for the normals output
             (default `gradients_fn`).
+        normals: compute the normals of every ray (False: `Surface.normals` is None, no gradient
+            evaluations beyond the hits').
     """
     n = origins.shape[0]
     t0 = t0.detach()
@@ -192,10 +196,12 @@ def implicit_surface(
     t = t.index_put((idx,), t_h - f / cos)
     evals += len(idx) * (1 + gradient_cost)
     points = origins + t[:, None] * directions
+    if not normals:
+        return Surface(t, points, None, evals)
     grads = (normals_fn or gradients_fn)(points)
     evals += gradient_cost * n
-    normals = grads / grads.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return Surface(t, points, normals, evals)
+    unit = grads / grads.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return Surface(t, points, unit, evals)
 
 
 def min_sdf_values(values_fn: ValuesFn, origins: torch.Tensor, directions: torch.Tensor, t_min: torch.Tensor, *,
@@ -232,18 +238,21 @@ def trace_result(
     gradient_cost: int = 1,
     normals_fn: GradientsFn | None = None,
     marching_evals: int = 0,
+    normals: bool = True,
+    min_sdf: bool = True,
 ) -> TraceResult:
     """`implicit_surface` at the hits and `min_sdf_values` at `t_min`, as a `TraceResult`.
-    `marching_evals` (or `march.steps.sum()`) is added to the evaluations of both steps."""
+    `marching_evals` (or `march.steps.sum()`) is added to the evaluations of both steps. `normals`,
+    `min_sdf` False: those outputs are None and cost nothing."""
     s = implicit_surface(values_fn, gradients_fn, origins, directions, march.hit, march.t, t_miss=march.t_min,
                          level=level, polish_steps=polish_steps, gradient_cost=gradient_cost,
-                         normals_fn=normals_fn)  # fmt: skip
-    min_sdf = min_sdf_values(values_fn, origins, directions, march.t_min, level=level)
+                         normals_fn=normals_fn, normals=normals)  # fmt: skip
     n = origins.shape[0]
+    min_values = min_sdf_values(values_fn, origins, directions, march.t_min, level=level) if min_sdf else None
     steps = march.steps
     if steps is None:
         steps = torch.zeros(n, dtype=torch.int32, device=origins.device)
     elif not marching_evals:
         marching_evals = int(steps.sum())
-    return TraceResult(march.hit, s.t, s.points, s.normals, march.t_min.detach(), min_sdf, steps,
-                       marching_evals + s.num_evals + n, marching_evals)  # fmt: skip
+    return TraceResult(march.hit, s.t, s.points, s.normals, march.t_min.detach(), min_values, steps,
+                       marching_evals + s.num_evals + (n if min_sdf else 0), marching_evals)  # fmt: skip

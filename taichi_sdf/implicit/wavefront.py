@@ -14,7 +14,9 @@ instead (`taichi_sdf.implicit.dist_gradient`; needs `DISTMarcher(buffer_size=K >
 Marchers (defaults from the original code): `IDRMarcher` (lioryariv/idr `ray_tracing.py` with
 `confs/dtu_*.conf` values), `DISTMarcher` (B1ueber2y/DIST-Renderer `SDFRenderer`), `DVRMarcher`
 (occupancy logits, positive inside; autonomousvision/differentiable_volumetric_rendering
-`depth_function.py`).
+`depth_function.py`); `SkipMarcher` does IDR's and DIST's job (first surface, |f| <= eps) with
+empty-space skipping (`BoundGrid`) and secant refinement, at a fraction of their field points
+(`bench.tracers_vs_originals`).
 
 Former names kept as aliases: `sphere_trace_mlp(fn, o, d, tracer=...)` = `march_field(fn, o, d,
 marcher=...)`, `IDRTracer` = `IDRMarcher`, `DISTTracer` = `DISTMarcher`.
@@ -40,9 +42,10 @@ from taichi_sdf.implicit.marchers.base import FieldEvaluator, Marcher
 from taichi_sdf.implicit.marchers.dist import DISTMarcher
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
+from taichi_sdf.implicit.marchers.skip import SkipMarcher
 
-__all__ = ["march_field", "Marcher", "IDRMarcher", "DISTMarcher", "DVRMarcher", "FieldEvaluator", "TraceResult",
-           "sphere_trace_mlp", "IDRTracer", "DISTTracer"]  # fmt: skip
+__all__ = ["march_field", "Marcher", "IDRMarcher", "DISTMarcher", "DVRMarcher", "SkipMarcher", "FieldEvaluator",
+           "TraceResult", "sphere_trace_mlp", "IDRTracer", "DISTTracer"]  # fmt: skip
 
 IDRTracer = IDRMarcher  # former names
 DISTTracer = DISTMarcher
@@ -60,6 +63,8 @@ def march_field(
     create_graph: bool = True,
     polish_steps: int = 1,
     gradient: str = "implicit",
+    normals: bool = True,
+    min_sdf: bool = True,
 ) -> TraceResult:
     """Find the level set `fn = level` along rays with `marcher`, and make differentiable outputs.
 
@@ -82,6 +87,10 @@ def march_field(
             marcher's sample buffer, with DIST's forward value; `taichi_sdf.implicit.dist_gradient`;
             needs a marcher that keeps a buffer, `DISTMarcher(buffer_size=K > 0)`, whose `alpha` and
             `clamp` it uses). `hit`, `min_sdf` and the misses are the same either way.
+        normals: compute `normals` (one field gradient per ray); False: `normals` is None.
+        min_sdf: compute `min_sdf` (one field value per ray, the misses' mask-loss term); False:
+            `min_sdf` is None. Renders that need only hits and depths turn both off. Both flags
+            apply to `gradient="implicit"`; the approximate path computes both always.
 
     Returns:
         `TraceResult` (`[N]`, `[N, 3]`); `num_evals` counts every point `fn` was evaluated at,
@@ -129,7 +138,7 @@ def march_field(
         return approximate_trace_result(values_fn, gradients_fn, origins, directions, march, alpha=marcher.alpha,
                                         clamp=marcher.clamp, level=level, marching_evals=marching)  # fmt: skip
     return trace_result(values_fn, gradients_fn, origins, directions, march, level=level, polish_steps=polish_steps,
-                        marching_evals=marching)  # fmt: skip
+                        marching_evals=marching, normals=normals, min_sdf=min_sdf)  # fmt: skip
 
 
 def sphere_trace_mlp(
