@@ -31,6 +31,8 @@ bench: $(STAMP)         ## benchmark tables, each vs its torch twin and installe
 	$(PY) -m bench.soft_raster
 	$(PY) -m bench.mesh_sdf
 	$(PY) -m bench.ray_march
+	$(PY) -m bench.tracers_vs_originals
+	$(PY) -m bench.train_step
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
