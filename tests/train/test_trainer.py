@@ -164,8 +164,9 @@ class ToyThreadsConfig(ToyConfig):
 def test_resume_with_auto_threads_keeps_the_checkpoints_thread_count(tmp_path):
     saved = torch.get_num_threads()
     try:
+        torch.set_num_threads(1)
         a = Toy(tmp_path, cfg=ToyThreadsConfig())
-        a.train(3)  # checkpoint at iteration 3, written with 1 thread (tests run with 1)
+        a.train(3)  # checkpoint at iteration 3, written with 1 thread
         torch.set_num_threads(2)  # a new auto pick at resume time would differ
         Toy(tmp_path, mode="resume", cfg=ToyThreadsConfig())
         assert torch.get_num_threads() == 1
