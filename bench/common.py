@@ -58,3 +58,22 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in cells:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict:
+    """{name: (median seconds, median per-round ratio of the first entry's time to this one's)} of the
+    callables `fns`, timed in turn round after round, so a loaded machine's slow spells hit every entry
+    alike (ratio > 1: faster than the first)."""
+    for fn in fns.values():  # warm-up: compiles, allocator
+        for _ in range(warmup):
+            fn()
+    sync()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    first = next(iter(fns))
+    return {k: (statistics.median(v), statistics.median(a / b for a, b in zip(times[first], v))) for k, v in times.items()}

@@ -18,13 +18,12 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
 import taichi_sdf
-from bench.common import machine, print_table, sync, timeit
+from bench.common import interleaved, machine, print_table, sync, timeit
 from taichi_sdf.cameras import camera as cameras
 from taichi_sdf.implicit.marchers.base import FieldEvaluator
 from taichi_sdf.implicit.marchers.dist import DISTMarcher
@@ -171,20 +170,8 @@ def drjit_early_exit(o: torch.Tensor, d: torch.Tensor, r: float, b: float, *, ra
 
 
 def timeit_interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict:
-    """Median seconds of each of `fns` (name -> callable), run round-robin so that a machine's changing
-    load falls on all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync()
-    times = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median seconds of each of `fns` (name -> callable), timed round-robin (`bench.common.interleaved`)."""
+    return {k: med for k, (med, _) in interleaved(fns, repeat, warmup).items()}
 
 
 def bench_drjit(sizes, device, quick: bool):

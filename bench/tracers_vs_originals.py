@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
 
 import taichi_sdf
-from bench.common import machine, print_table, sync
+from bench.common import interleaved, machine, print_table
 from taichi_sdf.cameras import camera as cameras
 from taichi_sdf.implicit.marchers.base import FieldEvaluator
 from taichi_sdf.implicit.marchers.bound_grid import BoundGrid
@@ -294,22 +292,6 @@ def depth_error(t, t_true):
     e = (t - t_true).abs()
     e = e[torch.isfinite(e)]
     return float(e.quantile(0.99)) if len(e) else float("nan")
-
-
-def interleaved(fns: dict, repeat: int) -> dict:
-    """Median seconds of each callable, timed in turn round after round (a loaded machine's slow
-    spells then hit every entry alike), and the median per-round ratio to the first entry."""
-    for fn in fns.values():  # warm-up: compiles, allocator
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    first = next(iter(fns))
-    return {k: (statistics.median(v), statistics.median(a / b for a, b in zip(times[first], v))) for k, v in times.items()}
 
 
 def bench_job(job, net, cam, size, args):
