@@ -116,7 +116,7 @@ def _evaluate_grid(
         ijk = torch.stack((flat // (res * res), (flat // res) % res, flat % res), dim=-1)
         # Coordinates in float64 then cast, so grid points are exact up to float32 rounding.
         pts = (lo_t + ijk.to(torch.float64) * step_t).to(torch.float32)
-        out = _column0(field_fn(pts), stop - start)
+        out = column0(field_fn(pts), stop - start).detach().to(torch.float32)
         finite = torch.isfinite(out)
         n_bad += int((~finite).sum())
         if bool(finite.any()):
@@ -127,17 +127,18 @@ def _evaluate_grid(
     return values.reshape(res, res, res), n_bad, vmin, vmax
 
 
-def _column0(out, n: int) -> torch.Tensor:
-    """Column 0 of a field's output for `n` points as float32 `[n]`; a wrong type or shape is named."""
+def column0(out, n: int, name: str = "field_fn") -> torch.Tensor:
+    """Column 0 of a field's output for `n` points, `[n]` (dtype kept); a wrong type or shape is a
+    named error (`name`: the callable's argument name). Shared with `mise`."""
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"field_fn: must return a torch.Tensor, got {type(out).__name__}")
+        raise TypeError(f"{name}: must return a torch.Tensor, got {type(out).__name__}")
     if out.dim() == 2:
         out = out[:, 0]
     elif out.dim() != 1:
-        raise ValueError(f"field_fn: must return [N] or [N, C] values, got shape {list(out.shape)}")
+        raise ValueError(f"{name}: must return [N] or [N, C] values, got shape {list(out.shape)}")
     if out.shape[0] != n:
-        raise ValueError(f"field_fn: returned {out.shape[0]} values for {n} points")
-    return out.detach().to(torch.float32)
+        raise ValueError(f"{name}: returned {out.shape[0]} values for {n} points")
+    return out
 
 
 def _query(field_fn: FieldFn, ijk: torch.Tensor, lo_t, step_t, chunk_size: int) -> torch.Tensor:
@@ -145,7 +146,7 @@ def _query(field_fn: FieldFn, ijk: torch.Tensor, lo_t, step_t, chunk_size: int) 
     out_all = []
     for start in range(0, ijk.shape[0], chunk_size):
         pts = (lo_t + ijk[start : start + chunk_size].to(torch.float64) * step_t).to(torch.float32)
-        out_all.append(_column0(field_fn(pts), pts.shape[0]))
+        out_all.append(column0(field_fn(pts), pts.shape[0]).detach().to(torch.float32))
     return torch.cat(out_all) if out_all else torch.zeros(0)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import trimesh
 
-from taichi_sdf.geometry.meshing import _infer_device
+from taichi_sdf.geometry.meshing import _infer_device, column0
 
 __all__ = ["MiseResult", "mise_extract", "dense_extract", "refine_mesh", "vertex_colors"]
 
@@ -107,18 +107,6 @@ def _resolve_box(box, padding: float) -> tuple[np.ndarray, np.ndarray]:
     return centre - half, centre + half
 
 
-def _column0(out, n: int) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"fn: must return a torch.Tensor, got {type(out).__name__}")
-    if out.dim() == 2:
-        out = out[:, 0]
-    elif out.dim() != 1:
-        raise ValueError(f"fn: must return [M] or [M, 1 + F] values, got shape {list(out.shape)}")
-    if out.shape[0] != n:
-        raise ValueError(f"fn: returned {out.shape[0]} values for {n} points")
-    return out
-
-
 class _GridField:
     """Evaluates z = s * (f - level) at integer grid points `[K, 3]`, in batches, without gradient."""
 
@@ -133,7 +121,7 @@ class _GridField:
         for start in range(0, len(ijk), self.batch):
             chunk = ijk[start : start + self.batch]
             pts = torch.from_numpy((self.lo + chunk * self.step).astype(np.float32)).to(self.device)
-            f = _column0(self.fn(pts), len(chunk)).detach().to("cpu", torch.float64).numpy()
+            f = column0(self.fn(pts), len(chunk), "fn").detach().to("cpu", torch.float64).numpy()
             bad = ~np.isfinite(f)
             if bad.any():
                 raise ValueError(f"fn: returned {int(bad.sum())} non-finite value(s) out of {len(chunk)} points")
@@ -281,7 +269,7 @@ def refine_mesh(
             points = (corner * bary[:, :, None]).sum(dim=1)  # [B, 3]
             normal = torch.linalg.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 1], dim=-1)
             normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-10)
-            occ = torch.sigmoid(sign * _column0(fn(points), len(batch)).float())
+            occ = torch.sigmoid(sign * column0(fn(points), len(batch), "fn").float())
             if not occ.requires_grad:
                 raise ValueError("fn: its values carry no gradient w.r.t. points; use refinement_steps=0")
             grad = torch.autograd.grad(occ.sum(), points, create_graph=True)[0]
