@@ -29,6 +29,7 @@ from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.cli import train_and_export
 from taichi_sdf.train.metrics import evaluate_occnet, write_eval_tables
+from taichi_sdf.train.pixel_sampling import draw_pixels, object_pixel_lists
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .single_config import SingleViewConfig
@@ -44,36 +45,40 @@ class SingleViewSystem(nn.Module):
     loss dict: each term summed over the pixels of all objects and divided by B (DVR's reduction)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, marcher: DVRMarcher, weights: dict[str, float],
-                 prior: torch.Tensor | None = None, prior_bound: float = 0.55) -> None:  # fmt: skip
-        """`prior [C, R, R, R]`: optional per-class occupancy-logit grids over [-prior_bound, prior_bound]^3
-        (x, y, z index order) added to the decoder's logit (`shape_prior=class_mean`); objects then need
-        their class index ("category" in each view dict)."""
+                 prior: torch.Tensor | None = None, prior_bound: float = 0.55, prior_persistent: bool = True) -> None:  # fmt: skip
+        """`prior [P, R, R, R]`: optional occupancy-logit grids over [-prior_bound, prior_bound]^3 (x, y, z
+        index order) added to the decoder's logit: one per class (`shape_prior=class_mean`) or one per
+        training object (`shape_prior=retrieval`); each object then needs its prior's index ("prior_index"
+        in each view dict). `prior_persistent=False` keeps the grids out of checkpoints (rebuilt from the
+        training set: the per-object grids are large)."""
         super().__init__()
         self.encoder, self.decoder, self.marcher, self.weights = encoder, decoder, marcher, weights
         self.prior_bound = float(prior_bound)
-        self.register_buffer("prior", None if prior is None else prior.float().unsqueeze(1))  # [C, 1, R, R, R]
+        grids = None if prior is None else prior.float().unsqueeze(1)  # [P, 1, R, R, R]
+        self.register_buffer("prior", grids, persistent=prior_persistent)
 
-    def prior_logit(self, points: torch.Tensor, category: int) -> torch.Tensor:
-        """Trilinear lookup of class `category`'s prior logit at `points [M, 3]` -> `[M]` (border values
-        outside the grid); differentiable w.r.t. the points (normals, the implicit depth gradient)."""
+    def prior_logit(self, points: torch.Tensor, index: int) -> torch.Tensor:
+        """Trilinear lookup of prior `index`'s logit at `points [M, 3]` -> `[M]` (border values outside the
+        grid); differentiable w.r.t. the points (normals, the implicit depth gradient)."""
         # grid_sample's last-dim coordinates (x, y, z) index the volume's (W, H, D) = the grid's (z, y, x)
         g = (points / self.prior_bound).flip(-1).view(1, -1, 1, 1, 3).to(self.prior.dtype)
-        v = torch.nn.functional.grid_sample(self.prior[category : category + 1], g, mode="bilinear",
+        v = torch.nn.functional.grid_sample(self.prior[index : index + 1], g, mode="bilinear",
                                             padding_mode="border", align_corners=True)  # fmt: skip
         return v.view(-1).to(points.dtype)
 
-    def field(self, code: torch.Tensor, category: int | None = None):
-        """The decoder closed over `code [c_dim]` (`points [M, 3] -> [M, 4]`), plus the class prior's logit
-        in column 0 when the system has one."""
+    def field(self, code: torch.Tensor, prior_index: int | None = None):
+        """The decoder closed over `code [c_dim]` (`points [M, 3] -> [M, 4]`), plus the logit of prior
+        `prior_index` in column 0 when the system has priors."""
         base = self.decoder.field(code)
         if self.prior is None:
             return base
-        if category is None:
-            raise ValueError("category: the system has a class shape prior; give the object's class index")
+        if prior_index is None:
+            raise ValueError("prior_index: the system has a shape prior; give the object's prior (its class index, "
+                             "or with shape_prior=retrieval the retrieved training object's index)")
 
         def with_prior(x: torch.Tensor) -> torch.Tensor:
             out = base(x)
-            return torch.cat([out[:, :1] + self.prior_logit(x, category)[:, None], out[:, 1:]], 1)
+            return torch.cat([out[:, :1] + self.prior_logit(x, prior_index)[:, None], out[:, 1:]], 1)
 
         return with_prior
 
@@ -84,7 +89,7 @@ class SingleViewSystem(nn.Module):
         diag = {"psnr": [], "hit_fraction": [], "mask_accuracy": [], "evals": []}
         for b, view in enumerate(batch["views"]):
             o, d = view["camera"].pixel_rays(view["uv"][None].contiguous())
-            terms, dg = ray_losses(self.field(codes[b], view.get("category")), self.marcher, o[0], d[0], {**view, "n_steps": batch["n_steps"]},
+            terms, dg = ray_losses(self.field(codes[b], view.get("prior_index")), self.marcher, o[0], d[0], {**view, "n_steps": batch["n_steps"]},
                                    patch_size=1, normals=self.weights["normal"] > 0, image_gradients=False,
                                    depth=self.weights["depth"] > 0)  # fmt: skip
             for k in LOSS_TERMS:
@@ -120,6 +125,33 @@ def class_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: float
     return torch.stack(grids)
 
 
+def object_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: float = 0.01) -> torch.Tensor:
+    """`[N, R, R, R]` occupancy logits of each training object's own shape over [-0.55, 0.55]^3 (inside
+    +4.6, outside -4.6: shares clamped to [floor, 1 - floor]; trilinear lookups put the zero set halfway
+    between corners), the priors of `shape_prior=retrieval`."""
+    import trimesh
+
+    from taichi_sdf.geometry.class_mean import occupancy_grids
+
+    meshes = [trimesh.load(train_set.mesh_path(i), force="mesh", process=False) for i in range(len(train_set))]
+    share = np.clip(occupancy_grids(meshes, resolution).astype(np.float32), floor, 1 - floor)
+    return torch.from_numpy(np.log(share / (1 - share)))
+
+
+def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Retrieval by input image: for each of `queries [Q, 3, S, S]` the training object whose input
+    images `inputs [N, V, 3, S, S]` hold the nearest one (squared L2 over pixels) -> `[Q]` object indices.
+    `exclude [Q]`: an object index per query that may not be returned (leave-one-out on training inputs)."""
+    N, V = inputs.shape[:2]
+    x = inputs.flatten(2).flatten(0, 1).double()  # [N * V, D]
+    q = queries.flatten(1).double()  # [Q, D]
+    dist = q.square().sum(1)[:, None] + x.square().sum(1)[None] - 2 * q @ x.T  # [Q, N * V]
+    if exclude is not None:
+        owner = torch.arange(N * V, device=x.device) // V
+        dist = dist.masked_fill(owner[None] == exclude.to(x.device)[:, None], float("inf"))
+    return dist.argmin(1) // V
+
+
 def builtin_root(cfg: SingleViewConfig) -> Path:
     d = cfg.data
     return Path("outputs/cache") / f"shapenet_{'_'.join(d.classes)}_{d.views}v_{d.size}px_{d.points}p_s{d.seed}"
@@ -150,6 +182,10 @@ class SingleViewTrainer(Trainer):
         self.device = self.info.device
         self.train_set = load_split(cfg, "train")
         self.views = self.train_set.stacked_views(("inputs", "image", "mask", "depth", "K", "T_cam_world"), self.device)
+        t = cfg.train
+        # [N * V] flat pixel lists of the grown masks, object-major (entry i * V + k: object i, view k)
+        self.object_pixels = (object_pixel_lists(self.views["mask"].flatten(0, 1).bool(), t.object_margin)
+                              if t.object_fraction > 0 else None)  # fmt: skip
         decoder, encoder = build_dvr_networks(cfg.model)
         m, t = cfg.marcher, cfg.train
         marcher = DVRMarcher(n_steps=m.init_steps, n_secant_steps=m.n_secant_steps, method=m.method,
@@ -157,9 +193,19 @@ class SingleViewTrainer(Trainer):
                              refine_margin=m.refine_margin)  # fmt: skip
         weights = {"rgb": t.rgb_weight, "image_gradient": 0.0, "normal": t.normal_weight, "freespace": t.freespace_weight,
                    "occupied": t.occupied_weight, "depth": t.depth_weight}  # fmt: skip
-        prior = class_prior_logits(self.train_set, cfg.prior_resolution) if cfg.shape_prior == "class_mean" else None
-        self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior).to(self.device)
         self.categories = [c for _, _, c in self.train_set.models]
+        prior = None
+        if cfg.shape_prior == "class_mean":
+            prior = class_prior_logits(self.train_set, cfg.prior_resolution)
+        elif cfg.shape_prior == "retrieval":
+            prior = object_prior_logits(self.train_set, cfg.prior_resolution)
+            N, V = self.views["inputs"].shape[:2]
+            # each training (object, input view) is paired with the nearest OTHER training object, as a test
+            # image is with its nearest training object: the network learns to correct a retrieved shape
+            owner = torch.arange(N, device=self.device).repeat_interleave(V)
+            self.retrieved = nearest_objects(self.views["inputs"].flatten(0, 1), self.views["inputs"], owner).view(N, V)
+        self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior,
+                                       prior_persistent=cfg.shape_prior != "retrieval").to(self.device)  # fmt: skip
         self.model = self.wrap_ddp(self.system)
         self.my_share(t.batch_size)  # every rank needs an object of the batch
         self.optimizer = torch.optim.Adam(self.system.parameters(), lr=t.lr)
@@ -193,7 +239,11 @@ class SingleViewTrainer(Trainer):
         objs = torch.randint(N, (t.batch_size,), generator=self.gen)
         sup = torch.randint(V, (t.batch_size,), generator=self.gen)
         inp = torch.randint(V, (t.batch_size,), generator=self.gen)
-        flat = torch.randint(H * W, (t.batch_size, t.pixels), generator=self.gen)
+        if self.object_pixels is None:  # DVR: uniform
+            flat = torch.randint(H * W, (t.batch_size, t.pixels), generator=self.gen)
+        else:  # a share of each view's pixels near its object
+            flat = torch.stack([draw_pixels(H * W, t.pixels, self.object_pixels[int(objs[b]) * V + int(sup[b])].cpu(),
+                                            t.object_fraction, self.gen) for b in range(t.batch_size)])  # fmt: skip
         u = torch.rand(t.batch_size, t.pixels, 5, generator=self.gen)
         views = []
         for b in range(t.batch_size):
@@ -208,8 +258,17 @@ class SingleViewTrainer(Trainer):
             ub = u[b].to(self.device)
             views.append({"camera": cam, "uv": uv, "rgb": v["image"][i, k, rows, cols], "mask": v["mask"][i, k, rows, cols],
                           "depth": z / z_per_t, "u_free": ub[:, 0], "u_occ": ub[:, 1], "u_neighbour": ub[:, 2:].contiguous(),
-                          "category": self.categories[i]})  # fmt: skip
+                          "prior_index": self.prior_index(i, int(inp[b]))})  # fmt: skip
         return {"inputs": v["inputs"][objs, inp], "views": views, "n_steps": self.n_steps()}
+
+    def prior_index(self, obj: int, input_view: int) -> int | None:
+        """The shape prior of training object `obj` seen through its input view `input_view`: its class
+        (class_mean), the nearest other training object by that input image (retrieval), or None."""
+        if self.cfg.shape_prior == "class_mean":
+            return self.categories[obj]
+        if self.cfg.shape_prior == "retrieval":
+            return int(self.retrieved[obj, input_view])
+        return None
 
     def train_step(self) -> dict[str, float]:
         """One step on the global batch of `make_batch`; under torchrun this rank computes its share of the
@@ -260,13 +319,13 @@ class SingleViewTrainer(Trainer):
         return keep
 
     @torch.no_grad()
-    def reconstruct(self, image: torch.Tensor, category: int | None = None):
-        """MISE mesh (unit-cube frame, vertex colours) of the decoder conditioned on `image [3, S, S]` of an
-        object of class index `category` (of the training split; needed with a class shape prior)."""
+    def reconstruct(self, image: torch.Tensor, prior_index: int | None = None):
+        """MISE mesh (unit-cube frame, vertex colours) of the decoder conditioned on `image [3, S, S]`, with
+        shape prior `prior_index` (needed with a shape prior: see `prior_index`)."""
         m = self.cfg.mesh
         self.system.eval()
         code = self.system.encoder(image[None].to(self.device))[0]
-        field = self.system.field(code, category)
+        field = self.system.field(code, prior_index)
         with torch.enable_grad():  # the vertex refinement differentiates the field w.r.t. the points
             res = mise_extract(field, resolution_0=m.resolution_0, upsampling_steps=m.upsampling_steps,
                                threshold=m.threshold, refinement_steps=m.refinement_steps,
@@ -286,7 +345,6 @@ class SingleViewTrainer(Trainer):
         t0 = time.time()
         rows, base_rows, mean_rows = [], [], []
         class_means = self.train_set.class_mean_meshes() if e.class_mean_baseline else {}
-        train_inputs = self.views["inputs"].flatten(0, 1) if e.retrieval_baseline else None  # [N * V, 3, S, S]
         with self.locked():
             bar = tqdm(
                 ids,
@@ -300,7 +358,9 @@ class SingleViewTrainer(Trainer):
                 cls = ds.class_names[item["category"]]
                 pts, nrm = ds.pointcloud(i)
                 occ_pts, occ = ds.occupancy_points(i)
-                res = self.reconstruct(item["inputs"], self.train_set.class_names.index(cls))
+                j = int(nearest_objects(item["inputs"][None].to(self.device), self.views["inputs"])[0])  # retrieval
+                prior = {"class_mean": self.train_set.class_names.index(cls), "retrieval": j}.get(self.cfg.shape_prior)
+                res = self.reconstruct(item["inputs"], prior)
                 if is_main_process():
                     save_mesh(res.mesh, self.out / "generation" / f"{item['model']}.ply")
                     from taichi_sdf.data.image_io import write_image
@@ -309,9 +369,7 @@ class SingleViewTrainer(Trainer):
                 scores = evaluate_occnet(res.mesh, pts.numpy(), nrm.numpy(), occ_pts.numpy(), occ.numpy(), n_points=e.n_points,
                                          seed=self.cfg.seed, thresholds=(e.fscore_threshold,))  # fmt: skip
                 rows.append({"class": cls, "model": item["model"], **scores})
-                if train_inputs is not None:
-                    dist = (train_inputs - item["inputs"].to(self.device)[None]).flatten(1).square().sum(1)
-                    j = int(dist.argmin()) // self.views["inputs"].shape[1]
+                if e.retrieval_baseline:
                     mesh = trimesh.load(self.train_set.mesh_path(j), force="mesh", process=False)
                     scores = evaluate_occnet(mesh, pts.numpy(), nrm.numpy(), occ_pts.numpy(), occ.numpy(), n_points=e.n_points,
                                              seed=self.cfg.seed, thresholds=(e.fscore_threshold,))  # fmt: skip

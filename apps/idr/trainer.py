@@ -14,19 +14,11 @@ from taichi_sdf.models.idr import build_idr_networks
 from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.multiview import EpochSchedule, MultiViewExport
+from taichi_sdf.train.pixel_sampling import draw_pixels, object_pixel_lists
 from taichi_sdf.train.trainer import Trainer, is_main_process
 
 from .config import IDRConfig
 from .system import IDRSystem
-
-
-def object_pixel_lists(masks: torch.Tensor, margin: int) -> list[torch.Tensor]:
-    """Flat pixel indices of each view's mask grown by `margin` pixels (a square neighbourhood).
-    masks: `[V, H, W]` bool -> V tensors `[K_v]` int64."""
-    grown = masks.float()[:, None]
-    if margin > 0:
-        grown = torch.nn.functional.max_pool2d(grown, 2 * margin + 1, stride=1, padding=margin)
-    return [torch.nonzero(g.reshape(-1) > 0)[:, 0] for g in grown[:, 0]]
 
 
 class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
@@ -80,11 +72,8 @@ class IDRTrainer(EpochSchedule, MultiViewExport, Trainer):
         i = ids[int(torch.randint(len(ids), (1,), generator=self.gen))]
         H, W = self.data.height, self.data.width
         t = self.cfg.train
-        flat = torch.randint(H * W, (t.pixels,), generator=self.gen).to(self.device)
-        if self.object_pixels is not None and len(self.object_pixels[i]):
-            k = round(t.object_fraction * t.pixels)
-            near = self.object_pixels[i]
-            flat[:k] = near[torch.randint(len(near), (k,), generator=self.gen).to(near.device)]
+        near = None if self.object_pixels is None else self.object_pixels[i]
+        flat = draw_pixels(H * W, t.pixels, near, t.object_fraction, self.gen).to(self.device)
         rows, cols = flat // W, flat % W
         return i, rows, cols
 

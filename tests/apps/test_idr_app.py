@@ -58,18 +58,6 @@ def test_mask_loss_alpha_schedule(tiny_data, tmp_path):
     assert {e: tr.alpha(e) for e in expected} == expected
 
 
-def test_object_pixel_lists_grow_each_mask_by_the_margin():
-    from apps.idr.trainer import object_pixel_lists
-
-    masks = torch.zeros(2, 8, 10, dtype=torch.bool)
-    masks[0, 3, 4] = True
-    masks[1, 0, 0] = True
-    near = object_pixel_lists(masks, margin=1)
-    assert sorted(near[0].tolist()) == [r * 10 + c for r in (2, 3, 4) for c in (3, 4, 5)]
-    assert sorted(near[1].tolist()) == [0, 1, 10, 11]  # clipped at the image border
-    assert object_pixel_lists(masks, margin=0)[0].tolist() == [34]
-
-
 def test_object_sampling_draws_its_share_near_the_mask(tiny_data, tmp_path):
     tr = IDRTrainer(tiny_cfg(tiny_data, tmp_path, "train.pixels=200", "train.object_fraction=0.75", "train.object_margin=1"))
     i, rows, cols = tr.sample_batch()
