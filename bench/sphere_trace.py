@@ -1,6 +1,6 @@
 """Sphere-tracing benchmark: one table, measured in one run.
 
-    python -m bench.sphere_trace [--quick] [--arch cpu|cuda]
+    python -m bench.sphere_trace [--quick] [--arch cpu|cuda] [--only fused|drjit|wavefront] [--threads N]
 
 (a) fused Taichi tracer vs its torch twin on the CSG scene at 512x512 (forward, and with backward);
 (d) the fused tracer against Dr.Jit (LLVM backend, when installed: `pip install drjit`, bench only) on the
@@ -8,7 +8,11 @@
     (early exit from the bounding sphere, Newton step, tetrahedral normals, min-SDF, all outputs, no
     grad) vs the same algorithm with the same outputs written in Dr.Jit, and the fixed workload used to
     compare systems (64 fixed steps, every ray: Dr.Jit, our basic kernel in SIMD packets, eager torch
-    at 256^2 only). Timings are interleaved round-robin in one process, medians;
+    at 256^2 only). Also the call with `out=` buffer reuse, and with `out=` and the viewer's outputs only
+    (points, normals). Timings are interleaved round-robin in one process, medians (ratios: medians of
+    the per-round ratios), Taichi and Dr.Jit on the same number of threads;
+(e) from the same run, where the call's time goes: the packet kernel alone on ready buffers (march
+    only, whole trace), the whole call, its per-call cost on 16 rays, and Dr.Jit's march alone;
 (b) wavefront tracer vs its torch twin on an IDR-like 8x256 MLP (geometric init, multires 6,
     Softplus(100), weight norm) at 128x128 from distance 3 with a 40 degree field of view: wall time
     of the marching and network evaluations per pixel, IDR and DIST algorithms;
@@ -104,13 +108,14 @@ def drjit_fixed_workload(o: torch.Tensor, d: torch.Tensor, steps: int, r: float,
 
 
 def drjit_early_exit(o: torch.Tensor, d: torch.Tensor, r: float, b: float, *, radius: float = 1.0, eps: float = 1e-5,
-                     max_steps: int = 128, h: float = 1e-4, min_cos: float = 1e-4):  # fmt: skip
+                     max_steps: int = 128, h: float = 1e-4, min_cos: float = 1e-4, march_only: bool = False):  # fmt: skip
     """The fused tracer's algorithm with the same outputs in Dr.Jit (LLVM backend), or None when not
     installed: unit directions, the bounding-sphere interval, a `dr.while_loop` march with early exit
     (`|f| < eps`, leaving the interval, `max_steps`) keeping the min-|f| point, the tetrahedral gradient
     there, one Newton step on the hits, points, unit normals. `run()` returns (t, hit, points x/y/z,
     normals x/y/z, t_min, f_min, steps) as Dr.Jit arrays (structure of arrays: no `[N, 3]` packing,
-    which favours Dr.Jit). Rays that miss the bound take one loop iteration at their closest point."""
+    which favours Dr.Jit). Rays that miss the bound take one loop iteration at their closest point.
+    `march_only`: evaluate the loop's results alone (the split of Dr.Jit's time)."""
     lib = _drjit()
     if lib is None:
         return None
@@ -146,6 +151,10 @@ def drjit_early_exit(o: torch.Tensor, d: torch.Tensor, r: float, b: float, *, ra
 
         state = (t, Float(1e30), t, Bool(False), Int(0), Bool(True))
         _, best_f, best_t, hit, n, _ = dr.while_loop(state, cond, body)
+        if march_only:
+            dr.eval(best_f, best_t, hit, n)
+            dr.sync_thread()
+            return best_f, best_t, hit, n
         x, y, z = ox + best_t * ux, oy + best_t * uy, oz + best_t * uz
         fa, fb = sdf(x + h, y - h, z - h), sdf(x - h, y - h, z + h)
         fc, fe = sdf(x - h, y + h, z - h), sdf(x + h, y + h, z + h)
@@ -175,8 +184,13 @@ def timeit_interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict:
 
 
 def bench_drjit(sizes, device, quick: bool):
-    """(d): one row per image size: the fused tracer vs the same algorithm in Dr.Jit, and 64 fixed steps."""
-    return [_drjit_row(size, device, quick) for size in sizes]
+    """(d) and (e): per image size, one interleaved run; returns (rows of (d), rows of (e))."""
+    rows = [_drjit_row(size, device, quick) for size in sizes]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+# Outputs the viewer draws (hit, t, points, normals): the call a frame loop makes with `out=` reuse.
+VIEWER_OUTPUTS = ("points", "normals")
 
 
 def _drjit_row(size: int, device, quick: bool, steps: int = 64):
@@ -187,10 +201,27 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
     t_out = o.new_empty(n)
     packet = basic_trace_kernel(sb.sdf_xyz, "f32", 1, PACKET_LANES)
     twin_sdf = scene_twin(sb.name)
+    with torch.no_grad():
+        reused = [sphere_trace(sb, o, d)]
+        viewer = [sphere_trace(sb, o, d, outputs=VIEWER_OUTPUTS)]
+    o16, d16 = o[:16].contiguous(), d[:16].contiguous()
+    kernels = _bare_kernels(sb, o, d)
 
     def fused():
         with torch.no_grad():
             return sphere_trace(sb, o, d)
+
+    def fused_out():  # the same call writing into the previous frame's buffers
+        with torch.no_grad():
+            reused[0] = sphere_trace(sb, o, d, out=reused[0])
+
+    def fused_viewer():
+        with torch.no_grad():
+            viewer[0] = sphere_trace(sb, o, d, outputs=VIEWER_OUTPUTS, out=viewer[0])
+
+    def call16():  # per-call cost: checks, allocation and the kernel launch on one packet
+        with torch.no_grad():
+            sphere_trace(sb, o16, d16)
 
     def torch_fixed():
         t = torch.zeros(n, device=device)
@@ -198,22 +229,24 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
             t = t + twin_sdf(o + t[:, None] * d, sb.params)
         return t
 
-    fns = {"fused": fused, "fixed": lambda: packet(o, d, sb.params, t_out, steps)}
-    same = drjit_early_exit(o, d, r, b) if device.type == "cpu" else None
-    fixed = drjit_fixed_workload(o, d, steps, r, b) if device.type == "cpu" else None
-    if same is not None:
-        fns["dr_same"] = same
-    if fixed is not None:
-        fns["dr_fixed"] = fixed
+    fns = {"fused": fused, "fused_out": fused_out, "fused_viewer": fused_viewer,
+           "kernel": kernels["full"], "kernel_march": kernels["march"], "call16": call16,
+           "fixed": lambda: packet(o, d, sb.params, t_out, steps)}  # fmt: skip
+    if device.type == "cpu":
+        for key, fn in (("dr_same", drjit_early_exit(o, d, r, b)), ("dr_march", drjit_early_exit(o, d, r, b, march_only=True)),
+                        ("dr_fixed", drjit_fixed_workload(o, d, steps, r, b))):  # fmt: skip
+            if fn is not None:
+                fns[key] = fn
     if size <= 256:
         fns["torch_fixed"] = torch_fixed
-    t = timeit_interleaved(fns, repeat=3 if quick else 9)
+    timed = interleaved(fns, repeat=3 if quick else 9)
+    t = {k: med for k, (med, _) in timed.items()}
     ours = fused()
     agree = ""
-    if same is not None:
+    if "dr_same" in fns:
         import numpy as np
 
-        out = same()
+        out = fns["dr_same"]()
         hit = torch.from_numpy(np.array(out[1])).to(device)
         dt = (torch.from_numpy(np.array(out[0])).to(device) - ours.t)[hit & ours.hit].abs().max()
         agree = f"hits agree {float((hit == ours.hit).float().mean()) * 100:.2f}%, max |dt| {float(dt):.1e}"
@@ -221,11 +254,34 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
     def ms(key):
         return t[key] * 1e3 if key in t else "n/a"
 
-    def ratio(key):
-        return f"{t[key] / t['fused']:.2f}x" if key in t else "not installed"
+    def ratio(key, base="fused"):  # key / base from the per-round ratios to "fused" (> 1: base is faster)
+        if key not in t:
+            return "not installed"
+        per_round = timed[key][1] / timed[base][1]  # `interleaved` ratios are first-entry time / this one's
+        return f"{1.0 / per_round:.2f}x"
 
-    return [f"{size}^2", ms("fused"), ms("dr_same"), ratio("dr_same"), ms("dr_fixed"), ratio("dr_fixed"), ms("fixed"),
-            ms("torch_fixed"), f"{float(ours.steps.float().mean()):.1f}", agree]  # fmt: skip
+    row_d = [f"{size}^2", ms("fused"), ms("fused_out"), ms("fused_viewer"), ms("dr_same"), ratio("dr_same"),
+             ratio("dr_same", "fused_out"), ratio("dr_same", "fused_viewer"), ms("dr_fixed"), ratio("dr_fixed"),
+             ms("fixed"), ms("torch_fixed"), f"{float(ours.steps.float().mean()):.1f}", agree]  # fmt: skip
+    row_e = [f"{size}^2", ms("kernel_march"), ms("kernel"), ms("fused"), ms("fused_out"), ms("call16"), ms("dr_march"),
+             ms("dr_same")]  # fmt: skip
+    return row_d, row_e
+
+
+def _bare_kernels(field, o, d) -> dict:
+    """The packet kernel launched on ready buffers (no checks, no allocation): "full" (the whole
+    no-gradient trace) and "march" (marching alone, as the gradient path runs it)."""
+    from taichi_sdf.implicit.implicit_diff import MIN_COS
+    from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers
+    from taichi_sdf.kernels.implicit.sphere_trace import fused_trace_packet_kernel
+
+    scalars = (float(field.bound_radius), 1e-5, 128, 1.0, 1e-4, MIN_COS)
+    fns = {}
+    for key, finish, outputs in (("full", "tetrahedral", OPTIONAL_OUTPUTS), ("march", None, ("min_sdf",))):
+        buffers = _TraceBuffers(o.shape[0], PACKET_LANES, outputs, o)
+        kernel = fused_trace_packet_kernel(field.sdf_xyz, "f32", 1, finish, PACKET_LANES, outputs)
+        fns[key] = lambda kernel=kernel, args=(o, d, field.params, *buffers.args, *scalars): kernel(*args)
+    return fns
 
 
 def bench_fused(size: int, device, quick: bool):
@@ -311,22 +367,45 @@ def bench_wavefront(size: int, device, quick: bool):
     return rows
 
 
+def _taichi_threads():
+    import taichi as ti
+
+    return ti.lang.impl.current_cfg().cpu_max_num_threads
+
+
+def _drjit_threads():
+    lib = _drjit()
+    return lib[0].thread_count() if lib is not None else "n/a"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller images and fewer repeats")
     p.add_argument("--arch", default="auto")
-    p.add_argument("--only", choices=["fused", "drjit", "wavefront"], help="one section: (a), (d) or (b)+(c)")
+    p.add_argument("--only", choices=["fused", "drjit", "wavefront"], help="one section: (a), (d)+(e) or (b)+(c)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads of Taichi and Dr.Jit alike (0: all cores)")
     a = p.parse_args(argv)
+    if a.threads:
+        taichi_sdf.core.runtime.set_taichi_cpu_threads(a.threads)
     info = taichi_sdf.init(a.arch)
+    lib = _drjit()
+    if lib is not None:  # the same thread count on both sides
+        lib[0].set_thread_count(_taichi_threads())
     taichi_sdf.core.runtime.set_torch_threads(0)
     device = info.device
     title = f"on {info.arch} ({machine()})"
     if a.only in (None, "drjit"):
         sizes = (256, 512) if a.quick else (256, 512, 1024)
-        print_table(f"(d) Fused sphere tracer vs Dr.Jit, sphere∪box from distance 3, fov 40, median ms {title}",
-                    ["rays", "fused sphere_trace (all outputs)", "Dr.Jit same algorithm", "Dr.Jit / fused",
+        rows_d, rows_e = bench_drjit(sizes, device, a.quick)
+        title_d = f"{title}; threads: Taichi {_taichi_threads()}, Dr.Jit {_drjit_threads()}"
+        print_table(f"(d) Fused sphere tracer vs Dr.Jit, sphere∪box from distance 3, fov 40, median ms {title_d}",
+                    ["rays", "fused sphere_trace (all outputs)", "same, out= reuse", "out=, points+normals only",
+                     "Dr.Jit same algorithm", "Dr.Jit / fused", "Dr.Jit / fused out=", "Dr.Jit / out=, p+n",
                      "Dr.Jit 64 fixed steps", "Dr.Jit 64 fixed / fused", "our basic kernel 64 fixed, packets",
-                     "eager torch 64 fixed", "steps/ray", "agreement"], bench_drjit(sizes, device, a.quick))  # fmt: skip
+                     "eager torch 64 fixed", "steps/ray", "agreement"], rows_d)  # fmt: skip
+        print_table(f"(e) Where the fused call's time goes (same run as (d)), median ms {title_d}",
+                    ["rays", "kernel: march only", "kernel: whole trace", "whole call", "whole call, out=",
+                     "call on 16 rays (per-call cost)", "Dr.Jit march only", "Dr.Jit same algorithm"], rows_e)  # fmt: skip
     rows = []
     if a.only in (None, "fused"):
         rows += bench_fused(256 if a.quick else 512, device, a.quick)

@@ -8,6 +8,9 @@ differentiation, done in `taichi_sdf.implicit.implicit_diff`).
 
 One tracing kernel does the whole no-gradient trace of a ray: its value checks, the unit direction,
 the march, one Newton step and the normal (`finish`), so nothing is read twice or launched twice.
+Its value checks branch once, after every store: a branch between the finish's arithmetic and its
+stores splits the basic block that LLVM's SLP vectoriser works in, which left the packet kernel's
+finish scalar (the checks then cost as much as the march: 512^2 sphere_box, 1 thread, 16.2 -> 9.4 ms).
 """
 
 import functools
@@ -29,11 +32,19 @@ FINISH_MODES = (None, "tetrahedral", "central")
 # Slots of the `status [4]` int32 counters a tracing kernel adds its value checks to: counted on the
 # loads and stores the kernel makes anyway, so checking costs no pass over the rays.
 STATUS_BAD_ORIGINS, STATUS_BAD_DIRECTIONS, STATUS_ZERO_DIRECTIONS, STATUS_BAD_SDF = range(4)
+# Optional outputs of a finishing kernel; an output left out is neither computed nor stored (its buffer
+# may be empty). `t`, `hit` and `steps` are always written.
+OPTIONAL_OUTPUTS = ("points", "normals", "min_sdf")
 
 
-def _check_finish(finish) -> None:
+def _check_finish(finish, outputs) -> tuple[bool, bool, bool]:
+    """(points, normals, min_sdf) wanted; `outputs` is a tuple of `OPTIONAL_OUTPUTS` names."""
     if finish not in FINISH_MODES:
         raise ValueError(f"finish: expected one of {FINISH_MODES}, got {finish!r}")
+    unknown = set(outputs) - set(OPTIONAL_OUTPUTS)
+    if unknown:
+        raise ValueError(f"outputs: expected names from {OPTIONAL_OUTPUTS}, got {sorted(unknown)}")
+    return tuple(name in outputs for name in OPTIONAL_OUTPUTS)
 
 
 def _nonfinite_func(dtype: str):
@@ -103,7 +114,8 @@ def _gradient_xyz_func(sdf_xyz, finish: str):
 
 
 @functools.cache
-def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "tetrahedral"):
+def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "tetrahedral",
+                       outputs: tuple = OPTIONAL_OUTPUTS):  # fmt: skip
     """kernel(origins [N,3], directions [N,3], params, t [N], hit [N] u8, points [N,3], normals [N,3],
     t_min [N], f_min [N], steps [N] i32, status [4] i32, radius, eps, max_steps, step_scale, h,
     min_cos): one ray per thread (GPUs, and fields without a lane-generic form).
@@ -121,8 +133,11 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "
     the hits, `t = t_min - f_min / (g . d)` (|g . d| raised to `min_cos`, sign kept), so the depth
     error is second order in eps; `points = o + t d`; `normals = g / |g|` (taken at x0, which is within
     eps / |g . d| of the point).
+
+    `outputs` (names from `OPTIONAL_OUTPUTS`): which of points, normals and t_min/f_min are stored
+    (the others' buffers may be empty); points and normals are stored only when finishing.
     """
-    _check_finish(finish)
+    want_points, want_normals, want_min = _check_finish(finish, outputs)
     finishes = finish is not None
     f = ti_float(dtype)
     vec = ti.types.ndarray(dtype=f, ndim=2)
@@ -145,14 +160,9 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "
     ):  # fmt: skip
         for r in range(origins.shape[0]):
             o = ti.Vector([origins[r, 0], origins[r, 1], origins[r, 2]])
-            d = ti.Vector([directions[r, 0], directions[r, 1], directions[r, 2]])
-            if bad(o.sum() + d.sum()):  # rare: count which values
-                ti.atomic_add(status[STATUS_BAD_ORIGINS], bad(o[0]) + bad(o[1]) + bad(o[2]))
-                ti.atomic_add(status[STATUS_BAD_DIRECTIONS], bad(d[0]) + bad(d[1]) + bad(d[2]))
-            nrm2 = d.dot(d)
-            if nrm2 == 0.0:
-                ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], 1)
-            d /= ti.sqrt(ti.select(nrm2 > 0.0, nrm2, 1.0))
+            d_in = ti.Vector([directions[r, 0], directions[r, 1], directions[r, 2]])
+            nrm2 = d_in.dot(d_in)
+            d = d_in / ti.sqrt(ti.select(nrm2 > 0.0, nrm2, 1.0))
             b = o.dot(d)
             disc = b * b - (o.dot(o) - radius * radius)
             t_close = ti.max(-b, 0.0)
@@ -192,25 +202,33 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "
                     if ti.abs(cos) < min_cos:  # grazing: keep the sign (as `implicit_diff.clamp_cos`)
                         cos = ti.select(cos > 0.0, min_cos, -min_cos)
                     t_res = best_t - best_f / cos
-                p = o + t_res * d
-                u = g / ti.max(g.norm(), 1e-12)
-                for c in ti.static(range(3)):
-                    points[r, c] = p[c]
-                    normals[r, c] = u[c]
-            if bad(best_f + t + g.sum()):
-                ti.atomic_add(status[STATUS_BAD_SDF], 1)
+                if ti.static(want_points):
+                    p = o + t_res * d
+                    for c in ti.static(range(3)):
+                        points[r, c] = p[c]
+                if ti.static(want_normals):
+                    u = g / ti.max(g.norm(), 1e-12)
+                    for c in ti.static(range(3)):
+                        normals[r, c] = u[c]
             t_out[r] = t_res
             hit[r] = ti.cast(is_hit, ti.u8)
-            t_min[r] = best_t
-            f_min[r] = best_f
+            if ti.static(want_min):
+                t_min[r] = best_t
+                f_min[r] = best_f
             steps[r] = n
+            # The value checks, after every store (see the module doc); rare: count which values.
+            if bad(o.sum() + d_in.sum() + best_f + t + g.sum()) | (nrm2 == 0.0):
+                ti.atomic_add(status[STATUS_BAD_ORIGINS], bad(o[0]) + bad(o[1]) + bad(o[2]))
+                ti.atomic_add(status[STATUS_BAD_DIRECTIONS], bad(d_in[0]) + bad(d_in[1]) + bad(d_in[2]))
+                ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], ti.cast(nrm2 == 0.0, ti.i32))
+                ti.atomic_add(status[STATUS_BAD_SDF], bad(best_f + t + g.sum()))
 
     return trace
 
 
 @functools.cache
 def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str | None = "tetrahedral",
-                              lanes: int = PACKET_LANES):  # fmt: skip
+                              lanes: int = PACKET_LANES, outputs: tuple = OPTIONAL_OUTPUTS):  # fmt: skip
     """`fused_trace_kernel`'s contract and results for a lane-generic coordinate-form field
     `sdf_xyz(x, y, z, params)`: each loop iteration traces a packet of `lanes` rays as `ti.Vector`s, so
     LLVM turns the SDF arithmetic into SIMD instructions (Taichi's CPU backend does not vectorise
@@ -224,7 +242,7 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
     points and normals cost as much as the march at 512^2 (each scalar store also reloads the ndarray
     pointers, which Taichi cannot prove unaliased); packet rows brought them to about 2 ms.
     """
-    _check_finish(finish)
+    want_points, want_normals, want_min = _check_finish(finish, outputs)
     finishes = finish is not None
     f = ti_float(dtype)
     vec = ti.types.ndarray(dtype=f, ndim=2)
@@ -258,24 +276,9 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
                 r = ti.min(pk * lanes + l, n_rays - 1)  # the last packet repeats the last ray
                 ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
                 dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
-            valid = I(0)
-            for l in ti.static(range(lanes)):
-                valid[l] = ti.select(pk * lanes + l < n_rays, 1, 0)
-            # A non-finite value makes the packet's sum non-finite: count which only when it is.
-            s = ox + oy + oz + dx + dy + dz
-            if bad(s.sum()):
-                n_o, n_d = 0, 0
-                for l in ti.static(range(lanes)):
-                    if valid[l]:
-                        n_o += bad(ox[l]) + bad(oy[l]) + bad(oz[l])
-                        n_d += bad(dx[l]) + bad(dy[l]) + bad(dz[l])
-                ti.atomic_add(status[STATUS_BAD_ORIGINS], n_o)
-                ti.atomic_add(status[STATUS_BAD_DIRECTIONS], n_d)
+            inputs = ox + oy + oz + dx + dy + dz  # non-finite where any input value is
             nrm2 = dx * dx + dy * dy + dz * dz
             nonzero = nrm2 > 0.0
-            n_zero = (ti.select(nrm2 == 0.0, 1, 0) * valid).sum()
-            if n_zero > 0:
-                ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], n_zero)
             inv = 1.0 / ti.sqrt(ti.select(nonzero, nrm2, 1.0))
             dx, dy, dz = dx * inv, dy * inv, dz * inv
             b = ox * dx + oy * dy + oz * dz
@@ -315,20 +318,33 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
                 cos = gx * dx + gy * dy + gz * dz
                 cos = ti.select(ti.abs(cos) < min_cos, ti.select(cos > 0.0, min_cos, -min_cos), cos)
                 t_res = ti.select(is_hit > 0, best_t - best_f / cos, best_t)
-                inv_g = 1.0 / ti.max(ti.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
-                points[pk] = interleave(ox + t_res * dx, oy + t_res * dy, oz + t_res * dz)
-                normals[pk] = interleave(gx * inv_g, gy * inv_g, gz * inv_g)
-            check = best_f + t + gx + gy + gz
-            if bad(check.sum()):
-                n_bad = 0
-                for l in ti.static(range(lanes)):
-                    n_bad += bad(check[l]) & valid[l]
-                ti.atomic_add(status[STATUS_BAD_SDF], n_bad)
+                if ti.static(want_points):
+                    points[pk] = interleave(ox + t_res * dx, oy + t_res * dy, oz + t_res * dz)
+                if ti.static(want_normals):
+                    inv_g = 1.0 / ti.max(ti.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
+                    normals[pk] = interleave(gx * inv_g, gy * inv_g, gz * inv_g)
             t_out[pk] = t_res
             hit[pk] = ti.cast(is_hit, ti.u8)
-            t_min[pk] = best_t
-            f_min[pk] = best_f
+            if ti.static(want_min):
+                t_min[pk] = best_t
+                f_min[pk] = best_f
             steps[pk] = n
+            # The value checks, after every store (see the module doc): a non-finite value makes the
+            # packet's sum non-finite; count which (valid lanes only) only when it is.
+            check = best_f + t + gx + gy + gz
+            if bad(inputs.sum() + check.sum()) | (nrm2.min() == 0.0):
+                n_o, n_d, n_zero, n_bad = 0, 0, 0, 0
+                for l in ti.static(range(lanes)):
+                    if pk * lanes + l < n_rays:
+                        n_o += bad(ox[l]) + bad(oy[l]) + bad(oz[l])
+                        n_d += bad(directions[pk * lanes + l, 0]) + bad(directions[pk * lanes + l, 1])
+                        n_d += bad(directions[pk * lanes + l, 2])
+                        n_zero += ti.cast(nrm2[l] == 0.0, ti.i32)
+                        n_bad += bad(check[l])
+                ti.atomic_add(status[STATUS_BAD_ORIGINS], n_o)
+                ti.atomic_add(status[STATUS_BAD_DIRECTIONS], n_d)
+                ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], n_zero)
+                ti.atomic_add(status[STATUS_BAD_SDF], n_bad)
 
     return trace
 

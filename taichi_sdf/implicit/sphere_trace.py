@@ -4,7 +4,9 @@
 launch is the whole call: value checks (counted in the kernel, read back as 4 ints), unit directions,
 the march, one Newton step, points, finite-difference normals (tetrahedral by default) and min-SDF
 values, written into packet-shaped buffers whose first N rays are returned as views; evaluation
-counts are summed only when read (`FusedTraceResult`). With gradients the kernel marches and the
+counts are summed only when read (`FusedTraceResult`). A caller rendering many frames of one size passes the previous result as `out=`
+(its buffers are overwritten: nothing allocated), and `outputs=` leaves out what it does not need
+(points, normals, min-SDF: neither computed nor stored). With gradients the kernel marches and the
 differentiable outputs come from `taichi_sdf.implicit.implicit_diff` (one implicit-function step at
 the found points, built from the loop-free `field_values` / `field_gradients` kernels). Torch-callable
 fields are traced by `taichi_sdf.implicit.wavefront.march_field` into the same `TraceResult`.
@@ -28,6 +30,7 @@ from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (implicit_surface
     trace_result,
 )
 from taichi_sdf.kernels.implicit.sphere_trace import (
+    OPTIONAL_OUTPUTS,
     PACKET_LANES,
     STATUS_BAD_DIRECTIONS,
     STATUS_BAD_ORIGINS,
@@ -37,7 +40,8 @@ from taichi_sdf.kernels.implicit.sphere_trace import (
     fused_trace_packet_kernel,
 )
 
-__all__ = ["sphere_trace", "field_values", "field_gradients", "TraceResult", "FusedTraceResult", "STENCIL_POINTS"]
+__all__ = ["sphere_trace", "field_values", "field_gradients", "TraceResult", "FusedTraceResult", "STENCIL_POINTS",
+           "OPTIONAL_OUTPUTS"]
 
 # Field evaluations of each finite-difference stencil for the no-gradient path's Newton step and normals.
 STENCIL_POINTS = {"tetrahedral": 4, "central": 6}
@@ -61,12 +65,14 @@ class FusedTraceResult(TraceResult):
     """The `TraceResult` of a no-gradient fused trace. Its evaluation counts are summed from `steps`
     when first read, so a trace itself waits for no result on a GPU (no host sync)."""
 
-    def __init__(self, hit, t, points, normals, t_min_sdf, min_sdf, steps, evals_per_ray: int):  # noqa: D107
+    def __init__(self, hit, t, points, normals, t_min_sdf, min_sdf, steps, evals_per_ray: int,  # noqa: D107
+                 buffers: _TraceBuffers | None = None):  # fmt: skip
         self.hit, self.t, self.points, self.normals = hit, t, points, normals
         self.t_min_sdf, self.min_sdf, self.steps = t_min_sdf, min_sdf, steps
         self._evals_per_ray = evals_per_ray
         self._num_evals: int | None = None
         self._marching_evals: int | None = None
+        self._buffers = buffers  # the kernel's buffers behind these views, reused by `sphere_trace(out=self)`
 
     def _count(self) -> None:
         if self._marching_evals is None:
@@ -95,12 +101,99 @@ class FusedTraceResult(TraceResult):
 
     def reshape(self, *shape: int) -> FusedTraceResult:
         def r(x, extra=()):
-            return x.reshape(*shape, *extra)
+            return None if x is None else x.reshape(*shape, *extra)
 
         out = FusedTraceResult(r(self.hit), r(self.t), r(self.points, (3,)), r(self.normals, (3,)), r(self.t_min_sdf),
-                               r(self.min_sdf), r(self.steps), self._evals_per_ray)  # fmt: skip
+                               r(self.min_sdf), r(self.steps), self._evals_per_ray, self._buffers)  # fmt: skip
         out._num_evals, out._marching_evals = self._num_evals, self._marching_evals
         return out
+
+
+class _TraceBuffers:
+    """The output buffers of one no-gradient trace of `n` rays: `flat` (name -> tensor of `n_buf` rays,
+    padded to whole packets; empty when the output is not selected) and `args`, the same tensors viewed
+    as the kernel takes them (built once: `out=` reuse passes them again as they are)."""
+
+    def __init__(self, n: int, lanes: int, outputs: tuple, like: torch.Tensor):  # noqa: D107
+        n_buf = -(-n // lanes) * lanes
+        self.n, self.lanes, self.outputs = n, lanes, outputs
+        dev = like.device
+
+        def floats(count, *extra):
+            return like.new_empty(count, *extra)
+
+        n_min = n_buf if "min_sdf" in outputs else 0
+        self.flat = {
+            "t": floats(n_buf), "hit": torch.empty(n_buf, dtype=torch.uint8, device=dev),
+            "points": floats(n_buf if "points" in outputs else 0, 3),
+            "normals": floats(n_buf if "normals" in outputs else 0, 3),
+            "t_min_sdf": floats(n_min), "min_sdf": floats(n_min),
+            "steps": torch.empty(n_buf, dtype=torch.int32, device=dev),
+        }  # fmt: skip
+        self.status = torch.zeros(4, dtype=torch.int32, device=dev)
+        b = self.flat
+        if lanes > 1:  # packet rows: `[P, lanes]`, and `[P, 3 * lanes]` for the interleaved xyz outputs
+            rows, rows3 = (-1, lanes), (-1, 3 * lanes)
+            self.args = (b["t"].view(rows), b["hit"].view(rows), b["points"].view(rows3), b["normals"].view(rows3),
+                         b["t_min_sdf"].view(rows), b["min_sdf"].view(rows), b["steps"].view(rows), self.status)  # fmt: skip
+        else:
+            self.args = (b["t"], b["hit"], b["points"], b["normals"], b["t_min_sdf"], b["min_sdf"], b["steps"], self.status)
+
+    def result(self, evals_per_ray: int) -> FusedTraceResult:
+        """The first `n` rays of each selected output (views; None for the others)."""
+        n, b = self.n, self.flat
+
+        def first(name, output=None):
+            if output is not None and output not in self.outputs:
+                return None
+            x = b[name]
+            return x if x.shape[0] == n else x[:n]
+
+        hit = first("hit").view(torch.bool)  # 0/1 bytes read as bools: no copy
+        return FusedTraceResult(hit, first("t"), first("points", "points"), first("normals", "normals"),
+                                first("t_min_sdf", "min_sdf"), first("min_sdf", "min_sdf"), first("steps"),
+                                evals_per_ray, self)  # fmt: skip
+
+
+_OUT_FIELDS = {  # name -> (trailing shape, dtype or None for the field's dtype, the output it belongs to)
+    "t": ((), None, None), "hit": ((), torch.bool, None), "steps": ((), torch.int32, None),
+    "points": ((3,), None, "points"), "normals": ((3,), None, "normals"),
+    "t_min_sdf": ((), None, "min_sdf"), "min_sdf": ((), None, "min_sdf"),
+}  # fmt: skip
+
+
+def _reuse_buffers(out, n: int, lanes: int, outputs: tuple, like: torch.Tensor) -> _TraceBuffers:
+    """`out`'s buffers after checking, by name, that each selected output fits `n` rays of `like`'s
+    dtype and device (as returned: `[N]`, `[N, 3]`, not reshaped)."""
+    if not isinstance(out, FusedTraceResult) or out._buffers is None:
+        raise TypeError(f"out: expected the result of an earlier no-gradient sphere_trace call, got {type(out).__name__}")
+    dims = {"N": n}
+    for name, (extra, dtype, output) in _OUT_FIELDS.items():
+        if output is not None and output not in outputs:
+            continue
+        value = getattr(out, name)
+        if value is None:
+            raise ValueError(f"out.{name}: expected a tensor (outputs selects {output!r}), got None; trace with "
+                             f"that output selected")  # fmt: skip
+        check_tensor(f"out.{name}", value, shape=("N", *extra), dims=dims, dtype=like.dtype if dtype is None else dtype)
+    buffers = out._buffers
+    if buffers.lanes != lanes or buffers.outputs != outputs:
+        raise ValueError(f"out: its buffers were laid out for packets={buffers.lanes > 1}, outputs={buffers.outputs}; "
+                         f"expected packets={lanes > 1}, outputs={outputs}")  # fmt: skip
+    buffers.status.zero_()
+    return buffers
+
+
+def _selected_outputs(outputs) -> tuple:
+    """`outputs` as a tuple in `OPTIONAL_OUTPUTS` order (None: all of them)."""
+    if outputs is None:
+        return OPTIONAL_OUTPUTS
+    if isinstance(outputs, str) or not all(isinstance(x, str) for x in outputs):
+        raise TypeError(f"outputs: expected a sequence of names from {OPTIONAL_OUTPUTS}, got {outputs!r}")
+    unknown = sorted(set(outputs) - set(OPTIONAL_OUTPUTS))
+    if unknown:
+        raise ValueError(f"outputs: expected names from {OPTIONAL_OUTPUTS}, got unknown {unknown}")
+    return tuple(x for x in OPTIONAL_OUTPUTS if x in outputs)
 
 
 def _raise_on_bad_values(status: torch.Tensor, field: TaichiField, n: int) -> None:
@@ -128,6 +221,8 @@ def sphere_trace(
     packets: bool | None = None,
     stencil: str = "tetrahedral",
     check_values: bool = True,
+    outputs=None,
+    out: FusedTraceResult | None = None,
 ) -> TraceResult:
     """Sphere-trace a Taichi field with one fused kernel; differentiable outputs by implicit
     differentiation.
@@ -158,6 +253,14 @@ def sphere_trace(
             reading them waits for the kernel (a host sync on GPUs, free on CPUs). False skips the read
             for rays known to be good (from the library's ray kernels): bad values then give NaNs, not
             errors. Shapes, dtypes and devices are always checked.
+        outputs: the optional outputs to return, names from `OPTIONAL_OUTPUTS` ("points", "normals",
+            "min_sdf": `t_min_sdf` and `min_sdf`); the others are None, and without gradients
+            neither computed nor stored (the Newton step still takes its gradient). Default: all.
+            `hit`, `t` and `steps` are always returned.
+        out: a `FusedTraceResult` of an earlier no-gradient call with the same number of rays, dtype,
+            device, `packets` and `outputs`, as it was returned (not reshaped): its buffers are
+            overwritten and returned as this call's result, so frames of one size trace without
+            allocating. Only for no-gradient traces.
 
     Returns:
         `TraceResult` with `[N]`/`[N, 3]` tensors; `t`, `points`, `normals` and `min_sdf` carry
@@ -186,42 +289,44 @@ def sphere_trace(
     needs_grad = torch.is_grad_enabled() and (
         field.params.requires_grad or origins.requires_grad or directions.requires_grad
     )
+    selected = _selected_outputs(outputs)
+    if needs_grad and out is not None:
+        raise ValueError("out: buffer reuse is for no-gradient traces; got inputs that require grad (trace under "
+                         "torch.no_grad(), or pass out=None)")  # fmt: skip
     finish = None if needs_grad else stencil
     n = origins.shape[0]
     # Packets store whole vectors: buffers of ceil(N / lanes) packets, the first N rays returned (views).
     lanes = PACKET_LANES if packets else 1
-    n_buf = -(-n // lanes) * lanes
-    t, t_min, f_min = origins.new_empty(n_buf), origins.new_empty(n_buf), origins.new_empty(n_buf)
-    hit = torch.empty(n_buf, dtype=torch.uint8, device=origins.device)
-    steps = torch.empty(n_buf, dtype=torch.int32, device=origins.device)
-    status = torch.zeros(4, dtype=torch.int32, device=origins.device)
-    points, normals = (origins.new_empty(n_buf if finish else 0, 3) for _ in range(2))
+    if out is not None:
+        buffers = _reuse_buffers(out, n, lanes, selected, origins)
+    else:  # the marching kernel of the gradient path stores only t, hit, the min-SDF point and steps
+        buffers = _TraceBuffers(n, lanes, selected if finish else ("min_sdf",), origins)
     if n > 0:
         ndim, dname = _params_ndim_name(field)
         h = 1e-4 if dtype == torch.float32 else 1e-6
         scalars = (float(field.bound_radius), float(eps), int(max_steps), float(step_scale), h, MIN_COS)
         o, d, params = origins.detach(), directions.detach(), field.params.detach()
         if packets:
-            rows, rows3 = (-1, lanes), (-1, 3 * lanes)
-            fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish)(
-                o, d, params, t.view(rows), hit.view(rows), points.view(rows3), normals.view(rows3),
-                t_min.view(rows), f_min.view(rows), steps.view(rows), status, *scalars)  # fmt: skip
+            kernel = fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish, lanes, buffers.outputs)
         else:
-            fused_trace_kernel(field.sdf, dname, ndim, finish)(o, d, params, t, hit, points, normals, t_min, f_min,
-                                                               steps, status, *scalars)  # fmt: skip
+            kernel = fused_trace_kernel(field.sdf, dname, ndim, finish, buffers.outputs)
+        kernel(o, d, params, *buffers.args, *scalars)
         if check_values:
-            _raise_on_bad_values(status, field, n)
-    if n_buf > n:
-        t, hit, t_min, f_min, steps = t[:n], hit[:n], t_min[:n], f_min[:n], steps[:n]
-        points, normals = (points[:n], normals[:n]) if finish else (points, normals)
-    hit = hit.view(torch.bool)  # 0/1 bytes read as bools: no copy
+            _raise_on_bad_values(buffers.status, field, n)
+    result = buffers.result(STENCIL_POINTS[stencil])
     if not needs_grad:
-        return FusedTraceResult(hit, t, points, normals, t_min, f_min, steps, STENCIL_POINTS[stencil])
+        return result
     unit = directions / directions.norm(dim=-1, keepdim=True)  # zero lengths were refused by the kernel's check
-    return trace_result(
+    traced = trace_result(
         lambda x: field_values(field, x), lambda x: _exact_gradients(field, x), origins, unit,
-        MarchResult(hit, t, t_min, steps), gradient_cost=7, normals_fn=lambda x: _normals_field(field, x),
+        MarchResult(result.hit, result.t, result.t_min_sdf, result.steps), gradient_cost=7,
+        normals_fn=lambda x: _normals_field(field, x),
     )  # fmt: skip
+    for output, names in (("points", ("points",)), ("normals", ("normals",)), ("min_sdf", ("t_min_sdf", "min_sdf"))):
+        if output not in selected:
+            for name in names:
+                setattr(traced, name, None)
+    return traced
 
 
 def _exact_gradients(field: TaichiField, points: torch.Tensor) -> torch.Tensor:

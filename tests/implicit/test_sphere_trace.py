@@ -420,3 +420,100 @@ def test_evaluation_counts_are_read_lazily_and_survive_reshape(device):
     assert img.hit.shape == (8, 8) and img.points.shape == (8, 8, 3)
     expected = int(r.steps.sum()) + int((r.steps == 0).sum()) + 6 * 64
     assert img.num_evals == r.num_evals == expected and img.marching_evals == int(r.steps.sum())
+
+
+# -- output selection and buffer reuse (no-gradient path) -----------------------------------------------
+
+
+def _all_outputs(r):
+    return {k: getattr(r, k) for k in ("hit", "t", "points", "normals", "t_min_sdf", "min_sdf", "steps")}
+
+
+@pytest.mark.parametrize("packets", [True, False])
+def test_output_selection_equals_the_full_calls_outputs(device, packets):
+    """`outputs=` returns exactly the full call's tensors for what it selects, None for the rest; with
+    gradients too."""
+    from taichi_sdf.implicit.scenes import make_scene
+
+    field = make_scene("blobs", device=device)
+    _, o, d = camera_rays(torch.float32, device, eye=(0.6, 0.9, 2.0), size=21)  # 441 rays: a partial packet
+    with torch.no_grad():
+        full = _all_outputs(sphere_trace(field, o, d, packets=packets))
+        for selection in [("normals",), ("points", "min_sdf"), ["min_sdf", "normals", "points"]]:
+            part = _all_outputs(sphere_trace(field, o, d, packets=packets, outputs=selection))
+            wanted = {"hit", "t", "steps"} | set(selection) | ({"t_min_sdf"} if "min_sdf" in selection else set())
+            for name, value in part.items():
+                if name in wanted:
+                    assert torch.equal(value, full[name]), (selection, name)
+                else:
+                    assert value is None, (selection, name)
+    grad_field = field.with_params(field.params.clone().requires_grad_())
+    r = sphere_trace(grad_field, o, d, packets=packets, outputs=("normals",))
+    assert r.points is None and r.min_sdf is None and r.t_min_sdf is None and r.normals.shape == (441, 3)
+    assert torch.equal(r.hit, full["hit"]) and r.t.requires_grad
+    torch.testing.assert_close(r.t.detach(), full["t"], atol=1e-5, rtol=0)  # exact vs tetrahedral Newton step
+
+
+def test_output_selection_names_are_checked(device):
+    from taichi_sdf.implicit.scenes import make_scene
+
+    field = make_scene("sphere", device=device)
+    _, o, d = camera_rays(torch.float32, device, size=4)
+    with pytest.raises(ValueError, match=r"outputs: expected names from .*got unknown \['depth'\]"):
+        sphere_trace(field, o, d, outputs=("normals", "depth"))
+    with pytest.raises(TypeError, match="outputs: expected a sequence of names"):
+        sphere_trace(field, o, d, outputs="normals")
+
+
+@pytest.mark.parametrize("packets", [True, False])
+def test_out_buffers_are_reused_and_give_the_fresh_calls_outputs(device, packets):
+    from taichi_sdf.implicit.scenes import make_scene
+
+    field = make_scene("blobs", device=device)
+    _, o1, d1 = camera_rays(torch.float32, device, eye=(0.6, 0.9, 2.0), size=21)
+    _, o2, d2 = camera_rays(torch.float32, device, eye=(-0.8, 0.2, 2.2), size=21)
+    with torch.no_grad():
+        first = sphere_trace(field, o1, d1, packets=packets)
+        fresh = _all_outputs(sphere_trace(field, o2, d2, packets=packets))
+        ptrs = {k: v.data_ptr() for k, v in _all_outputs(first).items()}
+        again = sphere_trace(field, o2, d2, packets=packets, out=first)
+        assert {k: v.data_ptr() for k, v in _all_outputs(again).items()} == ptrs  # nothing allocated
+        for name, value in _all_outputs(again).items():
+            assert torch.equal(value, fresh[name]), name
+        assert again.num_evals == sphere_trace(field, o2, d2, packets=packets).num_evals
+        # A refused trace into the buffers leaves no stale check behind for the next one.
+        bad_o = o2.clone()
+        bad_o[7, 2] = float("nan")
+        with pytest.raises(ValueError, match=r"origins: contains 1 non-finite value\(s\)"):
+            sphere_trace(field, bad_o, d2, packets=packets, out=again)
+        again = sphere_trace(field, o1, d1, packets=packets, out=again)
+        assert torch.equal(again.t, sphere_trace(field, o1, d1, packets=packets).t)
+        # A selection reuses buffers of the same selection.
+        part = sphere_trace(field, o1, d1, packets=packets, outputs=("normals",))
+        part2 = sphere_trace(field, o2, d2, packets=packets, outputs=("normals",), out=part)
+        assert part2.normals.data_ptr() == part.normals.data_ptr() and torch.equal(part2.normals, fresh["normals"])
+
+
+def test_out_buffers_that_do_not_fit_are_refused_by_name(device):
+    from taichi_sdf.implicit.scenes import make_scene
+
+    field = make_scene("blobs", device=device)  # kernels shared with the tests above
+    _, o, d = camera_rays(torch.float32, device, size=8)  # 64 rays: whole packets
+    _, o6, d6 = camera_rays(torch.float32, device, size=6)
+    with torch.no_grad():
+        r64 = sphere_trace(field, o, d)
+        with pytest.raises(ValueError, match=r"out.t: expected shape \[N\] with N=36, got \[64\]"):
+            sphere_trace(field, o6, d6, out=r64)
+        r64d = sphere_trace(make_scene("blobs", dtype=torch.float64, device=device), o.double(), d.double())
+        with pytest.raises(ValueError, match="out.t: expected dtype float32, got float64"):
+            sphere_trace(field, o, d, out=r64d)
+        with pytest.raises(ValueError, match=r"out.points: expected a tensor \(outputs selects 'points'\), got None"):
+            sphere_trace(field, o, d, out=sphere_trace(field, o, d, outputs=("normals",)))
+        with pytest.raises(ValueError, match=r"out: its buffers were laid out for packets=True"):
+            sphere_trace(field, o, d, packets=False, out=r64)
+        with pytest.raises(ValueError, match=r"out.t: expected shape \[N\] with N=64, got \[8, 8\]"):
+            sphere_trace(field, o, d, out=r64.reshape(8, 8))
+        with pytest.raises(TypeError, match="out: expected the result of an earlier no-gradient sphere_trace call"):
+            sphere_trace(field, o, d, out=_all_outputs(r64))
+    with pytest.raises(ValueError, match="out: buffer reuse is for no-gradient traces"):
+        sphere_trace(field.with_params(field.params.clone().requires_grad_()), o, d, out=r64)
