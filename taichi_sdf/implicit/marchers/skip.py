@@ -64,7 +64,8 @@ class SkipMarcher:
               *, level: float = 0.0, image_shape=None) -> MarchResult:  # fmt: skip
         """See `taichi_sdf.implicit.marchers.base.Marcher`; `image_shape` is not used. `t_min` is the
         ray distance of the smallest |f| sample (the closest chord point to the centre for rays with
-        no sample); `steps` counts each ray's field points."""
+        no sample), `f_min` that sample's value (NaN without a sample); `steps` counts each ray's
+        field points."""
         return _march(shifted(evaluate, level), origins, directions, self)
 
 
@@ -83,6 +84,7 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
     t_hit = t_close.clone()
     best_f = torch.full((n,), float("inf"), dtype=o.dtype, device=dev)
     best_t = t_close.clone()
+    best_v = torch.full((n,), float("nan"), dtype=o.dtype, device=dev)  # signed f at best_t
     steps = torch.zeros(n, dtype=torch.int32, device=dev)
     eps = cfg.eps
 
@@ -112,6 +114,7 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
         better = f.abs() < best_f[idx]
         best_f[idx] = torch.where(better, f.abs(), best_f[idx])
         best_t[idx] = torch.where(better, t, best_t[idx])
+        best_v[idx] = torch.where(better, f, best_v[idx])
         # A first sample at or below eps is a hit (IDR: a start inside converges at once).
         done = (f <= eps) if first else (f.abs() <= eps)
         first = False
@@ -152,12 +155,13 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
         lo_t, lo_f, hi_t, hi_f = lo_t[keep], lo_f[keep], hi_t[keep], hi_f[keep]
         bracket, side = bracket[keep], side[keep]
     if len(idx):
-        _fallback(ev, o, d, idx, lo_t, t_end[idx], bracket, lo_f, hi_t, hi_f, hit, t_hit, best_f, best_t, steps, cfg)
+        _fallback(ev, o, d, idx, lo_t, t_end[idx], bracket, lo_f, hi_t, hi_f, hit, t_hit, best_f, best_t, best_v,
+                  steps, cfg)  # fmt: skip
     best_t = torch.where(torch.isfinite(best_f), best_t, t_close)
-    return MarchResult(hit, t_hit, best_t, steps=steps)
+    return MarchResult(hit, t_hit, best_t, steps=steps, f_min=best_v)
 
 
-def _fallback(ev, o, d, idx, t_lo, t_hi, bracket, f_lo, b_t, b_f, hit, t_hit, best_f, best_t, steps, cfg):
+def _fallback(ev, o, d, idx, t_lo, t_hi, bracket, f_lo, b_t, b_f, hit, t_hit, best_f, best_t, best_v, steps, cfg):
     """IDR's sampler on the rays left after `max_steps`: uniform samples on [t_lo, t_end] (or on the
     bracket), the first sign change, secant steps."""
     t_hi = torch.where(bracket, b_t, t_hi)
@@ -171,6 +175,7 @@ def _fallback(ev, o, d, idx, t_lo, t_hi, bracket, f_lo, b_t, b_f, hit, t_hit, be
     better = vals[rows, k].abs() < best_f[idx]
     best_f[idx] = torch.where(better, vals[rows, k].abs(), best_f[idx])
     best_t[idx] = torch.where(better, z[rows, k], best_t[idx])
+    best_v[idx] = torch.where(better, vals[rows, k], best_v[idx])
     neg = vals < 0
     found = neg.any(1)
     j = torch.argmax(neg.int(), 1)
