@@ -64,8 +64,9 @@ class SkipMarcher:
               *, level: float = 0.0, image_shape=None) -> MarchResult:  # fmt: skip
         """See `taichi_sdf.implicit.marchers.base.Marcher`; `image_shape` is not used. `t_min` is the
         ray distance of the smallest |f| sample (the closest chord point to the centre for rays with
-        no sample), `f_min` that sample's value (NaN without a sample); `steps` counts each ray's
-        field points."""
+        no sample), `f_min` that sample's value (NaN without a sample; for rays that miss the bounding
+        sphere the distance from it, a lower bound of an SDF whose surface lies inside, as DIST's
+        render_depth reports them); `steps` counts each ray's field points."""
         return _march(shifted(evaluate, level), origins, directions, self)
 
 
@@ -84,7 +85,9 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
     t_hit = t_close.clone()
     best_f = torch.full((n,), float("inf"), dtype=o.dtype, device=dev)
     best_t = t_close.clone()
-    best_v = torch.full((n,), float("nan"), dtype=o.dtype, device=dev)  # signed f at best_t
+    # Signed f at best_t; rays that miss the bounding sphere are never evaluated: their value is the
+    # bound's (DIST's render_depth reports the same, plus its threshold).
+    best_v = torch.where(active.bool(), float("nan"), (o + t_close[:, None] * d).norm(dim=-1) - cfg.bound_radius)
     steps = torch.zeros(n, dtype=torch.int32, device=dev)
     eps = cfg.eps
 
