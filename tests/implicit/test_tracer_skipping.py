@@ -294,3 +294,26 @@ def test_render_path_outputs(device):
     assert float(err(polished)) < 0.1 * float(err(rough))
     with pytest.raises(ValueError, match="gradient"):
         march_field(sphere, o, d, gradient="exact")
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_rays_the_grid_skips_take_their_min_sdf_where_the_grid_puts_the_surface_nearest(device, name):
+    """A ray the grid certifies empty is never marched; its min-SDF point is the chord sample where the
+    grid's interpolant is lowest, nearer the surface than the chord's closest point to the centre."""
+    fn = FIELDS[name]
+    o, d = rays(device)
+    d = unit_directions("d", d)
+    grid = BoundGrid(resolution=16).refresh(fn, device=device)
+    r = march_field(fn, o, d, marcher=SkipMarcher(grid=grid), gradient="none", normals=False, polish_steps=0)
+    t_near, t_far = chords(o, d)
+    skipped = (r.steps == 0) & (t_far > t_near)
+    assert int(skipped.sum()) > 20
+    t_close = -(o * d).sum(-1)
+    at_close = fn(o + t_close[:, None] * d)[skipped]
+    assert bool((r.min_sdf[skipped] > grid.margin).all())  # certified empty: outside everywhere
+    # The closest point to the centre is the exact minimum on a centred sphere; the grid's samples are
+    # half a cell apart.
+    slack = grid.cell / 2 if name == "sphere" else 0.0
+    assert float(r.min_sdf[skipped].mean()) < float(at_close.mean()) + slack
+    if name != "sphere":
+        assert float((r.min_sdf[skipped] <= at_close + 1e-6).float().mean()) > 0.8
