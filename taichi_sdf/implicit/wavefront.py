@@ -90,8 +90,9 @@ def march_field(
             `clamp` it uses). `hit`, `min_sdf` and the misses are the same either way. "none": no
             gradient and no differentiable step (renders): `t` is the marcher's own (after
             `polish_steps` Newton steps, if any), every output is detached, and `min_sdf` is the value
-            the marcher saw at `t_min` (`MarchResult.f_min`; the field is evaluated only on rays
-            without one), so a render costs the marching points alone.
+            the marcher saw at `t_min` (`MarchResult.f_min`; `SkipMarcher` gives rays that miss the
+            bounding sphere its distance, as DIST's render_depth does; the field is evaluated only on
+            rays without a value), so a render costs little more than the marching points.
         normals: compute `normals` (one field gradient per ray); False: `normals` is None.
         min_sdf: compute `min_sdf` (one field value per ray, the misses' mask-loss term); False:
             `min_sdf` is None. Renders that need only hits and depths turn both off. Both flags
