@@ -1,6 +1,6 @@
 """The wavefront tracers vs IDR's and DIST's tracers, on the same network and rays, in one run.
 
-    PYTHONPATH=. python -m bench.tracers_vs_originals [--size 128] [--repeat 3] [--threads 1]
+    PYTHONPATH=. python -m bench.tracers_vs_originals [--size 128] [--repeat 3] [--threads 1] [--quick]
 
 The originals' algorithms are re-stated here in torch, step by step as their code does them (not
 vendored): IDR's `RayTracing.forward` in eval mode (lioryariv/idr `code/model/ray_tracing.py`, DTU
@@ -10,12 +10,16 @@ README defaults: march_step 100, ratio 1.5, threshold 5e-5, scales 4/2/1 with 3/
 DIST's object transform set to the identity. Their point counts are the anchors (IDR: 26.9 per ray
 on its geometric-init 8x256 network at 128x128 from distance 3, 40 degree fov; DIST: about 6 per
 pixel). Networks: IDR's 8x256 (multires 6, Softplus(100), weight norm, IDR's geometric init of
-radius 0.6 without the project's calibration); for DIST an 8x512 MLP of DeepSDF's shape (skip at
-layer 4, weight norm) with the same init and no positional encoding (no trained DeepSDF shape ships
-with the project, and a freshly initialised DeepSDF decoder has no surface).
+radius 0.6 without the project's calibration); for DIST DeepSDF's 8x512 decoder fitted to a
+procedural chair by DeepSDF's clamped loss (`bench.deepsdf_chair`; fitted once, cached in
+outputs/cache/): a non-convex shape whose values, like a trained DeepSDF's, are known only within
+the clamp (0.1) of the surface. A sphere is too easy an anchor (DIST needs 4.45 points per pixel on
+a sphere-initialised MLP).
 
 Rows: the original's algorithm; our exact port (`IDRMarcher` / `DISTMarcher`); the skipping tracer
-(`SkipMarcher` with a `BoundGrid` built once from the network, its build shown separately). "job"
+(`SkipMarcher` with a `BoundGrid` built once from the network, its build shown separately); the
+whole library call doing the original's job (`march_field(gradient="none")`: no differentiable step,
+no normals; for DIST with `min_sdf=True`, render_depth's third output, taken from the march). "job"
 columns compare with the original: hit masks equal, depth differences on common hits.
 """
 
@@ -28,6 +32,7 @@ import torch
 
 import taichi_sdf
 from bench.common import interleaved, machine, print_table
+from bench.deepsdf_chair import chair_target, fitted_chair_decoder
 from taichi_sdf.cameras import camera as cameras
 from taichi_sdf.implicit.marchers.base import FieldEvaluator
 from taichi_sdf.implicit.marchers.bound_grid import BoundGrid
@@ -156,8 +161,14 @@ def unmap(x, valid, fill):
 
 
 def dist_original(sdf, K, R, cam, H, W, radius=1.0, thr=5e-5, ratio=1.5, clamp=0.1, march_step=100,
-                  scales=(4, 2, 1), steps=(3, 3, -1)):  # fmt: skip
-    """Returns (Zdepth [H*W] ray distance, 1e11 off the sphere; valid [H*W]; min_sdf_sample [H*W])."""
+                  scales=(4, 2, 1), steps=(3, 3, -1), stages=None):  # fmt: skip
+    """Returns (Zdepth [H*W] ray distance, 1e11 off the sphere; valid [H*W]; min_sdf_sample [H*W]).
+    `stages`: a dict that receives the points `sdf` (a `Counted`) was evaluated at by each stage."""
+
+    def stage(name):
+        if stages is not None:
+            stages[name] = sdf.points - sum(stages.values())
+
 
     def grid(h, w, stride):  # pixel centres of the blocks of one level, in full-resolution pixels
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -196,6 +207,7 @@ def dist_original(sdf, K, R, cam, H, W, radius=1.0, thr=5e-5, ratio=1.5, clamp=0
         v.scatter_reduce_(0, lvl[1], valids[-1].float(), "amax")
         valids.append(v.bool())
     sdf_l = z_l = pts_l = None
+    stage("start")
     for i in range(len(levels) - 1, -1, -1):
         d, index, _ = levels[i]
         valid = valids[i]
@@ -243,10 +255,12 @@ def dist_original(sdf, K, R, cam, H, W, radius=1.0, thr=5e-5, ratio=1.5, clamp=0
             sdf_all = torch.cat([sdf_l[:, valid], sl_t])
             pts_all = torch.cat([pts_l[:, valid], pl_t])
             z_all = torch.cat([z_l[:, valid], zl_t + iv]) - init0[valid][None]
+        stage(f"1/{scales[::-1][i]} resolution")
     # get_min_sdf_sample and the depth sample (min |sdf|), no_grad
     k = sdf_all.abs().argmin(0)
     cols = torch.arange(sdf_all.shape[1])
     min_sdf = sdf(pts_all[k, cols])  # the original decodes the network again at that sample
+    stage("min-SDF decode")
     zd = z_all[k, cols] + (1 - ratio) * sdf_all[k, cols].clamp(-clamp, clamp)
     Z = torch.full((H * W,), 1e11)
     Z[valid0] = init0[valid0] + zd
@@ -287,6 +301,43 @@ def true_roots(sdf, o, d, t, half=5e-3, iters=40):
     return torch.where(ok, 0.5 * (lo + hi), float("nan"))
 
 
+@torch.no_grad()
+def first_roots(sdf, o, d, samples=512, radius=1.0):
+    """(hit [M], t [M]) of the first outside -> inside crossing of `sdf` along the chords of rays `o, d`
+    through the bounding sphere, from `samples` uniform samples and 30 bisections: the reference where
+    the tracers disagree (a dense search; a part thinner than the spacing may still be missed)."""
+    b = (o * d).sum(-1)
+    disc = b * b - (o * o).sum(-1) + radius**2
+    t0, t1 = (-b - disc.clamp_min(0).sqrt()).clamp_min(0), (-b + disc.clamp_min(0).sqrt()).clamp_min(0)
+    z = t0[:, None] + torch.linspace(0, 1, samples)[None] * (t1 - t0)[:, None]  # [M, S]
+    v = torch.cat([sdf(c) for c in (o[:, None] + z[..., None] * d[:, None]).reshape(-1, 3).split(65536)]).reshape(z.shape)
+    neg = (v < 0) & (disc > 0)[:, None]
+    hit = neg.any(1)
+    j = torch.argmax(neg.int(), 1).clamp_min(1)
+    rows = torch.arange(len(o))
+    lo, hi = z[rows, j - 1], z[rows, j]
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        pos = sdf(o + mid[:, None] * d) > 0
+        lo, hi = torch.where(pos, mid, lo), torch.where(pos, hi, mid)
+    return hit, torch.where(hit, 0.5 * (lo + hi), float("nan"))
+
+
+def referee(sdf, o, d, mask_o, t_o, mask_s, t_s):
+    """Where the original and ours disagree (mask, or depth by more than 1e-3): how many pixels each one
+    gets right (mask, and depth within 1e-3 of the dense first root)."""
+    bad = (mask_o != mask_s) | (mask_o & mask_s & ((t_o - t_s).abs() > 1e-3))
+    idx = bad.nonzero()[:, 0]
+    if len(idx) == 0:
+        return "no disagreements"
+    hit, t = first_roots(sdf, o[idx], d[idx])
+
+    def right(m, tt):
+        return int(((m[idx] == hit) & (~hit | ((tt[idx] - t).abs() <= 1e-3))).sum())
+
+    return f"{len(idx)} pixels disagree; right (dense first root): original {right(mask_o, t_o)}, ours {right(mask_s, t_s)}"
+
+
 def depth_error(t, t_true):
     """99th percentile of |t - t_true| over rays with a reference root."""
     e = (t - t_true).abs()
@@ -294,8 +345,9 @@ def depth_error(t, t_true):
     return float(e.quantile(0.99)) if len(e) else float("nan")
 
 
-def bench_job(job, net, cam, size, args):
-    """Rows of one job (IDR or DIST) on `net` with the camera `cam`."""
+def bench_job(job, sdf, params, cam, size, args):
+    """(rows, notes) of one job (IDR or DIST) on the field `sdf` (points [M, 3] -> [M]) whose tensors
+    are `params`, with the camera `cam`."""
     n = size * size
     c = cam.T_cam_world.inverse()[0, :3, 3].float()  # camera centre
     K, R = cam.K[0].float(), cam.T_cam_world[0, :3, :3].float()
@@ -303,34 +355,36 @@ def bench_job(job, net, cam, size, args):
     pix = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="xy"), -1).reshape(-1, 2)
     d = dist_rays(K, R, pix.float() + 0.5).contiguous()
     o = c.expand(n, 3).contiguous()
-    f = Counted(lambda x: net.sdf(x))
+    f = Counted(sdf)
     shape = None if job == "IDR" else (1, size, size)
     grid = BoundGrid(resolution=args.grid)
     if job == "IDR":  # sphere steps of f far from the surface (IDR's), secant steps within 0.01 of it
         skip = SkipMarcher(grid=grid, eps=5e-5, secant_below=0.01)
-    else:  # DIST's step ratio and clamp (steps <= 1.5 f, <= 0.15)
-        skip = SkipMarcher(grid=grid, eps=5e-5, secant_below=0.01, max_step_ratio=1.5, max_step=0.15, relax_far=True)
+    else:  # DIST's step ratio and clamp (steps <= 1.5 f, <= 0.15), the 1.5 where the secant allows it
+        skip = SkipMarcher(grid=grid, eps=5e-5, secant_below=0.05, max_step_ratio=1.5, max_step=0.15)
     port = IDRMarcher() if job == "IDR" else DISTMarcher()
 
+    stages = {}
+
     @torch.no_grad()
-    def original():
-        return idr_original(f, c, d) if job == "IDR" else dist_original(f, K, R, c, size, size)
+    def original(stages=None):
+        return idr_original(f, c, d) if job == "IDR" else dist_original(f, K, R, c, size, size, stages=stages)
 
     def build():
-        return grid.refresh(f, params=net.parameters())
+        return grid.refresh(f, params=params)
 
     def march(marcher):
         return marcher.march(FieldEvaluator(f, 65536, o.dtype), o, d, level=0.0, image_shape=shape)
 
     @torch.no_grad()
-    def full():  # the whole library call for the job: no normals, no min-SDF of misses, no polish
-        return march_field(f, o, d, marcher=skip, image_shape=shape, polish_steps=0, normals=False, min_sdf=False,
-                           create_graph=False)  # fmt: skip
+    def full():  # the whole library call for the job: no gradient step, no normals, no min-SDF, no polish
+        return march_field(f, o, d, marcher=skip, image_shape=shape, gradient="none", polish_steps=0, normals=False,
+                           min_sdf=False)  # fmt: skip
 
     @torch.no_grad()
     def full_min_sdf():  # DIST's render_depth also returns the min-|f| sample's value of every pixel
-        return march_field(f, o, d, marcher=skip, image_shape=shape, polish_steps=0, normals=False, min_sdf=True,
-                           create_graph=False)  # fmt: skip
+        return march_field(f, o, d, marcher=skip, image_shape=shape, gradient="none", polish_steps=0, normals=False,
+                           min_sdf=True)  # fmt: skip
 
     fns = {"original": original, "port": lambda: march(port), "build": build, "skip": lambda: march(skip), "full": full}
     if job == "DIST":
@@ -338,13 +392,13 @@ def bench_job(job, net, cam, size, args):
     points, outs = {}, {}
     for k, fn in fns.items():
         f.points = 0
-        outs[k] = fn()
+        outs[k] = fn(stages) if k == "original" else fn()
         points[k] = f.points / n
     timing = interleaved(fns, args.repeat)
     mask_o, depth_o = (outs["original"][0], outs["original"][1]) if job == "IDR" else (outs["original"][1], outs["original"][0])
     hits_o = mask_o.nonzero()[:, 0]
     t_true = torch.full((n,), float("nan"))
-    t_true[hits_o] = true_roots(lambda x: net.sdf(x), o[hits_o], d[hits_o], depth_o[hits_o])
+    t_true[hits_o] = true_roots(sdf, o[hits_o], d[hits_o], depth_o[hits_o])
 
     def row(label, key, res=None):
         ms, speed = timing[key][0] * 1e3, timing[key][1]
@@ -358,15 +412,54 @@ def bench_job(job, net, cam, size, args):
     rows[0][-1] = depth_error(depth_o, t_true)
     rows.append(row("our port (IDRMarcher/DISTMarcher), march", "port", outs["port"]))
     rows.append(row(f"SkipMarcher, grid {args.grid}^3 built, march", "skip", outs["skip"]))
-    rows.append(row("march_field(SkipMarcher, normals=False, min_sdf=False, polish_steps=0)", "full", outs["full"]))
+    rows.append(row('march_field(SkipMarcher, gradient="none", normals=False, min_sdf=False)', "full", outs["full"]))
     if job == "DIST":
-        rows.append(row("march_field(SkipMarcher, normals=False, min_sdf=True, polish_steps=0)", "full_min_sdf",
+        rows.append(row('march_field(SkipMarcher, gradient="none", normals=False, min_sdf=True)', "full_min_sdf",
                         outs["full_min_sdf"]))  # fmt: skip
     rows.append(row(f"BoundGrid {args.grid}^3 build (once per network change)", "build"))
-    t_sum = timing["skip"][0] + timing["build"][0]
-    rows.append([f"{job}: SkipMarcher march + grid build", points["skip"] + points["build"], t_sum * 1e3,
+    last = "full_min_sdf" if job == "DIST" else "full"
+    t_sum = timing[last][0] + timing["build"][0]
+    rows.append([f"{job}: the whole call ({last}) + grid build", points[last] + points["build"], t_sum * 1e3,
                  timing["original"][0] / t_sum, "", "", "", ""])  # fmt: skip
-    return rows
+    notes = [f"{job} anchor: the original needs {points['original']:.2f} points per ray"]
+    last_out = outs["full_min_sdf"] if job == "DIST" else outs["full"]
+    notes.append(f"{job} referee: " + referee(sdf, o, d, mask_o, depth_o, last_out.hit, last_out.t))
+    if job == "DIST":
+        notes.append(f"DIST grid: slope used {grid.slope:.2f}, occupancy {grid.occupancy:.3f}")
+    if stages:
+        notes[0] += " (" + ", ".join(f"{k} {v / n:.2f}" for k, v in stages.items() if k != "start") + ")"
+    if job == "DIST":  # render_depth's third output: the min-|f| sample's value (ours from the march)
+        m_o, m_s = outs["original"][2], outs["full_min_sdf"].min_sdf
+        gap = m_s.abs() - m_o.abs()
+        notes.append(f"DIST min-SDF sample: |ours| - |original's| median {float(gap.median()):.1e}, p99 "
+                     f"{float(gap.quantile(0.99)):.1e}; |ours| <= |original's| + 1e-4 on "
+                     f"{float((gap <= 1e-4).float().mean()):.4f} of the pixels")  # fmt: skip
+    return rows, notes
+
+
+@torch.no_grad()
+def exact_chair_counts(cam, size, grid_res):
+    """Points per pixel of DIST's algorithm and of the whole call on the chair's exact SDF (no network):
+    what a perfectly trained decoder would cost, the check of the fitted network's anchor."""
+    n = size * size
+    c = cam.T_cam_world.inverse()[0, :3, 3].float()
+    K, R = cam.K[0].float(), cam.T_cam_world[0, :3, :3].float()
+    pix = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="xy"), -1).reshape(-1, 2)
+    d = dist_rays(K, R, pix.float() + 0.5).contiguous()
+    o = c.expand(n, 3).contiguous()
+    f = Counted(chair_target())
+    stages = {}
+    _, valid, _ = dist_original(f, K, R, c, size, size, stages=stages)
+    original = f.points / n
+    grid = BoundGrid(resolution=grid_res).refresh(f)
+    f.points = 0
+    skip = SkipMarcher(grid=grid, eps=5e-5, secant_below=0.05, max_step_ratio=1.5, max_step=0.15)
+    r = march_field(f, o, d, marcher=skip, gradient="none", polish_steps=0, normals=False, min_sdf=True)
+    eq = float((r.hit == valid).float().mean())
+    return (f"DIST on the chair's exact SDF (no network): the original {original:.2f} points per pixel ("
+            + ", ".join(f"{k} {v / n:.2f}" for k, v in stages.items() if k != "start")
+            + f"), the whole call {f.points / n:.2f} (+ grid {grid_res ** 3 / n:.2f}), masks equal {eq:.4f}; "
+            f"{float(valid.float().mean()):.3f} of the pixels hit")  # fmt: skip
 
 
 def main(argv=None):
@@ -376,23 +469,34 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grid", type=int, default=32, help="BoundGrid resolution")
     ap.add_argument("--jobs", default="IDR,DIST")
+    ap.add_argument("--quick", action="store_true", help="64x64 rays, one timed round")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.size, args.repeat = 64, 1
     torch.set_num_threads(args.threads)
     taichi_sdf.init(arch="cpu")
     torch.manual_seed(0)
     cam = cameras.look_at(torch.tensor([[0.0, 0.0, 3.0]]), width=args.size, height=args.size, fov_x_deg=40.0)
     print(f"machine: {machine()}; torch threads {args.threads}; {args.size}x{args.size} rays from distance 3, fov 40")
-    rows = []
+    rows, notes = [], []
     for job in args.jobs.split(","):
         if job == "IDR":
             net = SDFNetwork(hidden=256, n_layers=8, multires=6, skip_in=(4,), init_radius=0.6, calibrate_init=False)
+            net.eval()
+            sdf, params = net.sdf, list(net.parameters())
         else:
-            net = SDFNetwork(hidden=512, n_layers=8, multires=0, skip_in=(4,), init_radius=0.6, calibrate_init=False)
-        net.eval()
-        rows += bench_job(job, net, cam, args.size, args)
+            decoder, sdf = fitted_chair_decoder()
+            params = list(decoder.parameters())
+        r, n = bench_job(job, sdf, params, cam, args.size, args)
+        rows, notes = rows + r, notes + n
+        if job == "DIST":
+            notes.append(exact_chair_counts(cam, args.size, args.grid))
     print_table("Tracers vs the originals' algorithms (same network and rays; points per ray = field points / rays)",
                 ["tracer", "points/ray", "ms (median)", "speed-up vs original (median per round)", "masks equal", "|dt| median / p99 / max",
                  "common hits |dt|<=1e-4", "p99 |t - true root|"], rows)  # fmt: skip
+    print()
+    for line in notes:
+        print(line)
 
 
 if __name__ == "__main__":

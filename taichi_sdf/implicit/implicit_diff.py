@@ -50,6 +50,9 @@ class MarchResult:
             ray, ascending in |f - level| (index 0 the minimum), NaN in slots left empty (a ray with
             fewer than K samples, or none); None when the marcher keeps no buffer. `DISTMarcher(
             buffer_size=K)` keeps them for DIST's approximate gradient (`implicit.dist_gradient`).
+        f_min: `f - level` at `t_min` as the loop evaluated it, NaN on rays it took no sample of
+            (`t_min` then is a geometric choice); None when the marcher does not keep it. Lets
+            `march_field(gradient="none")` return the min-SDF sample without a second field pass.
     """
 
     hit: torch.Tensor
@@ -57,6 +60,7 @@ class MarchResult:
     t_min: torch.Tensor
     steps: torch.Tensor | None = None
     t_buffer: torch.Tensor | None = None
+    f_min: torch.Tensor | None = None
 
 
 @dataclass

@@ -36,6 +36,7 @@ from taichi_sdf.implicit.implicit_diff import (  # noqa: F401  (re-exported: for
     TraceResult,
     differentiable_field,
     implicit_surface,
+    newton_polish,
     trace_result,
 )
 from taichi_sdf.implicit.marchers.base import FieldEvaluator, Marcher
@@ -86,11 +87,16 @@ def march_field(
             implicit-function step) or "approximate" (DIST's `alpha * sum_j d clamp(f(p_j))` over the
             marcher's sample buffer, with DIST's forward value; `taichi_sdf.implicit.dist_gradient`;
             needs a marcher that keeps a buffer, `DISTMarcher(buffer_size=K > 0)`, whose `alpha` and
-            `clamp` it uses). `hit`, `min_sdf` and the misses are the same either way.
+            `clamp` it uses). `hit`, `min_sdf` and the misses are the same either way. "none": no
+            gradient and no differentiable step (renders): `t` is the marcher's own (after
+            `polish_steps` Newton steps, if any), every output is detached, and `min_sdf` is the value
+            the marcher saw at `t_min` (`MarchResult.f_min`; `SkipMarcher` gives rays that miss the
+            bounding sphere its distance, as DIST's render_depth does; the field is evaluated only on
+            rays without a value), so a render costs little more than the marching points.
         normals: compute `normals` (one field gradient per ray); False: `normals` is None.
         min_sdf: compute `min_sdf` (one field value per ray, the misses' mask-loss term); False:
             `min_sdf` is None. Renders that need only hits and depths turn both off. Both flags
-            apply to `gradient="implicit"`; the approximate path computes both always.
+            apply to `gradient="implicit"` and `"none"`; the approximate path computes both always.
 
     Returns:
         `TraceResult` (`[N]`, `[N, 3]`); `num_evals` counts every point `fn` was evaluated at,
@@ -118,8 +124,8 @@ def march_field(
 
     if origins.device.type != runtime_device().type:
         raise ValueError(f"origins: expected a tensor on {runtime_device().type} (the device taichi_sdf runs on), got {origins.device}")
-    if gradient not in ("implicit", "approximate"):
-        raise ValueError(f"gradient: expected 'implicit' or 'approximate', got {gradient!r}")
+    if gradient not in ("implicit", "approximate", "none"):
+        raise ValueError(f"gradient: expected 'implicit', 'approximate' or 'none', got {gradient!r}")
     if gradient == "approximate" and getattr(marcher, "buffer_size", 0) <= 0:
         raise ValueError(f"gradient: 'approximate' needs a marcher that keeps DIST's sample buffer "
                          f"(DISTMarcher(buffer_size=K) with K > 0), got {marcher!r}")  # fmt: skip
@@ -133,12 +139,44 @@ def march_field(
     else:
         march = marcher.march(ev, o, d, level=level, image_shape=image_shape)
     marching = ev.count
+    if gradient == "none":
+        return _plain_result(ev, o, d, march, level=level, polish_steps=polish_steps, normals=normals,
+                             min_sdf=min_sdf)  # fmt: skip
     values_fn, gradients_fn = differentiable_field(ev.values, create_graph)
     if gradient == "approximate":
         return approximate_trace_result(values_fn, gradients_fn, origins, directions, march, alpha=marcher.alpha,
                                         clamp=marcher.clamp, level=level, marching_evals=marching)  # fmt: skip
     return trace_result(values_fn, gradients_fn, origins, directions, march, level=level, polish_steps=polish_steps,
                         marching_evals=marching, normals=normals, min_sdf=min_sdf)  # fmt: skip
+
+
+@torch.no_grad()
+def _plain_result(ev: FieldEvaluator, o: torch.Tensor, d: torch.Tensor, march: MarchResult, *, level: float,
+                  polish_steps: int, normals: bool, min_sdf: bool) -> TraceResult:  # fmt: skip
+    """`march_field(gradient="none")`: the marcher's answer as a detached `TraceResult`, with only the
+    field evaluations the requested outputs need (`o, d [N, 3]` detached, unit `d`)."""
+    marching, extra = ev.count, 0
+    values_fn, gradients_fn = differentiable_field(ev.values, create_graph=False)
+    t = torch.where(march.hit, march.t, march.t_min)
+    if polish_steps > 0 and bool(march.hit.any()):
+        idx = march.hit.nonzero()[:, 0]
+        t_h, extra = newton_polish(values_fn, gradients_fn, o[idx], d[idx], t[idx], polish_steps, level=level)
+        t = t.index_put((idx,), t_h)
+    points = o + t[:, None] * d
+    unit = None
+    if normals:
+        grads = gradients_fn(points)
+        unit = grads / grads.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    values = None
+    if min_sdf:
+        values = march.f_min.clone() if march.f_min is not None else torch.full_like(t, float("nan"))
+        todo = values.isnan().nonzero()[:, 0]  # rays the marcher saw no value on: evaluate there
+        if len(todo):
+            values[todo] = ev(o[todo] + march.t_min[todo, None] * d[todo]) - level
+    steps = march.steps if march.steps is not None else torch.zeros(len(t), dtype=torch.int32, device=o.device)
+    # A gradient costs about one evaluation more (its backward), as `implicit_surface` counts it.
+    evals = ev.count + extra + (2 * len(t) if normals else 0)
+    return TraceResult(march.hit, t, points, unit, march.t_min, values, steps, evals, marching)
 
 
 def sphere_trace_mlp(

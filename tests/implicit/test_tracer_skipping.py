@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from taichi_sdf.cameras import camera as C
+from taichi_sdf.core.validation import unit_directions
 from taichi_sdf.implicit.marchers import IDRMarcher
 from taichi_sdf.implicit.marchers.base import FieldEvaluator
 from taichi_sdf.implicit.marchers.bound_grid import BoundGrid
@@ -228,3 +229,91 @@ def test_rays_left_after_max_steps_fall_back_to_sampling(device, name):
     both = short.hit & full.hit
     assert float((short.t - full.t)[both].abs().quantile(0.95)) < 1e-4
     assert int(short.steps.max()) > 100  # the sampler's points are counted per ray
+
+
+# -- gradient="none": the render path (DIST's render_depth job) ---------------------------------------
+
+
+@pytest.mark.parametrize("name", [*FIELDS, "network"])
+def test_render_path_min_sdf_is_the_separate_pass_value(device, name):
+    """`gradient="none"` takes the min-SDF sample's value from the march (no second field pass on rays
+    with a sample): it equals the field at `t_min_sdf`, the separate pass's value, on analytic fields
+    and a network; hits are the implicit path's, depths within its one Newton step."""
+    if name == "network":
+        net = small_network(device).eval()
+        fn = lambda x: net.sdf(x)  # noqa: E731
+    else:
+        fn = FIELDS[name]
+    o, d = rays(device)
+    d = unit_directions("d", d)
+    grid = BoundGrid(resolution=16).refresh(fn, device=device)
+    marcher = SkipMarcher(grid=grid, secant_below=0.01)
+    with torch.no_grad():
+        ref = march_field(fn, o, d, marcher=marcher, normals=False, polish_steps=0)
+        fast = march_field(fn, o, d, marcher=marcher, normals=False, polish_steps=0, gradient="none")
+        separate = fn(o + fast.t_min_sdf[:, None] * d)
+    assert torch.equal(fast.hit, ref.hit) and torch.equal(fast.t_min_sdf, ref.t_min_sdf)
+    assert 20 < int(fast.hit.sum()) < o.shape[0]
+    tol = 1e-6  # the same points; a value may differ in the last ulp with its batch (vectorised reductions)
+    t_near, t_far = chords(o, d)
+    on = t_far > t_near  # rays through the bounding sphere; the others get its distance, a lower bound
+    assert 10 < int((~on).sum()) and float((fast.min_sdf - separate)[on].abs().max()) <= tol
+    assert float((fast.min_sdf - ref.min_sdf)[on].abs().max()) <= tol
+    off = o[~on] + fast.t_min_sdf[~on, None] * d[~on]
+    assert torch.allclose(fast.min_sdf[~on], off.norm(dim=-1) - 1.0)
+    assert bool((fast.min_sdf[~on] <= separate[~on] + tol).all())
+    # Depths are the marcher's own (at most a secant step from a sample with |f| <= eps; as close to the
+    # true root as `test_skipping_keeps_hits_and_depths` shows); the implicit path adds a Newton step,
+    # which moves grazing hits (|grad f . d| small) further.
+    alone, _ = march(marcher, fn, o, unit_directions("d", d))  # march_field normalises the directions
+    assert torch.equal(fast.t[fast.hit], alone.t[alone.hit])
+    assert float(((fast.t - ref.t)[fast.hit].abs() < 1e-4).float().mean()) > 0.95
+    # Evaluations: the march, plus one per ray through the sphere the march took no sample on (skipped).
+    skipped = (fast.steps == 0) & on
+    assert int(skipped.sum()) > 10
+    assert fast.num_evals == fast.marching_evals + int(skipped.sum())
+    assert fast.num_evals < ref.num_evals - int(fast.hit.sum())
+
+
+def test_render_path_outputs(device):
+    """`gradient="none"`: detached outputs, normals on request, marchers without an in-march value
+    (IDRMarcher) get the separate pass, and the Newton polish when asked."""
+    o, d = rays(device, size=12)
+    og = o.clone().requires_grad_(True)
+    r = march_field(sphere, og, d, marcher=SkipMarcher(), gradient="none", polish_steps=0)
+    for x in (r.t, r.points, r.normals, r.min_sdf):
+        assert not x.requires_grad
+    hits = r.points[r.hit]
+    assert float((r.normals[r.hit] - hits / hits.norm(dim=-1, keepdim=True)).abs().max()) < 1e-4
+    idr = march_field(sphere, o, d, marcher=IDRMarcher(), gradient="none", normals=False, polish_steps=0)
+    ref = march_field(sphere, o, d, marcher=IDRMarcher(), normals=False, polish_steps=0)
+    assert torch.equal(idr.min_sdf, ref.min_sdf.detach())
+    polished = march_field(sphere, o, d, marcher=IDRMarcher(eps=1e-2), gradient="none", normals=False, polish_steps=1)
+    rough = march_field(sphere, o, d, marcher=IDRMarcher(eps=1e-2), gradient="none", normals=False, polish_steps=0)
+    err = lambda r: (sphere(o + r.t[:, None] * d)[r.hit]).abs().max()  # noqa: E731
+    assert float(err(polished)) < 0.1 * float(err(rough))
+    with pytest.raises(ValueError, match="gradient"):
+        march_field(sphere, o, d, gradient="exact")
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_rays_the_grid_skips_take_their_min_sdf_where_the_grid_puts_the_surface_nearest(device, name):
+    """A ray the grid certifies empty is never marched; its min-SDF point is the chord sample where the
+    grid's interpolant is lowest, nearer the surface than the chord's closest point to the centre."""
+    fn = FIELDS[name]
+    o, d = rays(device)
+    d = unit_directions("d", d)
+    grid = BoundGrid(resolution=16).refresh(fn, device=device)
+    r = march_field(fn, o, d, marcher=SkipMarcher(grid=grid), gradient="none", normals=False, polish_steps=0)
+    t_near, t_far = chords(o, d)
+    skipped = (r.steps == 0) & (t_far > t_near)
+    assert int(skipped.sum()) > 20
+    t_close = -(o * d).sum(-1)
+    at_close = fn(o + t_close[:, None] * d)[skipped]
+    assert bool((r.min_sdf[skipped] > grid.margin).all())  # certified empty: outside everywhere
+    # The closest point to the centre is the exact minimum on a centred sphere; the grid's samples are
+    # half a cell apart.
+    slack = grid.cell / 2 if name == "sphere" else 0.0
+    assert float(r.min_sdf[skipped].mean()) < float(at_close.mean()) + slack
+    if name != "sphere":
+        assert float((r.min_sdf[skipped] <= at_close + 1e-6).float().mean()) > 0.8

@@ -2,7 +2,8 @@
 its chord that is not certified free of `f <= margin` by the grid's cone bounds
 `B(x) = max_c (g_c - L |x - x_c|)` over the 8 cell centres around x, checked between samples `step`
 apart: a segment of length D between samples with bounds B0, B1 is certified when
-`(B0 + B1 - L D) / 2 > margin`. One thread per ray."""
+`(B0 + B1 - L D) / 2 > margin`; also the sample of lowest trilinear interpolant of the grid (where
+the ray passes closest to the surface, as far as the grid knows). One thread per ray."""
 
 import functools
 from types import SimpleNamespace
@@ -35,15 +36,33 @@ def bound_grid_kernels(dtype: str) -> SimpleNamespace:
             best = ti.max(best, g[jx, jy, jz] - slope * ti.sqrt(dx * dx + dy * dy + dz * dz))
         return best
 
+    @ti.func
+    def interpolant(g: ti.template(), px, py, pz, res: ti.i32, cell: f, radius: f):
+        ux, uy, uz = (px + radius) / cell - 0.5, (py + radius) / cell - 0.5, (pz + radius) / cell - 0.5
+        ix = ti.min(ti.max(ti.cast(ti.floor(ux), ti.i32), 0), res - 2)
+        iy = ti.min(ti.max(ti.cast(ti.floor(uy), ti.i32), 0), res - 2)
+        iz = ti.min(ti.max(ti.cast(ti.floor(uz), ti.i32), 0), res - 2)
+        fx = ti.min(ti.max(ux - ix, 0.0), 1.0)
+        fy = ti.min(ti.max(uy - iy, 0.0), 1.0)
+        fz = ti.min(ti.max(uz - iz, 0.0), 1.0)
+        v = ti.cast(0.0, f)
+        for c in ti.static(range(8)):
+            wx = fx if (c >> 2) & 1 else 1.0 - fx
+            wy = fy if (c >> 1) & 1 else 1.0 - fy
+            wz = fz if c & 1 else 1.0 - fz
+            v += wx * wy * wz * g[ix + ((c >> 2) & 1), iy + ((c >> 1) & 1), iz + (c & 1)]
+        return v
+
     @ti.kernel
     def chord_bounds(o: vec, d: vec, t_near: arr, t_far: arr, g: grid3, t_enter: arr, t_exit: arr, any_open: iarr,
-                     cell: f, radius: f, slope: f, margin: f, step: f):  # fmt: skip
+                     t_lowest: arr, cell: f, radius: f, slope: f, margin: f, step: f):  # fmt: skip
         res = g.shape[0]
         for r in range(o.shape[0]):
             tn, tf = t_near[r], t_far[r]
             t_enter[r] = tn
             t_exit[r] = tf
             any_open[r] = 0
+            t_lowest[r] = tn
             if tf > tn:
                 n = ti.cast(ti.ceil((tf - tn) / step), ti.i32)
                 t_prev = tn
@@ -51,6 +70,8 @@ def bound_grid_kernels(dtype: str) -> SimpleNamespace:
                                      radius, slope)  # fmt: skip
                 found = 0
                 first, last = tn, tf
+                v_low = interpolant(g, o[r, 0] + tn * d[r, 0], o[r, 1] + tn * d[r, 1], o[r, 2] + tn * d[r, 2], res,
+                                    cell, radius)  # fmt: skip
                 for k in range(1, n + 1):
                     t = ti.min(tn + k * step, tf)
                     b = lower_bound(g, o[r, 0] + t * d[r, 0], o[r, 1] + t * d[r, 1], o[r, 2] + t * d[r, 2], res, cell,
@@ -60,6 +81,11 @@ def bound_grid_kernels(dtype: str) -> SimpleNamespace:
                             first = t_prev
                         found = 1
                         last = t
+                    v = interpolant(g, o[r, 0] + t * d[r, 0], o[r, 1] + t * d[r, 1], o[r, 2] + t * d[r, 2], res, cell,
+                                    radius)  # fmt: skip
+                    if v < v_low:
+                        v_low = v
+                        t_lowest[r] = t
                     t_prev, b_prev = t, b
                 if found == 1:
                     t_enter[r] = first

@@ -6,8 +6,10 @@ falsi) method instead of IDR's line search or DIST's damped oscillation. Rays st
 the first sign change, secant steps. Fields are SDFs, negative inside.
 
 Settings for the originals' jobs: IDR `SkipMarcher(grid, secant_below=0.01)` (sphere steps of f
-as IDR takes them); DIST `SkipMarcher(grid, secant_below=0.01, max_step_ratio=1.5, max_step=0.15,
-relax_far=True)` (DIST's marching steps, 1.5 f clamped to 0.15). `bench.tracers_vs_originals`.
+as IDR takes them); DIST `SkipMarcher(grid, secant_below=0.05, max_step_ratio=1.5, max_step=0.15)`
+(DIST's step clamp; its 1.5 f where the secant through the last samples allows it; `relax_far=True`
+takes 1.5 f on every far step as DIST does, more points and more overshoot on DeepSDF networks whose
+slope exceeds 1). `bench.tracers_vs_originals`.
 
 Exactness: with a current grid (see `BoundGrid`) the skipped parts of a chord hold no surface;
 a ray whose first sample after a skip is inside (the grid was not conservative there) restarts from
@@ -63,8 +65,10 @@ class SkipMarcher:
     def march(self, evaluate: Callable[[torch.Tensor], torch.Tensor], origins: torch.Tensor, directions: torch.Tensor,
               *, level: float = 0.0, image_shape=None) -> MarchResult:  # fmt: skip
         """See `taichi_sdf.implicit.marchers.base.Marcher`; `image_shape` is not used. `t_min` is the
-        ray distance of the smallest |f| sample (the closest chord point to the centre for rays with
-        no sample); `steps` counts each ray's field points."""
+        ray distance of the smallest |f| sample (for rays with no sample: the grid's chord sample of
+        lowest interpolated value when the grid skipped the ray, else the closest point to the centre), `f_min` that sample's value (NaN without a sample; for rays that miss the bounding
+        sphere the distance from it, a lower bound of an SDF whose surface lies inside, as DIST's
+        render_depth reports them); `steps` counts each ray's field points."""
         return _march(shifted(evaluate, level), origins, directions, self)
 
 
@@ -75,14 +79,18 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
     common_kernels(dtype_name(o.dtype)).sphere_bounds(o, d, t_near, t_far, t_close, active, float(cfg.bound_radius))
     act = active.bool()
     t_start, t_end = t_near, t_far
+    best_t = t_close.clone()  # the min-SDF point of rays with no sample
     grid = cfg.grid
     if grid is not None and grid.is_current():
-        t_start, t_end, occ = grid.bounds(o, d, t_near, t_far)
+        t_start, t_end, occ, t_lowest = grid.bounds(o, d, t_near, t_far, lowest=True)
+        best_t = torch.where(act & ~occ, t_lowest, t_close)  # skipped: where the grid puts the surface nearest
         act &= occ
     hit = torch.zeros(n, dtype=torch.bool, device=dev)
     t_hit = t_close.clone()
     best_f = torch.full((n,), float("inf"), dtype=o.dtype, device=dev)
-    best_t = t_close.clone()
+    # Signed f at best_t; rays that miss the bounding sphere are never evaluated: their value is the
+    # bound's (DIST's render_depth reports the same, plus its threshold).
+    best_v = torch.where(active.bool(), float("nan"), (o + t_close[:, None] * d).norm(dim=-1) - cfg.bound_radius)
     steps = torch.zeros(n, dtype=torch.int32, device=dev)
     eps = cfg.eps
 
@@ -112,6 +120,7 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
         better = f.abs() < best_f[idx]
         best_f[idx] = torch.where(better, f.abs(), best_f[idx])
         best_t[idx] = torch.where(better, t, best_t[idx])
+        best_v[idx] = torch.where(better, f, best_v[idx])
         # A first sample at or below eps is a hit (IDR: a start inside converges at once).
         done = (f <= eps) if first else (f.abs() <= eps)
         first = False
@@ -152,12 +161,12 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
         lo_t, lo_f, hi_t, hi_f = lo_t[keep], lo_f[keep], hi_t[keep], hi_f[keep]
         bracket, side = bracket[keep], side[keep]
     if len(idx):
-        _fallback(ev, o, d, idx, lo_t, t_end[idx], bracket, lo_f, hi_t, hi_f, hit, t_hit, best_f, best_t, steps, cfg)
-    best_t = torch.where(torch.isfinite(best_f), best_t, t_close)
-    return MarchResult(hit, t_hit, best_t, steps=steps)
+        _fallback(ev, o, d, idx, lo_t, t_end[idx], bracket, lo_f, hi_t, hi_f, hit, t_hit, best_f, best_t, best_v,
+                  steps, cfg)  # fmt: skip
+    return MarchResult(hit, t_hit, best_t, steps=steps, f_min=best_v)
 
 
-def _fallback(ev, o, d, idx, t_lo, t_hi, bracket, f_lo, b_t, b_f, hit, t_hit, best_f, best_t, steps, cfg):
+def _fallback(ev, o, d, idx, t_lo, t_hi, bracket, f_lo, b_t, b_f, hit, t_hit, best_f, best_t, best_v, steps, cfg):
     """IDR's sampler on the rays left after `max_steps`: uniform samples on [t_lo, t_end] (or on the
     bracket), the first sign change, secant steps."""
     t_hi = torch.where(bracket, b_t, t_hi)
@@ -171,6 +180,7 @@ def _fallback(ev, o, d, idx, t_lo, t_hi, bracket, f_lo, b_t, b_f, hit, t_hit, be
     better = vals[rows, k].abs() < best_f[idx]
     best_f[idx] = torch.where(better, vals[rows, k].abs(), best_f[idx])
     best_t[idx] = torch.where(better, z[rows, k], best_t[idx])
+    best_v[idx] = torch.where(better, vals[rows, k], best_v[idx])
     neg = vals < 0
     found = neg.any(1)
     j = torch.argmax(neg.int(), 1)
