@@ -121,8 +121,8 @@ class FieldSource(Source):
         return cls(make_scene(name), "scene", scene_colors=True)
 
     def trace(self, camera, origins, directions) -> Hits:
-        with torch.no_grad():
-            r = sphere_trace(self.field, origins, directions)
+        with torch.no_grad():  # no min-SDF: the view does not use it
+            r = sphere_trace(self.field, origins, directions, outputs=("points", "normals"))
         return Hits(r.hit, r.t, r.points, r.normals, r.num_evals)
 
     def color(self, points, normals, directions):
@@ -429,8 +429,8 @@ class MeshSource(Source):
 
     def trace(self, camera, origins, directions) -> Hits:
         if self.mode == "sdf":
-            with torch.no_grad():
-                r = sphere_trace(self.field, origins, directions)
+            with torch.no_grad():  # no min-SDF: the view does not use it
+                r = sphere_trace(self.field, origins, directions, outputs=("points", "normals"))
             return Hits(r.hit, r.t, r.points, r.normals, r.num_evals)
         cam = camera.to(self.vertices.device, self.vertices.dtype)
         out = hard_rasterize(self.vertices, self.faces, cam)
