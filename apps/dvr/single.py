@@ -183,8 +183,9 @@ class SingleViewTrainer(Trainer):
         self.train_set = load_split(cfg, "train")
         self.views = self.train_set.stacked_views(("inputs", "image", "mask", "depth", "K", "T_cam_world"), self.device)
         t = cfg.train
-        # [N * V] flat pixel lists of the grown masks, object-major (entry i * V + k: object i, view k)
-        self.object_pixels = (object_pixel_lists(self.views["mask"].flatten(0, 1).bool(), t.object_margin)
+        # [N * V] flat pixel lists of the grown masks, object-major (entry i * V + k: object i, view k), kept on
+        # the CPU where the batch's pixels are drawn
+        self.object_pixels = (object_pixel_lists(self.views["mask"].flatten(0, 1).bool().cpu(), t.object_margin)
                               if t.object_fraction > 0 else None)  # fmt: skip
         decoder, encoder = build_dvr_networks(cfg.model)
         m, t = cfg.marcher, cfg.train
@@ -242,7 +243,7 @@ class SingleViewTrainer(Trainer):
         if self.object_pixels is None:  # DVR: uniform
             flat = torch.randint(H * W, (t.batch_size, t.pixels), generator=self.gen)
         else:  # a share of each view's pixels near its object
-            flat = torch.stack([draw_pixels(H * W, t.pixels, self.object_pixels[int(objs[b]) * V + int(sup[b])].cpu(),
+            flat = torch.stack([draw_pixels(H * W, t.pixels, self.object_pixels[int(objs[b]) * V + int(sup[b])],
                                             t.object_fraction, self.gen) for b in range(t.batch_size)])  # fmt: skip
         u = torch.rand(t.batch_size, t.pixels, 5, generator=self.gen)
         views = []
