@@ -317,3 +317,61 @@ def test_rays_the_grid_skips_take_their_min_sdf_where_the_grid_puts_the_surface_
     assert float(r.min_sdf[skipped].mean()) < float(at_close.mean()) + slack
     if name != "sphere":
         assert float((r.min_sdf[skipped] <= at_close + 1e-6).float().mean()) > 0.8
+
+
+def test_grid_zero_is_near_the_first_root_and_nan_without_one(device):
+    o, d = rays(device, size=32)
+    grid = BoundGrid(resolution=32).refresh(sphere, device=device)
+    t_near, t_far = chords(o, d)
+    t0, t1, anyocc, t_zero, v_enter = grid.bounds(o, d, t_near, t_far, zero=True)
+    # the analytic first root of |x| = 0.5
+    b = (o * d).sum(-1)
+    disc = b * b - (o * o).sum(-1) + 0.25
+    root = -b - disc.clamp_min(0).sqrt()
+    through = disc > 0.02  # rays through the ball, not grazing it
+    assert int(through.sum()) > 50
+    assert torch.isfinite(t_zero[through]).all()
+    assert float((t_zero[through] - root[through]).abs().max()) < 0.25 * grid.cell
+    assert bool((t_zero[through] >= t0[through]).all()) and bool((v_enter[through] > 0).all())
+    assert torch.isnan(t_zero[~anyocc]).all() and torch.isnan(v_enter[~anyocc]).all()
+    # the other outputs do not depend on asking for these
+    assert all(torch.equal(a, b) for a, b in zip(grid.bounds(o, d, t_near, t_far), (t0, t1, anyocc)))
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_grid_guess_keeps_hits_and_depths_with_fewer_points(device, name):
+    fn = FIELDS[name]
+    o, d = rays(device, size=32)
+    grid = BoundGrid(resolution=32).refresh(fn, device=device)
+    kw = dict(grid=grid, secant_below=0.05, max_step_ratio=1.5, max_step=0.15)  # DIST's job
+    entry, n_entry = march(SkipMarcher(**kw), fn, o, d)
+    guess, n_guess = march(SkipMarcher(**kw, guess_cells=0.25), fn, o, d)
+    assert n_guess < n_entry
+    assert torch.equal(guess.hit, entry.hit)
+    h = guess.hit
+    assert int(h.sum()) > 50
+    ref = true_roots(fn, o[h], d[h], guess.t[h])
+    assert torch.isfinite(ref).all()
+    oh, dh = o[h], d[h]
+    slope = (fn(oh + (ref + 1e-4)[:, None] * dh) - fn(oh + (ref - 1e-4)[:, None] * dh)).abs() / 2e-4
+    assert bool(((guess.t[h] - ref).abs() <= 1.5 * 5e-5 / slope + 1e-5).all())
+
+
+def test_grid_guess_inside_restarts_at_the_certified_entry(device):
+    # Grid values raised by 0.03 with a margin of 0.05: the bounds stay conservative for the surface
+    # (certified points have f > 0.02), but the interpolant's zero lies 0.03 inside the ball, so a
+    # guess with no back-off lands inside and must restart at the entry, not report that point.
+    o, d = rays(device, size=32)
+    grid = BoundGrid(resolution=16, margin=0.05).refresh(lambda x: sphere(x) + 0.03, device=device)
+    plain, _ = march(SkipMarcher(), sphere, o, d)
+    guess, _ = march(SkipMarcher(grid=grid, guess_cells=0.0), sphere, o, d)
+    assert torch.equal(guess.hit, plain.hit) and int(guess.hit.sum()) > 50
+    assert float((guess.t[guess.hit] - plain.t[plain.hit]).abs().max()) < 1e-4
+    t_zero = grid.bounds(o, d, *chords(o, d), zero=True)[3]
+    inside = torch.isfinite(t_zero) & (sphere(o + t_zero.nan_to_num(0)[:, None] * d) < -1e-3)
+    assert int(inside.sum()) > 50  # the restart path is taken
+
+
+def test_grid_guess_option_is_checked():
+    with pytest.raises(ValueError, match="guess_cells"):
+        SkipMarcher(guess_cells=-1.0)

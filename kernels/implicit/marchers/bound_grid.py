@@ -3,7 +3,9 @@ its chord that is not certified free of `f <= margin` by the grid's cone bounds
 `B(x) = max_c (g_c - L |x - x_c|)` over the 8 cell centres around x, checked between samples `step`
 apart: a segment of length D between samples with bounds B0, B1 is certified when
 `(B0 + B1 - L D) / 2 > margin`; also the sample of lowest trilinear interpolant of the grid (where
-the ray passes closest to the surface, as far as the grid knows). One thread per ray."""
+the ray passes closest to the surface, as far as the grid knows) and, within the span, the first zero
+of the interpolant (linear between samples; NaN if none) with the interpolant's value at the span's
+start: where the grid expects the surface. One thread per ray."""
 
 import functools
 from types import SimpleNamespace
@@ -55,7 +57,8 @@ def bound_grid_kernels(dtype: str) -> SimpleNamespace:
 
     @ti.kernel
     def chord_bounds(o: vec, d: vec, t_near: arr, t_far: arr, g: grid3, t_enter: arr, t_exit: arr, any_open: iarr,
-                     t_lowest: arr, cell: f, radius: f, slope: f, margin: f, step: f):  # fmt: skip
+                     t_lowest: arr, t_zero: arr, v_enter: arr, cell: f, radius: f, slope: f, margin: f,
+                     step: f):  # fmt: skip
         res = g.shape[0]
         for r in range(o.shape[0]):
             tn, tf = t_near[r], t_far[r]
@@ -63,30 +66,40 @@ def bound_grid_kernels(dtype: str) -> SimpleNamespace:
             t_exit[r] = tf
             any_open[r] = 0
             t_lowest[r] = tn
+            t_zero[r] = ti.cast(ti.math.nan, f)
+            v_enter[r] = ti.cast(ti.math.nan, f)
             if tf > tn:
                 n = ti.cast(ti.ceil((tf - tn) / step), ti.i32)
                 t_prev = tn
                 b_prev = lower_bound(g, o[r, 0] + tn * d[r, 0], o[r, 1] + tn * d[r, 1], o[r, 2] + tn * d[r, 2], res, cell,
                                      radius, slope)  # fmt: skip
                 found = 0
+                zero = 0
                 first, last = tn, tf
                 v_low = interpolant(g, o[r, 0] + tn * d[r, 0], o[r, 1] + tn * d[r, 1], o[r, 2] + tn * d[r, 2], res,
                                     cell, radius)  # fmt: skip
+                v_prev = v_low
                 for k in range(1, n + 1):
                     t = ti.min(tn + k * step, tf)
                     b = lower_bound(g, o[r, 0] + t * d[r, 0], o[r, 1] + t * d[r, 1], o[r, 2] + t * d[r, 2], res, cell,
                                     radius, slope)  # fmt: skip
+                    v = interpolant(g, o[r, 0] + t * d[r, 0], o[r, 1] + t * d[r, 1], o[r, 2] + t * d[r, 2], res, cell,
+                                    radius)  # fmt: skip
                     if (b_prev + b - slope * (t - t_prev)) / 2 <= margin:
                         if found == 0:
                             first = t_prev
+                            v_enter[r] = v_prev
                         found = 1
                         last = t
-                    v = interpolant(g, o[r, 0] + t * d[r, 0], o[r, 1] + t * d[r, 1], o[r, 2] + t * d[r, 2], res, cell,
-                                    radius)  # fmt: skip
+                        if zero == 0 and v <= 0:  # the interpolant's first zero in the span
+                            zero = 1
+                            t_zero[r] = t_prev
+                            if v_prev > 0:
+                                t_zero[r] = t_prev + v_prev / (v_prev - v) * (t - t_prev)
                     if v < v_low:
                         v_low = v
                         t_lowest[r] = t
-                    t_prev, b_prev = t, b
+                    t_prev, b_prev, v_prev = t, b, v
                 if found == 1:
                     t_enter[r] = first
                     t_exit[r] = last

@@ -124,20 +124,23 @@ class BoundGrid:
 
     @torch.no_grad()
     def bounds(self, o: torch.Tensor, d: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor, *,
-               lowest: bool = False) -> tuple[torch.Tensor, ...]:  # fmt: skip
+               lowest: bool = False, zero: bool = False) -> tuple[torch.Tensor, ...]:  # fmt: skip
         """(t_enter, t_exit `[N]`, any `[N]` bool) of rays `o, d [N, 3]` (unit d) on chords
         `[t_near, t_far]`: every chord point with f <= margin lies in `[t_enter, t_exit]`; rays with
         `any` False have none. `lowest`: also `t_lowest [N]`, the chord sample where the grid's
         trilinear interpolant is lowest (where the ray passes closest to the surface as far as the
-        grid knows; the min-SDF point of a ray the grid skips). One Taichi thread per ray, samples every half cell."""
+        grid knows; the min-SDF point of a ray the grid skips). `zero`: also `t_zero [N]`, the first
+        zero of the interpolant in `[t_enter, t_exit]` (linear between samples; NaN where it has none:
+        where the grid expects the surface, not a bound) and `v_enter [N]`, the interpolant at
+        `t_enter`. One Taichi thread per ray, samples every half cell."""
         n = o.shape[0]
         t_enter, t_exit, t_lowest = o.new_empty(n), o.new_empty(n), o.new_empty(n)
+        t_zero, v_enter = o.new_empty(n), o.new_empty(n)
         any_open = torch.empty(n, dtype=torch.int32, device=o.device)
         if n:
             g = self.values.to(o.device, o.dtype).contiguous()
             bound_grid_kernels(dtype_name(o.dtype)).chord_bounds(
                 o.contiguous(), d.contiguous(), t_near.contiguous(), t_far.contiguous(), g, t_enter, t_exit, any_open,
-                t_lowest, self.cell, self.bound_radius, self.slope, self.margin, self.cell / 2)  # fmt: skip
-        if lowest:
-            return t_enter, t_exit, any_open.bool(), t_lowest
-        return t_enter, t_exit, any_open.bool()
+                t_lowest, t_zero, v_enter, self.cell, self.bound_radius, self.slope, self.margin, self.cell / 2)  # fmt: skip
+        out = (t_enter, t_exit, any_open.bool())
+        return out + ((t_lowest,) if lowest else ()) + ((t_zero, v_enter) if zero else ())

@@ -13,7 +13,11 @@ slope exceeds 1). `bench.tracers_vs_originals`.
 
 Exactness: with a current grid (see `BoundGrid`) the skipped parts of a chord hold no surface;
 a ray whose first sample after a skip is inside (the grid was not conservative there) restarts from
-the bounding sphere. A stale or missing grid traces the whole chord.
+the bounding sphere. A stale or missing grid traces the whole chord. `guess_cells` (off by default)
+trades part of that guarantee for points: the first sample goes where the grid's interpolant expects
+the surface (its first zero in the span, backed off by `guess_cells` cells) instead of the certified
+entry, so a part thinner than the grid resolves between the two can be jumped over; a first sample
+that lands inside restarts at the certified entry.
 """
 
 from __future__ import annotations
@@ -53,12 +57,19 @@ class SkipMarcher:
     max_steps: int = 64  # field evaluations per ray before the sampling fallback
     n_samples: int = 100  # fallback uniform samples (IDR's n_steps)
     n_secant_steps: int = 8  # fallback secant steps (IDR's n_secant_steps)
+    # None: the first sample at the grid's certified entry. A float c >= 0: at the grid interpolant's
+    # first zero minus c cells (rays whose span has one), the interpolant at the entry serving as the
+    # secant partner of that sample: ~1.5 fewer points per hit ray (DIST's job, 64^3 grid: 5.05 -> 3.55
+    # per hit ray with c = 0.25; c = 0 lands inside too often, c = 0.5 too far out). See the module doc.
+    guess_cells: float | None = None
 
     def __post_init__(self) -> None:
         check_options(self, positive=("bound_radius", "eps", "max_step"), at_least={"max_steps": 1, "n_samples": 2,
                                                                         "n_secant_steps": 0})  # fmt: skip
         if not (isinstance(self.max_step_ratio, (int, float)) and 1.0 <= self.max_step_ratio <= 2.0):
             raise ValueError(f"max_step_ratio: expected a float in [1, 2], got {self.max_step_ratio!r}")
+        if self.guess_cells is not None and not (isinstance(self.guess_cells, (int, float)) and 0 <= self.guess_cells <= 4):
+            raise ValueError(f"guess_cells: expected None or a float in [0, 4] (cells), got {self.guess_cells!r}")
         if self.grid is not None and not isinstance(self.grid, BoundGrid):
             raise TypeError(f"grid: expected a BoundGrid or None, got {type(self.grid).__name__}")
 
@@ -81,8 +92,13 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
     t_start, t_end = t_near, t_far
     best_t = t_close.clone()  # the min-SDF point of rays with no sample
     grid = cfg.grid
+    guess = None
     if grid is not None and grid.is_current():
-        t_start, t_end, occ, t_lowest = grid.bounds(o, d, t_near, t_far, lowest=True)
+        if cfg.guess_cells is None:
+            t_start, t_end, occ, t_lowest = grid.bounds(o, d, t_near, t_far, lowest=True)
+        else:
+            t_start, t_end, occ, t_lowest, t_zero, v_enter = grid.bounds(o, d, t_near, t_far, lowest=True, zero=True)
+            guess = t_zero - cfg.guess_cells * grid.cell  # NaN where the interpolant has no zero
         best_t = torch.where(act & ~occ, t_lowest, t_close)  # skipped: where the grid puts the surface nearest
         act &= occ
     hit = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -99,6 +115,14 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
     t = t_start[idx].clone()
     t_end_i, t_near_i = t_end[idx], t_near[idx]
     lo_t, lo_f = t.clone(), torch.full_like(t, float("inf"))  # last sample outside (f > eps)
+    if guess is not None:
+        # Start where the grid expects the surface; the certified entry, with the interpolant's value
+        # there (positive: the grid's bound is), is the secant partner of the first step.
+        g_i = guess[idx]
+        guessed = g_i > t  # False for NaN
+        t_entry = t.clone()
+        t = torch.where(guessed, g_i, t)
+        lo_f = torch.where(guessed, v_enter[idx].clamp_min(eps), lo_f)
     hi_t, hi_f = t.clone(), torch.zeros_like(t)  # first sample inside (f < -eps), once bracketed
     bracket = torch.zeros(len(idx), dtype=torch.bool, device=dev)
     side = torch.zeros(len(idx), dtype=torch.int8, device=dev)  # Illinois: which end was kept last
@@ -109,6 +133,15 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
         f = ev(oi + t[:, None] * di)
         count = torch.ones_like(idx, dtype=torch.int32)
         if first:
+            if guess is not None:
+                # A guess that lands inside may have jumped a surface: restart at the certified entry.
+                undo = guessed & (f < -eps)
+                if undo.any():
+                    t = torch.where(undo, t_entry, t)
+                    f = f.clone()
+                    f[undo] = ev(oi[undo] + t[undo, None] * di[undo])
+                    count = count + undo.int()
+                    lo_f = torch.where(undo, float("inf"), lo_f)
             # A skip that lands inside: the grid missed surface before its entry; restart at the sphere.
             back = (f < -eps) & (t > t_near_i)
             if back.any():
