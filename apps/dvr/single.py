@@ -197,9 +197,9 @@ class SingleViewTrainer(Trainer):
         self.categories = [c for _, _, c in self.train_set.models]
         prior = None
         if cfg.shape_prior == "class_mean":
-            prior = class_prior_logits(self.train_set, cfg.prior_resolution)
+            prior = class_prior_logits(self.train_set, cfg.prior_resolution, cfg.prior_floor)
         elif cfg.shape_prior == "retrieval":
-            prior = object_prior_logits(self.train_set, cfg.prior_resolution)
+            prior = object_prior_logits(self.train_set, cfg.prior_resolution, cfg.prior_floor)
             N, V = self.views["inputs"].shape[:2]
             # each training (object, input view) is paired with the nearest OTHER training object, as a test
             # image is with its nearest training object: the network learns to correct a retrieved shape

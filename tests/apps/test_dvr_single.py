@@ -128,6 +128,8 @@ def test_object_sampling_draws_its_share_in_the_mask(workdir):
 def test_object_fraction_outside_0_1_is_named(workdir):
     with pytest.raises(ValueError, match="object_fraction"):
         tiny_cfg(workdir / "bad", "train.object_fraction=1.5")
+    with pytest.raises(ValueError, match="prior_floor"):
+        tiny_cfg(workdir / "bad", "prior_floor=0.5")
 
 
 def test_nearest_objects_returns_the_owner_of_the_nearest_view_and_honours_exclusions():
@@ -162,6 +164,10 @@ def test_retrieval_prior_pairs_each_training_input_with_another_object_and_stays
     assert inside.any() and not inside.all()  # both signs occur, so the check below can fail
     expected = torch.where(inside, math.log(99), -math.log(99)).float()
     assert torch.allclose(grids[N - 1], expected, atol=1e-5)
+    from apps.dvr.single import object_prior_logits  # prior_floor: a softer prior, logits +-logit(1 - floor)
+
+    soft = object_prior_logits(trainer.train_set, 12, floor=0.1)
+    assert torch.allclose(soft[N - 1], torch.where(inside, math.log(9), -math.log(9)).float(), atol=1e-5)
     row = trainer.step()
     assert row["loss"] > 0 and row["loss"] == row["loss"]
     trainer.save()
