@@ -82,11 +82,29 @@ class SingleViewSystem(nn.Module):
 
         return with_prior
 
+    def code(self, inputs: torch.Tensor, prior_inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder codes `[B, c_dim]` of images `inputs [B, 3, S, S]`; with `prior_inputs [B, 3, S, S]`
+        (`prior_code=difference`: the retrieved objects' nearest images) the difference of the two codes,
+        zero where the images agree, so the correction of a retrieved shape depends on what differs."""
+        codes = self.encoder(inputs)
+        return codes if prior_inputs is None else codes - self.encoder(prior_inputs)
+
     def forward(self, batch: dict) -> dict:
-        codes = self.encoder(batch["inputs"])
+        codes = self.code(batch["inputs"], batch.get("prior_inputs"))
         B = codes.shape[0]
         totals = dict.fromkeys(LOSS_TERMS, 0.0)
         diag = {"psnr": [], "hit_fraction": [], "mask_accuracy": [], "evals": []}
+        occupancy_3d = torch.zeros((), device=codes.device)
+        if "points_3d" in batch:  # OccNet's loss: BCE of the logits at labelled points, summed, mean over objects
+            for b, view in enumerate(batch["views"]):
+                logits = self.field(codes[b], view.get("prior_index"))(batch["points_3d"][b])[:, 0]
+                occupancy_3d = occupancy_3d + nn.functional.binary_cross_entropy_with_logits(
+                    logits, batch["occupancy_3d"][b].to(logits.dtype), reduction="sum") / B
+        if not any(self.weights[k] > 0 for k in LOSS_TERMS):  # 3D supervision only: no ray marching
+            nan = float("nan")
+            return {"loss": self.weights.get("occupancy_3d", 0.0) * occupancy_3d, "occupancy_3d": occupancy_3d,
+                    **{k: torch.zeros((), device=codes.device) for k in LOSS_TERMS},
+                    "psnr": nan, "hit_fraction": nan, "mask_accuracy": nan, "evals": 0.0}  # fmt: skip
         for b, view in enumerate(batch["views"]):
             o, d = view["camera"].pixel_rays(view["uv"][None].contiguous())
             terms, dg = ray_losses(self.field(codes[b], view.get("prior_index")), self.marcher, o[0], d[0], {**view, "n_steps": batch["n_steps"]},
@@ -97,7 +115,9 @@ class SingleViewSystem(nn.Module):
             for k in diag:
                 diag[k].append(dg[k])
         terms = {k: v / B if isinstance(v, torch.Tensor) else torch.zeros((), device=codes.device) for k, v in totals.items()}
-        loss = sum(self.weights[k] * terms[k] for k in LOSS_TERMS)
+        loss = sum(self.weights[k] * terms[k] for k in LOSS_TERMS) + self.weights.get("occupancy_3d", 0.0) * occupancy_3d
+        if "points_3d" in batch:
+            terms["occupancy_3d"] = occupancy_3d
         mean = lambda v: float(np.mean([x for x in v if not np.isnan(x)])) if any(not np.isnan(x) for x in v) else float("nan")  # noqa: E731
         return {"loss": loss, **terms, **{k: mean(v) if k != "evals" else float(sum(v)) for k, v in diag.items()}}
 
@@ -138,9 +158,11 @@ def object_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: floa
     return torch.from_numpy(np.log(share / (1 - share)))
 
 
-def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.Tensor | None = None,
+                    with_view: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Retrieval by input image: for each of `queries [Q, 3, S, S]` the training object whose input
-    images `inputs [N, V, 3, S, S]` hold the nearest one (squared L2 over pixels) -> `[Q]` object indices.
+    images `inputs [N, V, 3, S, S]` hold the nearest one (squared L2 over pixels) -> `[Q]` object indices
+    (`with_view`: and `[Q]` the index of that nearest image among the object's V).
     `exclude [Q]`: an object index per query that may not be returned (leave-one-out on training inputs)."""
     N, V = inputs.shape[:2]
     x = inputs.flatten(2).flatten(0, 1).double()  # [N * V, D]
@@ -149,7 +171,8 @@ def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.
     if exclude is not None:
         owner = torch.arange(N * V, device=x.device) // V
         dist = dist.masked_fill(owner[None] == exclude.to(x.device)[:, None], float("inf"))
-    return dist.argmin(1) // V
+    k = dist.argmin(1)
+    return (k // V, k % V) if with_view else k // V
 
 
 def builtin_root(cfg: SingleViewConfig) -> Path:
@@ -193,7 +216,12 @@ class SingleViewTrainer(Trainer):
                              depth_range=tuple(m.depth_range), coarse_stride=m.coarse_stride,
                              refine_margin=m.refine_margin)  # fmt: skip
         weights = {"rgb": t.rgb_weight, "image_gradient": 0.0, "normal": t.normal_weight, "freespace": t.freespace_weight,
-                   "occupied": t.occupied_weight, "depth": t.depth_weight}  # fmt: skip
+                   "occupied": t.occupied_weight, "depth": t.depth_weight,
+                   "occupancy_3d": t.occupancy_3d_weight if t.points_3d > 0 else 0.0}  # fmt: skip
+        if t.points_3d > 0:  # every training object's labelled points (points.npz), on the CPU where they are drawn
+            pts = [self.train_set.occupancy_points(i) for i in range(len(self.train_set))]
+            self.points_3d = [p for p, _ in pts]
+            self.occupancy_3d = [o for _, o in pts]
         self.categories = [c for _, _, c in self.train_set.models]
         prior = None
         if cfg.shape_prior == "class_mean":
@@ -204,7 +232,8 @@ class SingleViewTrainer(Trainer):
             # each training (object, input view) is paired with the nearest OTHER training object, as a test
             # image is with its nearest training object: the network learns to correct a retrieved shape
             owner = torch.arange(N, device=self.device).repeat_interleave(V)
-            self.retrieved = nearest_objects(self.views["inputs"].flatten(0, 1), self.views["inputs"], owner).view(N, V)
+            j, k = nearest_objects(self.views["inputs"].flatten(0, 1), self.views["inputs"], owner, with_view=True)
+            self.retrieved, self.retrieved_view = j.view(N, V), k.view(N, V)
         self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior,
                                        prior_persistent=cfg.shape_prior != "retrieval").to(self.device)  # fmt: skip
         self.model = self.wrap_ddp(self.system)
@@ -260,7 +289,15 @@ class SingleViewTrainer(Trainer):
             views.append({"camera": cam, "uv": uv, "rgb": v["image"][i, k, rows, cols], "mask": v["mask"][i, k, rows, cols],
                           "depth": z / z_per_t, "u_free": ub[:, 0], "u_occ": ub[:, 1], "u_neighbour": ub[:, 2:].contiguous(),
                           "prior_index": self.prior_index(i, int(inp[b]))})  # fmt: skip
-        return {"inputs": v["inputs"][objs, inp], "views": views, "n_steps": self.n_steps()}
+        batch = {"inputs": v["inputs"][objs, inp], "views": views, "n_steps": self.n_steps()}
+        if self.cfg.prior_code == "difference":  # the retrieved object's image nearest to each input
+            j, k = self.retrieved[objs, inp], self.retrieved_view[objs, inp]
+            batch["prior_inputs"] = v["inputs"][j.to(v["inputs"].device), k.to(v["inputs"].device)]
+        if t.points_3d > 0:
+            pick = [torch.randint(len(self.points_3d[int(i)]), (t.points_3d,), generator=self.gen) for i in objs]
+            batch["points_3d"] = torch.stack([self.points_3d[int(i)][k] for i, k in zip(objs, pick)]).to(self.device)
+            batch["occupancy_3d"] = torch.stack([self.occupancy_3d[int(i)][k] for i, k in zip(objs, pick)]).to(self.device)
+        return batch
 
     def prior_index(self, obj: int, input_view: int) -> int | None:
         """The shape prior of training object `obj` seen through its input view `input_view`: its class
@@ -281,8 +318,7 @@ class SingleViewTrainer(Trainer):
         B = len(batch["views"])
         mine = self.my_share(B)
         if self.dist.distributed:
-            batch = {"inputs": batch["inputs"][mine.start : mine.stop], "views": batch["views"][mine.start : mine.stop],
-                     "n_steps": batch["n_steps"]}  # fmt: skip
+            batch = {k: v[mine.start : mine.stop] if k != "n_steps" else v for k, v in batch.items()}
         share = len(mine) / B
         with tdist.peer_failures("the gradient all-reduce"):
             terms = self.model(batch)
@@ -290,8 +326,8 @@ class SingleViewTrainer(Trainer):
             (terms["loss"] * (share * self.dist.world_size) if self.dist.distributed else terms["loss"]).backward()
         row = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
         if self.dist.distributed:  # the loss terms are this rank's share of the batch's; diagnostics: mean of the ranks
-            row = {k: v * share if k == "loss" or k in LOSS_TERMS else v for k, v in row.items()}
-        row = self.reduce_row(row, sums=("loss", "evals", *LOSS_TERMS))
+            row = {k: v * share if k in ("loss", "occupancy_3d") or k in LOSS_TERMS else v for k, v in row.items()}
+        row = self.reduce_row(row, sums=("loss", "evals", "occupancy_3d", *LOSS_TERMS))
         self.check_loss(row)  # the reduced loss: every rank raises, before the step
         self.optimizer.step()
         return row
@@ -320,12 +356,13 @@ class SingleViewTrainer(Trainer):
         return keep
 
     @torch.no_grad()
-    def reconstruct(self, image: torch.Tensor, prior_index: int | None = None):
+    def reconstruct(self, image: torch.Tensor, prior_index: int | None = None, prior_image: torch.Tensor | None = None):
         """MISE mesh (unit-cube frame, vertex colours) of the decoder conditioned on `image [3, S, S]`, with
-        shape prior `prior_index` (needed with a shape prior: see `prior_index`)."""
+        shape prior `prior_index` (needed with a shape prior: see `prior_index`) and, with
+        `prior_code=difference`, the retrieved object's nearest image `prior_image [3, S, S]`."""
         m = self.cfg.mesh
         self.system.eval()
-        code = self.system.encoder(image[None].to(self.device))[0]
+        code = self.system.code(image[None].to(self.device), None if prior_image is None else prior_image[None].to(self.device))[0]
         field = self.system.field(code, prior_index)
         with torch.enable_grad():  # the vertex refinement differentiates the field w.r.t. the points
             res = mise_extract(field, resolution_0=m.resolution_0, upsampling_steps=m.upsampling_steps,
@@ -359,9 +396,9 @@ class SingleViewTrainer(Trainer):
                 cls = ds.class_names[item["category"]]
                 pts, nrm = ds.pointcloud(i)
                 occ_pts, occ = ds.occupancy_points(i)
-                j = int(nearest_objects(item["inputs"][None].to(self.device), self.views["inputs"])[0])  # retrieval
+                j, k = (int(a[0]) for a in nearest_objects(item["inputs"][None].to(self.device), self.views["inputs"], with_view=True))
                 prior = {"class_mean": self.train_set.class_names.index(cls), "retrieval": j}.get(self.cfg.shape_prior)
-                res = self.reconstruct(item["inputs"], prior)
+                res = self.reconstruct(item["inputs"], prior, self.views["inputs"][j, k] if self.cfg.prior_code == "difference" else None)
                 if is_main_process():
                     save_mesh(res.mesh, self.out / "generation" / f"{item['model']}.ply")
                     from taichi_sdf.data.image_io import write_image

@@ -52,10 +52,17 @@ class SingleTrainConfig:  # DVR configs/default.yaml `training` + ours_combined 
     normal_weight: float = 0.05  # lambda_normal
     freespace_weight: float = 1.0  # lambda_freespace
     occupied_weight: float = 1.0  # lambda_occupied
+    # Not in DVR (whose single-view model sees 2D/2.5D supervision only): OccNet's 3D occupancy loss,
+    # binary cross-entropy of the logit at `points_3d` points per object drawn from its points.npz
+    # (OccNet: 2048), summed over the points, mean over the objects, times occupancy_3d_weight; 0 = off
+    points_3d: int = 0
+    occupancy_3d_weight: float = 1.0
     checkpoint_every: int = 1000  # iterations
     log_every: int = 10
 
     def __post_init__(self) -> None:
+        check(self.points_3d >= 0, "points_3d", ">= 0 (0 = no 3D occupancy loss)", self.points_3d)
+        check(self.occupancy_3d_weight >= 0, "occupancy_3d_weight", ">= 0", self.occupancy_3d_weight)
         for key in ("iterations", "batch_size", "pixels", "checkpoint_every", "log_every"):
             check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
         for key in ("lr", "lr_factor"):
@@ -105,6 +112,10 @@ class SingleViewConfig:
     # retrieval baseline's shape); in training, the nearest OTHER training object
     shape_prior: Literal["none", "class_mean", "retrieval"] = "none"
     prior_resolution: int = 64  # grid corners per axis of the prior over [-0.55, 0.55]^3
+    # "image" (DVR): the decoder's code is the input image's. "difference" (shape_prior=retrieval only): the
+    # input image's code minus that of the retrieved object's nearest input image, so the decoder knows which
+    # shape it corrects and outputs no correction where the two images agree
+    prior_code: Literal["image", "difference"] = "image"
     # the prior's occupancy shares are clamped to [prior_floor, 1 - prior_floor]: its logits lie within
     # +-log((1 - floor) / floor) (0.01: +-4.6, a near-binary prior the decoder can hardly move; 0.25: +-1.1)
     prior_floor: float = 0.01
@@ -116,5 +127,7 @@ class SingleViewConfig:
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.prior_resolution >= 8, "prior_resolution", ">= 8", self.prior_resolution)
         check(0.0 < self.prior_floor < 0.5, "prior_floor", "a share in (0, 0.5)", self.prior_floor)
+        check(self.prior_code == "image" or self.shape_prior == "retrieval", "prior_code",
+              "'image' unless shape_prior=retrieval (a difference needs a retrieved image)", self.prior_code)  # fmt: skip
         check(self.model.c_dim > 0, "model.c_dim", "> 0 with an encoder (single-view DVR conditions on the image)",
               self.model.c_dim)  # fmt: skip

@@ -174,3 +174,50 @@ def test_retrieval_prior_pairs_each_training_input_with_another_object_and_stays
     assert "prior" not in trainer.state()["system"]  # rebuilt from the training set, not stored
     resumed = SingleViewTrainer(tiny_cfg(workdir / "retr", "shape_prior=retrieval", "prior_resolution=12"), mode="resume")
     assert torch.equal(resumed.system.prior, trainer.system.prior) and resumed.iteration == 1
+
+
+def test_occupancy_3d_loss_is_occnets_bce_and_runs_without_rays(workdir):
+    # OccNet's loss: BCE of the logits at points.npz points, summed over the points, mean over the objects
+    cfg = tiny_cfg(workdir / "occ3d", "train.points_3d=64", "train.rgb_weight=0", "train.depth_weight=0",
+                   "train.normal_weight=0", "train.freespace_weight=0", "train.occupied_weight=0",
+                   "shape_prior=retrieval", "prior_resolution=12")  # fmt: skip
+    trainer = SingleViewTrainer(cfg)
+    batch = trainer.make_batch()
+    B = len(batch["views"])
+    assert batch["points_3d"].shape == (B, 64, 3) and batch["occupancy_3d"].shape == (B, 64)
+    assert batch["occupancy_3d"].any() and not batch["occupancy_3d"].all()
+    out = trainer.system(batch)
+    codes = trainer.system.encoder(batch["inputs"])
+    expected = 0.0
+    for b, view in enumerate(batch["views"]):
+        logit = trainer.system.field(codes[b], view["prior_index"])(batch["points_3d"][b])[:, 0]
+        p = torch.sigmoid(logit.double())
+        y = batch["occupancy_3d"][b].double()
+        expected += float(-(y * p.log() + (1 - y) * (1 - p).log()).sum().detach()) / B
+    got = float(out["occupancy_3d"].detach())
+    assert abs(got - expected) < 1e-4 * expected
+    assert float(out["loss"].detach()) == pytest.approx(got)
+    assert out["evals"] == 0  # no ray was marched
+    row = trainer.step()
+    assert row["loss"] > 0 and row["loss"] == row["loss"]
+    with pytest.raises(ValueError, match="points_3d"):
+        tiny_cfg(workdir / "bad", "train.points_3d=-1")
+
+
+def test_difference_code_conditions_on_what_differs_from_the_retrieved_image(workdir):
+    cfg = tiny_cfg(workdir / "diff", "shape_prior=retrieval", "prior_code=difference", "prior_resolution=12")
+    trainer = SingleViewTrainer(cfg)
+    batch = trainer.make_batch()
+    v = trainer.views["inputs"]
+    for b, view in enumerate(batch["views"]):  # each input's prior image is the retrieved object's nearest view
+        j = view["prior_index"]
+        k = int(((v[j] - batch["inputs"][b]).flatten(1).square().sum(1)).argmin())
+        assert torch.equal(batch["prior_inputs"][b], v[j, k])
+    x = batch["inputs"]
+    with torch.no_grad():
+        assert float(trainer.system.code(x, x).abs().max()) == 0.0  # same image: no correction code
+        assert float(trainer.system.code(x, batch["prior_inputs"]).abs().max()) > 0
+    row = trainer.step()
+    assert row["loss"] > 0 and row["loss"] == row["loss"]
+    with pytest.raises(ValueError, match="prior_code"):
+        tiny_cfg(workdir / "bad", "prior_code=difference")  # no retrieval prior: nothing to subtract
