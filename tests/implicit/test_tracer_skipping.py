@@ -370,6 +370,11 @@ def test_grid_guess_inside_restarts_at_the_certified_entry(device):
     t_zero = grid.bounds(o, d, *chords(o, d), zero=True)[3]
     inside = torch.isfinite(t_zero) & (sphere(o + t_zero.nan_to_num(0)[:, None] * d) < -1e-3)
     assert int(inside.sum()) > 50  # the restart path is taken
+    # ... and restarts at the certified entry (not at the bounding sphere): from there it is the entry
+    # start's march exactly, plus the one wasted sample
+    entry, _ = march(SkipMarcher(grid=grid), sphere, o, d)
+    assert torch.equal(guess.steps[inside], entry.steps[inside] + 1)
+    assert torch.equal(guess.t[inside], entry.t[inside])
 
 
 def test_grid_guess_option_is_checked():
