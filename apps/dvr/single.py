@@ -82,15 +82,8 @@ class SingleViewSystem(nn.Module):
 
         return with_prior
 
-    def code(self, inputs: torch.Tensor, prior_inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder codes `[B, c_dim]` of images `inputs [B, 3, S, S]`; with `prior_inputs [B, 3, S, S]`
-        (`prior_code=difference`: the retrieved objects' nearest images) the difference of the two codes,
-        zero where the images agree, so the correction of a retrieved shape depends on what differs."""
-        codes = self.encoder(inputs)
-        return codes if prior_inputs is None else codes - self.encoder(prior_inputs)
-
     def forward(self, batch: dict) -> dict:
-        codes = self.code(batch["inputs"], batch.get("prior_inputs"))
+        codes = self.encoder(batch["inputs"])
         B = codes.shape[0]
         totals = dict.fromkeys(LOSS_TERMS, 0.0)
         diag = {"psnr": [], "hit_fraction": [], "mask_accuracy": [], "evals": []}
@@ -158,11 +151,9 @@ def object_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: floa
     return torch.from_numpy(np.log(share / (1 - share)))
 
 
-def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.Tensor | None = None,
-                    with_view: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Retrieval by input image: for each of `queries [Q, 3, S, S]` the training object whose input
-    images `inputs [N, V, 3, S, S]` hold the nearest one (squared L2 over pixels) -> `[Q]` object indices
-    (`with_view`: and `[Q]` the index of that nearest image among the object's V).
+    images `inputs [N, V, 3, S, S]` hold the nearest one (squared L2 over pixels) -> `[Q]` object indices.
     `exclude [Q]`: an object index per query that may not be returned (leave-one-out on training inputs)."""
     N, V = inputs.shape[:2]
     x = inputs.flatten(2).flatten(0, 1).double()  # [N * V, D]
@@ -171,8 +162,7 @@ def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.
     if exclude is not None:
         owner = torch.arange(N * V, device=x.device) // V
         dist = dist.masked_fill(owner[None] == exclude.to(x.device)[:, None], float("inf"))
-    k = dist.argmin(1)
-    return (k // V, k % V) if with_view else k // V
+    return dist.argmin(1) // V
 
 
 def builtin_root(cfg: SingleViewConfig) -> Path:
@@ -232,8 +222,7 @@ class SingleViewTrainer(Trainer):
             # each training (object, input view) is paired with the nearest OTHER training object, as a test
             # image is with its nearest training object: the network learns to correct a retrieved shape
             owner = torch.arange(N, device=self.device).repeat_interleave(V)
-            j, k = nearest_objects(self.views["inputs"].flatten(0, 1), self.views["inputs"], owner, with_view=True)
-            self.retrieved, self.retrieved_view = j.view(N, V), k.view(N, V)
+            self.retrieved = nearest_objects(self.views["inputs"].flatten(0, 1), self.views["inputs"], owner).view(N, V)
         self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior,
                                        prior_persistent=cfg.shape_prior != "retrieval").to(self.device)  # fmt: skip
         self.model = self.wrap_ddp(self.system)
@@ -290,9 +279,6 @@ class SingleViewTrainer(Trainer):
                           "depth": z / z_per_t, "u_free": ub[:, 0], "u_occ": ub[:, 1], "u_neighbour": ub[:, 2:].contiguous(),
                           "prior_index": self.prior_index(i, int(inp[b]))})  # fmt: skip
         batch = {"inputs": v["inputs"][objs, inp], "views": views, "n_steps": self.n_steps()}
-        if self.cfg.prior_code == "difference":  # the retrieved object's image nearest to each input
-            j, k = self.retrieved[objs, inp], self.retrieved_view[objs, inp]
-            batch["prior_inputs"] = v["inputs"][j.to(v["inputs"].device), k.to(v["inputs"].device)]
         if t.points_3d > 0:
             pick = [torch.randint(len(self.points_3d[int(i)]), (t.points_3d,), generator=self.gen) for i in objs]
             batch["points_3d"] = torch.stack([self.points_3d[int(i)][k] for i, k in zip(objs, pick)]).to(self.device)
@@ -356,13 +342,12 @@ class SingleViewTrainer(Trainer):
         return keep
 
     @torch.no_grad()
-    def reconstruct(self, image: torch.Tensor, prior_index: int | None = None, prior_image: torch.Tensor | None = None):
+    def reconstruct(self, image: torch.Tensor, prior_index: int | None = None):
         """MISE mesh (unit-cube frame, vertex colours) of the decoder conditioned on `image [3, S, S]`, with
-        shape prior `prior_index` (needed with a shape prior: see `prior_index`) and, with
-        `prior_code=difference`, the retrieved object's nearest image `prior_image [3, S, S]`."""
+        shape prior `prior_index` (needed with a shape prior: see `prior_index`)."""
         m = self.cfg.mesh
         self.system.eval()
-        code = self.system.code(image[None].to(self.device), None if prior_image is None else prior_image[None].to(self.device))[0]
+        code = self.system.encoder(image[None].to(self.device))[0]
         field = self.system.field(code, prior_index)
         with torch.enable_grad():  # the vertex refinement differentiates the field w.r.t. the points
             res = mise_extract(field, resolution_0=m.resolution_0, upsampling_steps=m.upsampling_steps,
@@ -396,9 +381,9 @@ class SingleViewTrainer(Trainer):
                 cls = ds.class_names[item["category"]]
                 pts, nrm = ds.pointcloud(i)
                 occ_pts, occ = ds.occupancy_points(i)
-                j, k = (int(a[0]) for a in nearest_objects(item["inputs"][None].to(self.device), self.views["inputs"], with_view=True))
+                j = int(nearest_objects(item["inputs"][None].to(self.device), self.views["inputs"])[0])  # retrieval
                 prior = {"class_mean": self.train_set.class_names.index(cls), "retrieval": j}.get(self.cfg.shape_prior)
-                res = self.reconstruct(item["inputs"], prior, self.views["inputs"][j, k] if self.cfg.prior_code == "difference" else None)
+                res = self.reconstruct(item["inputs"], prior)
                 if is_main_process():
                     save_mesh(res.mesh, self.out / "generation" / f"{item['model']}.ply")
                     from taichi_sdf.data.image_io import write_image

@@ -112,10 +112,6 @@ class SingleViewConfig:
     # retrieval baseline's shape); in training, the nearest OTHER training object
     shape_prior: Literal["none", "class_mean", "retrieval"] = "none"
     prior_resolution: int = 64  # grid corners per axis of the prior over [-0.55, 0.55]^3
-    # "image" (DVR): the decoder's code is the input image's. "difference" (shape_prior=retrieval only): the
-    # input image's code minus that of the retrieved object's nearest input image, so the decoder knows which
-    # shape it corrects and outputs no correction where the two images agree
-    prior_code: Literal["image", "difference"] = "image"
     # the prior's occupancy shares are clamped to [prior_floor, 1 - prior_floor]: its logits lie within
     # +-log((1 - floor) / floor) (0.01: +-4.6, a near-binary prior the decoder can hardly move; 0.25: +-1.1)
     prior_floor: float = 0.01
@@ -127,7 +123,5 @@ class SingleViewConfig:
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.prior_resolution >= 8, "prior_resolution", ">= 8", self.prior_resolution)
         check(0.0 < self.prior_floor < 0.5, "prior_floor", "a share in (0, 0.5)", self.prior_floor)
-        check(self.prior_code == "image" or self.shape_prior == "retrieval", "prior_code",
-              "'image' unless shape_prior=retrieval (a difference needs a retrieved image)", self.prior_code)  # fmt: skip
         check(self.model.c_dim > 0, "model.c_dim", "> 0 with an encoder (single-view DVR conditions on the image)",
               self.model.c_dim)  # fmt: skip

@@ -203,21 +203,3 @@ def test_occupancy_3d_loss_is_occnets_bce_and_runs_without_rays(workdir):
     with pytest.raises(ValueError, match="points_3d"):
         tiny_cfg(workdir / "bad", "train.points_3d=-1")
 
-
-def test_difference_code_conditions_on_what_differs_from_the_retrieved_image(workdir):
-    cfg = tiny_cfg(workdir / "diff", "shape_prior=retrieval", "prior_code=difference", "prior_resolution=12")
-    trainer = SingleViewTrainer(cfg)
-    batch = trainer.make_batch()
-    v = trainer.views["inputs"]
-    for b, view in enumerate(batch["views"]):  # each input's prior image is the retrieved object's nearest view
-        j = view["prior_index"]
-        k = int(((v[j] - batch["inputs"][b]).flatten(1).square().sum(1)).argmin())
-        assert torch.equal(batch["prior_inputs"][b], v[j, k])
-    x = batch["inputs"]
-    with torch.no_grad():
-        assert float(trainer.system.code(x, x).abs().max()) == 0.0  # same image: no correction code
-        assert float(trainer.system.code(x, batch["prior_inputs"]).abs().max()) > 0
-    row = trainer.step()
-    assert row["loss"] > 0 and row["loss"] == row["loss"]
-    with pytest.raises(ValueError, match="prior_code"):
-        tiny_cfg(workdir / "bad", "prior_code=difference")  # no retrieval prior: nothing to subtract
