@@ -21,7 +21,7 @@ import torch
 import trimesh
 
 from taichi_sdf.cameras.camera import Camera
-from taichi_sdf.data.shapenet import ShapeNetDataset, generate_shapenet_layout
+from taichi_sdf.data.shapenet import ShapeNetDataset, builtin_layout_root, generate_shapenet_layout
 from taichi_sdf.mesh.export import save_ply
 from taichi_sdf.models.dvr import ConvEncoder, DVRDecoder, ResNet18Encoder
 from taichi_sdf.train import distributed as tdist
@@ -42,7 +42,7 @@ def builtin_root(cfg: SingleImageConfig) -> Path:
     """The built-in layout's cache folder; named as `python -m apps.dvr single` names it, so that equal
     settings share one generated folder."""
     d = cfg.data
-    return Path("outputs/cache") / f"shapenet_{'_'.join(d.classes)}_{d.views}v_{d.size}px_{d.points}p_s{d.seed}"
+    return builtin_layout_root(d.classes, d.instances, d.views, d.size, d.points, d.seed)
 
 
 def load_split(cfg: SingleImageConfig, split: str) -> ShapeNetDataset:

@@ -20,7 +20,7 @@ from torch import nn
 
 from taichi_sdf.cameras.camera import Camera
 from taichi_sdf.core.errors import app_main
-from taichi_sdf.data.shapenet import ShapeNetDataset, generate_shapenet_layout
+from taichi_sdf.data.shapenet import ShapeNetDataset, builtin_layout_root, generate_shapenet_layout
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
@@ -167,7 +167,7 @@ def nearest_objects(queries: torch.Tensor, inputs: torch.Tensor, exclude: torch.
 
 def builtin_root(cfg: SingleViewConfig) -> Path:
     d = cfg.data
-    return Path("outputs/cache") / f"shapenet_{'_'.join(d.classes)}_{d.views}v_{d.size}px_{d.points}p_s{d.seed}"
+    return builtin_layout_root(d.classes, d.instances, d.views, d.size, d.points, d.seed)
 
 
 def load_split(cfg: SingleViewConfig, split: str) -> ShapeNetDataset:

@@ -401,6 +401,14 @@ def _write_instance(folder: Path, class_name: str, index: int, s: dict) -> None:
     )
 
 
+def builtin_layout_root(classes, instances: int, views: int, size: int, points: int, seed: int,
+                        cache: str | os.PathLike = "outputs/cache") -> Path:
+    """The cache folder of a built-in layout with these generator settings. Every setting that changes
+    what is written, the split lists included (`instances` sets the per-class shuffle), is in the name,
+    so runs with different settings never rewrite each other's `{train,val,test}.lst`."""
+    return Path(cache) / f"shapenet_{'_'.join(classes)}_{instances}x_{views}v_{size}px_{points}p_s{seed}"
+
+
 def generate_shapenet_layout(
     root: str | os.PathLike,
     classes: tuple[str, ...] = ("chair", "table", "airplane"),

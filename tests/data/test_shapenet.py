@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from taichi_sdf.data.exr import read_depth_exr
-from taichi_sdf.data.shapenet import SYNSETS, ShapeNetDataset, generate_shapenet_layout
+from taichi_sdf.data.shapenet import SYNSETS, ShapeNetDataset, builtin_layout_root, generate_shapenet_layout
 from taichi_sdf.geometry.families import class_sdf
 from taichi_sdf.geometry.mesh_sdf import MeshSDF
 
@@ -155,6 +155,16 @@ def test_deterministic_and_resumable(root, tmp_path):
         "table_0000", "table_0001"]  # fmt: skip
     with pytest.raises(ValueError, match=r"generator\.json: .*image_size: 32 -> 48"):
         generate_shapenet_layout(other, classes=("table",), **{**TINY, "image_size": 48})
+
+
+def test_builtin_cache_names_every_setting():
+    # The split lists follow n_per_class, so two instance counts sharing a folder would rewrite each
+    # other's train/test lists: every generator argument the apps set must change the folder.
+    base = dict(classes=("chair", "table"), instances=40, views=12, size=64, points=30000, seed=0)
+    names = {builtin_layout_root(**base).name}
+    for key, other in (("classes", ("chair",)), ("instances", 100), ("views", 24), ("size", 32), ("points", 1000), ("seed", 1)):
+        names.add(builtin_layout_root(**{**base, key: other}).name)
+    assert len(names) == 7
 
 
 def test_errors(root, tmp_path):
