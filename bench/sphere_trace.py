@@ -5,7 +5,7 @@
 (a) fused Taichi tracer vs its torch twin on the CSG scene at 512x512 (forward, and with backward);
 (d) the fused tracer against Dr.Jit (LLVM backend, when installed: `pip install drjit`, bench only) on the
     union of a sphere and a box at 256^2, 512^2 and 1024^2, in one table: the whole `sphere_trace` call
-    (early exit from the bounding sphere, Newton step, tetrahedral normals, min-SDF, all outputs, no
+    (early exit from the bounding sphere, Newton step and tetrahedral normals on hits, min-SDF, all outputs, no
     grad) vs the same algorithm with the same outputs written in Dr.Jit, and the fixed workload used to
     compare systems (64 fixed steps, every ray: Dr.Jit, our basic kernel in SIMD packets, eager torch
     at 256^2 only). Also the call with `out=` buffer reuse, and with `out=` and the viewer's outputs only
@@ -112,7 +112,11 @@ def drjit_early_exit(o: torch.Tensor, d: torch.Tensor, r: float, b: float, *, ra
     """The fused tracer's algorithm with the same outputs in Dr.Jit (LLVM backend), or None when not
     installed: unit directions, the bounding-sphere interval, a `dr.while_loop` march with early exit
     (`|f| < eps`, leaving the interval, `max_steps`) keeping the min-|f| point, the tetrahedral gradient
-    there, one Newton step on the hits, points, unit normals. `run()` returns (t, hit, points x/y/z,
+    there, one Newton step on the hits, points, unit normals on the hits (zero on misses; Dr.Jit's LLVM
+    backend evaluates the stencil on every lane, as a `dr.select` asks, where our packet kernel skips
+    packets without a hit. The Dr.Jit way to skip them, `dr.compress` of the hits' indices, gather,
+    stencil, scatter back, measured 3.2x slower at 512^2, 1 thread: 23.8 vs 7.4 ms, for its extra
+    kernels). `run()` returns (t, hit, points x/y/z,
     normals x/y/z, t_min, f_min, steps) as Dr.Jit arrays (structure of arrays: no `[N, 3]` packing,
     which favours Dr.Jit). Rays that miss the bound take one loop iteration at their closest point.
     `march_only`: evaluate the loop's results alone (the split of Dr.Jit's time)."""
@@ -156,14 +160,18 @@ def drjit_early_exit(o: torch.Tensor, d: torch.Tensor, r: float, b: float, *, ra
             dr.sync_thread()
             return best_f, best_t, hit, n
         x, y, z = ox + best_t * ux, oy + best_t * uy, oz + best_t * uz
-        fa, fb = sdf(x + h, y - h, z - h), sdf(x - h, y - h, z + h)
-        fc, fe = sdf(x - h, y + h, z - h), sdf(x + h, y + h, z + h)
-        s = 0.25 / h
-        gx, gy, gz = (fa - fb - fc + fe) * s, (fc + fe - fa - fb) * s, (fb + fe - fa - fc) * s
+
+        def stencil(x, y, z):
+            fa, fb = sdf(x + h, y - h, z - h), sdf(x - h, y - h, z + h)
+            fc, fe = sdf(x - h, y + h, z - h), sdf(x + h, y + h, z + h)
+            s = 0.25 / h
+            return (fa - fb - fc + fe) * s, (fc + fe - fa - fb) * s, (fb + fe - fa - fc) * s
+
+        gx, gy, gz = stencil(x, y, z)
         cos = gx * ux + gy * uy + gz * uz
         cos = dr.select(dr.abs(cos) < min_cos, dr.select(cos > 0, min_cos, -min_cos), cos)
         t_res = dr.select(hit, best_t - best_f / cos, best_t)
-        ig = 1.0 / vmax(dr.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
+        ig = dr.select(hit, 1.0 / vmax(dr.sqrt(gx * gx + gy * gy + gz * gz), 1e-12), 0.0)  # zero normals on misses
         out = (t_res, hit, ox + t_res * ux, oy + t_res * uy, oz + t_res * uz, gx * ig, gy * ig, gz * ig, best_t, best_f,
                dr.select(inside, n, 0))  # fmt: skip
         dr.eval(*out)
@@ -271,6 +279,7 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
 def _bare_kernels(field, o, d) -> dict:
     """The packet kernel launched on ready buffers (no checks, no allocation): "full" (the whole
     no-gradient trace) and "march" (marching alone, as the gradient path runs it)."""
+    from taichi_sdf.core.launch import lean_kernel
     from taichi_sdf.implicit.implicit_diff import MIN_COS
     from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers
     from taichi_sdf.kernels.implicit.sphere_trace import fused_trace_packet_kernel
@@ -280,6 +289,7 @@ def _bare_kernels(field, o, d) -> dict:
     for key, finish, outputs in (("full", "tetrahedral", OPTIONAL_OUTPUTS), ("march", None, ("min_sdf",))):
         buffers = _TraceBuffers(o.shape[0], PACKET_LANES, outputs, o)
         kernel = fused_trace_packet_kernel(field.sdf_xyz, "f32", 1, finish, PACKET_LANES, outputs)
+        kernel = lean_kernel(kernel)  # launched as `sphere_trace` launches it
         fns[key] = lambda kernel=kernel, args=(o, d, field.params, *buffers.args, *scalars): kernel(*args)
     return fns
 

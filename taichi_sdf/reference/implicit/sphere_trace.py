@@ -63,5 +63,7 @@ def sphere_trace(
             t = torch.where(active, t + step_scale * f, t)
             active &= (t <= t_far) & (t >= 0)
         t0 = torch.where(hit, t, best_t)
-    return trace_outputs(lambda x: sdf(x, params), origins, directions, hit, t0, best_t, steps=steps,
-                         marching_evals=int(steps.sum()))  # fmt: skip
+    tr = trace_outputs(lambda x: sdf(x, params), origins, directions, hit, t0, best_t, steps=steps,
+                       marching_evals=int(steps.sum()))  # fmt: skip
+    tr.normals = torch.where(hit[:, None], tr.normals, torch.zeros_like(tr.normals))  # no surface on a miss
+    return tr

@@ -1,0 +1,107 @@
+"""A lean launcher for Taichi kernels called many times with torch tensors and Python scalars.
+
+Taichi 1.7's `Kernel.__call__` re-derives the kernel's instance from every argument (dtype, ndim and
+layout features for its template cache) and sets each argument through a generic Python dispatcher:
+~350 us per launch of a 17-argument kernel on this machine kind, more than the whole trace of 64k
+rays takes. `LeanKernel` makes the first call through Taichi (which compiles it and checks the
+arguments), keeps the compiled kernel, and from then on sets the arguments straight into a launch
+context. Anything it was not prepared for (a non-tensor where a tensor was, another dtype or rank, a
+non-contiguous or grad-requiring tensor, a tensor on another device, a kernel with template arguments)
+goes through Taichi's own call, so results never depend on which path ran.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+_TENSOR, _FLOAT, _INT = range(3)
+
+
+class LeanKernel:
+    """`LeanKernel(kernel)(*args)` launches `kernel` (a `@ti.kernel`) as `kernel(*args)` does.
+
+    For kernels whose arguments are all ndarrays (given as torch tensors) and scalars, and whose
+    tensors the caller has already validated (shapes): dtype, rank, contiguity, grad and device are
+    re-checked here per call, without reading any data."""
+
+    def __init__(self, kernel) -> None:  # noqa: D107
+        self.kernel = kernel
+        self._plan: list[tuple] | None = None  # per argument: (kind, element dims, dtype, rank)
+        self._launch = None  # (taichi kernel, program)
+        self._device_type: str | None = None
+
+    def __call__(self, *args):
+        if self._launch is not None:
+            ctx = self._context(args)
+            if ctx is not None:
+                t_kernel, prog = self._launch
+                prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), t_kernel), ctx)
+                return None
+        out = self.kernel(*args)
+        if self._launch is None:
+            self._prepare(args)
+        return out
+
+    def _prepare(self, args) -> None:
+        """Read the argument plan from Taichi's compiled instance; leave the lean path off when the
+        kernel has arguments it does not handle."""
+        from taichi.lang import impl
+        from taichi.lang.util import cook_dtype
+        from taichi.types import ndarray_type, primitive_types
+        from taichi.types.utils import is_signed
+
+        primal = getattr(self.kernel, "_primal", None)
+        if primal is None or primal.return_type is not None or getattr(primal, "has_print", False):
+            return
+        plan = []
+        for arg, value in zip(primal.arguments, args):
+            ann = arg.annotation
+            if isinstance(ann, ndarray_type.NdarrayType) and isinstance(value, torch.Tensor):
+                if ann.layout is not None and str(ann.layout).endswith("SOA"):
+                    return
+                dtype = ann.dtype
+                element_dim = 0 if dtype is None or id(dtype) in primitive_types.type_ids else dtype.ndim
+                # Taichi compiles one instance per tensor dtype and rank: later calls must match them
+                plan.append((_TENSOR, element_dim, value.dtype, value.dim()))
+            elif id(ann) in primitive_types.real_type_ids:
+                plan.append((_FLOAT, 0, None, 0))
+            elif id(ann) in primitive_types.integer_type_ids and is_signed(cook_dtype(ann)):
+                plan.append((_INT, 0, None, 0))
+            else:
+                return
+        if len(plan) != len(args):
+            return
+        key = primal.ensure_compiled(*args)
+        self._plan = plan
+        self._device_type = "cuda" if str(impl.current_cfg().arch).endswith("cuda") else "cpu"
+        self._launch = (primal.compiled_kernels[key], impl.get_runtime().prog)
+
+    def _context(self, args):
+        """A launch context with `args` set, or None when an argument needs Taichi's own call."""
+        plan = self._plan
+        if len(args) != len(plan):
+            return None
+        ctx = self._launch[0].make_launch_context()
+        for i, ((kind, element_dim, dtype, rank), v) in enumerate(zip(plan, args)):
+            if kind == _TENSOR:
+                if not (isinstance(v, torch.Tensor) and v.dtype == dtype and v.dim() == rank and v.is_contiguous()
+                        and not v.requires_grad and v.device.type == self._device_type):  # fmt: skip
+                    return None
+                shape = v.shape[:-element_dim] if element_dim else v.shape
+                ctx.set_arg_external_array_with_shape((i,), v.data_ptr(), v.element_size() * v.nelement(), shape, 0)
+            elif kind == _FLOAT:
+                ctx.set_arg_float((i,), float(v))
+            else:
+                if isinstance(v, float):
+                    return None
+                ctx.set_arg_int((i,), int(v))
+        return ctx
+
+
+@functools.cache
+def lean_kernel(kernel) -> LeanKernel:
+    """The one `LeanKernel` of a `@ti.kernel` (cached kernel factories give the same kernel object for
+    the same settings, so this adds one lean launcher per compiled kernel)."""
+    return LeanKernel(kernel)

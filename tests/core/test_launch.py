@@ -1,0 +1,74 @@
+"""`LeanKernel`: the lean launch path gives Taichi's own results, and anything it was not prepared for
+goes through Taichi's call."""
+
+import pytest
+import taichi as ti
+import torch
+
+from taichi_sdf.core.launch import LeanKernel
+
+
+@ti.kernel
+def _axpy(x: ti.types.ndarray(dtype=ti.f32, ndim=1), out: ti.types.ndarray(dtype=ti.types.vector(2, ti.f32), ndim=1),
+          a: ti.f32, k: ti.i32):  # fmt: skip
+    for i in range(x.shape[0]):
+        out[i] = ti.Vector([a * x[i] + k, out.shape[0]])
+
+
+@ti.kernel
+def _scale(x: ti.types.ndarray(), a: ti.f32):  # any dtype and rank: one Taichi instance per pair
+    for i in ti.grouped(x):
+        x[i] = x[i] * a
+
+
+@ti.kernel
+def _fill(out: ti.types.ndarray(dtype=ti.f32, ndim=1), v: ti.template()):
+    for i in range(out.shape[0]):
+        out[i] = v
+
+
+def test_lean_launches_match_taichi_calls(device):
+    lean = LeanKernel(_axpy)
+    x = torch.arange(5, dtype=torch.float32, device=device)
+    for n, a, k in ((5, 2.0, 1), (3, -0.5, 7), (0, 1.0, 0)):  # the first call prepares, the others are lean
+        expected, got = torch.zeros(n, 2, device=device), torch.full((n, 2), float("nan"), device=device)
+        _axpy(x[:n], expected, a, k)
+        lean(x[:n].contiguous(), got, a, k)
+        assert torch.equal(got, expected), (n, a, k)
+        # `[n, 2]` of 2-vectors: the kernel sees shape [n] (element dims stripped, as Taichi does)
+        assert torch.equal(got[:, 1], torch.full((n,), float(n), device=device))
+        assert torch.equal(got[:, 0], a * x[:n] + k)
+    assert lean._launch is not None  # the later calls took the lean path
+
+
+def test_lean_path_falls_back_to_taichi(device):
+    lean = LeanKernel(_axpy)
+    x = torch.arange(6, dtype=torch.float32, device=device)
+    out = torch.zeros(3, 2, device=device)
+    lean(x[:3].contiguous(), out, 1.0, 0)
+    strided = x[::2]  # not contiguous: Taichi's own call refuses it by name
+    with pytest.raises(ValueError, match="Non contiguous"):
+        lean(strided, out, 1.0, 0)
+    lean(x[:3].clone().requires_grad_(), out, 3.0, 1)  # grad-requiring tensors go through Taichi too
+    assert torch.equal(out[:, 0], torch.tensor([1.0, 4.0, 7.0], device=device))
+    with pytest.raises(RuntimeError, match="cannot be converted into required type i32"):  # Taichi's own check
+        lean(x[:3].contiguous(), out, 1.0, 2.5)
+    templated = LeanKernel(_fill)  # template arguments: never lean
+    buf = torch.zeros(4, device=device)
+    templated(buf, 2.0)
+    templated(buf, 3.0)
+    assert templated._launch is None and torch.equal(buf, torch.full((4,), 3.0, device=device))
+
+
+def test_lean_path_keeps_taichis_instances_apart(device):
+    lean = LeanKernel(_scale)
+    f32 = torch.ones(4, device=device)
+    lean(f32, 2.0)
+    lean(f32, 2.0)  # lean
+    f64 = torch.ones(4, dtype=torch.float64, device=device)
+    lean(f64, 3.0)  # another dtype: Taichi's call compiles its own instance
+    grid = torch.ones(2, 3, device=device)
+    lean(grid, 5.0)  # another rank too
+    assert torch.equal(f32, torch.full((4,), 4.0, device=device))
+    assert torch.equal(f64, torch.full((4,), 3.0, dtype=torch.float64, device=device))
+    assert torch.equal(grid, torch.full((2, 3), 5.0, device=device))
