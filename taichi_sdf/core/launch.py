@@ -13,6 +13,7 @@ goes through Taichi's own call, so results never depend on which path ran.
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import torch
 
@@ -26,6 +27,8 @@ class LeanKernel:
     tensors the caller has already validated (shapes): dtype, rank, contiguity, grad and device are
     re-checked here per call, without reading any data."""
 
+    enabled = True  # False: every launch through Taichi's call (A/B timing, or to rule this path out)
+
     def __init__(self, kernel) -> None:  # noqa: D107
         self.kernel = kernel
         self._plan: list[tuple] | None = None  # per argument: (kind, element dims, dtype, rank)
@@ -33,7 +36,7 @@ class LeanKernel:
         self._device_type: str | None = None
 
     def __call__(self, *args):
-        if self._launch is not None:
+        if self._launch is not None and LeanKernel.enabled:
             ctx = self._context(args)
             if ctx is not None:
                 t_kernel, prog = self._launch
@@ -105,3 +108,16 @@ def lean_kernel(kernel) -> LeanKernel:
     """The one `LeanKernel` of a `@ti.kernel` (cached kernel factories give the same kernel object for
     the same settings, so this adds one lean launcher per compiled kernel)."""
     return LeanKernel(kernel)
+
+
+_LEAN_SETS: dict[int, tuple[SimpleNamespace, SimpleNamespace]] = {}
+
+
+def lean_kernels(kernels: SimpleNamespace) -> SimpleNamespace:
+    """`kernels` (a cached factory's namespace of `@ti.kernel`s, e.g. `idr_kernels(dtype)`) with every
+    kernel launched by its `LeanKernel`; other attributes pass through."""
+    entry = _LEAN_SETS.get(id(kernels))
+    if entry is None or entry[0] is not kernels:  # (the namespace is kept, so its id is never reused)
+        lean = {k: lean_kernel(v) if hasattr(v, "_primal") else v for k, v in vars(kernels).items()}
+        entry = _LEAN_SETS[id(kernels)] = (kernels, SimpleNamespace(**lean))
+    return entry[1]

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.core.launch import lean_kernels
 from taichi_sdf.kernels.implicit.marchers.bound_grid import bound_grid_kernels
 
 __all__ = ["BoundGrid"]
@@ -139,7 +140,7 @@ class BoundGrid:
         any_open = torch.empty(n, dtype=torch.int32, device=o.device)
         if n:
             g = self.values.to(o.device, o.dtype).contiguous()
-            bound_grid_kernels(dtype_name(o.dtype)).chord_bounds(
+            lean_kernels(bound_grid_kernels(dtype_name(o.dtype))).chord_bounds(
                 o.contiguous(), d.contiguous(), t_near.contiguous(), t_far.contiguous(), g, t_enter, t_exit, any_open,
                 t_lowest, t_zero, v_enter, self.cell, self.bound_radius, self.slope, self.margin, self.cell / 2)  # fmt: skip
         out = (t_enter, t_exit, any_open.bool())

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.core.launch import lean_kernels
 from taichi_sdf.implicit.marchers.base import MarchResult, check_options, shifted, sort_gathered
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
 from taichi_sdf.kernels.implicit.marchers.dist import dist_kernels
@@ -53,7 +54,7 @@ class DISTMarcher:
               *, level: float = 0.0, image_shape: tuple[int, int, int] | None = None) -> MarchResult:  # fmt: skip
         """See `taichi_sdf.implicit.marchers.base.Marcher`; with `image_shape` the pyramid is used."""
         dname = dtype_name(origins.dtype)
-        hit, t, t_min, t_buffer = _march(common_kernels(dname), dist_kernels(dname), shifted(evaluate, level), origins,
+        hit, t, t_min, t_buffer = _march(lean_kernels(common_kernels(dname)), lean_kernels(dist_kernels(dname)), shifted(evaluate, level), origins,
                                          directions, self, image_shape)  # fmt: skip
         return MarchResult(hit, t, t_min, t_buffer=t_buffer)
 

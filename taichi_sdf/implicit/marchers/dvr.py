@@ -25,6 +25,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.core.launch import lean_kernels
 from taichi_sdf.implicit.implicit_diff import TraceResult
 from taichi_sdf.implicit.marchers.base import MarchResult, compact, shifted
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
@@ -136,7 +137,7 @@ class DVRMarcher:
         """See `taichi_sdf.implicit.marchers.base.Marcher`; `image_shape` is not used. Returns per-ray
         `steps` (points evaluated on each ray)."""
         dname = dtype_name(origins.dtype)
-        return _march(common_kernels(dname), dvr_kernels(dname), shifted(evaluate, level), origins, directions, self)
+        return _march(lean_kernels(common_kernels(dname)), lean_kernels(dvr_kernels(dname)), shifted(evaluate, level), origins, directions, self)
 
 
 def _march(c, k, ev, o, d, cfg: DVRMarcher) -> MarchResult:

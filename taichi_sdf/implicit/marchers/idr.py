@@ -12,6 +12,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.core.launch import lean_kernels
 from taichi_sdf.implicit.marchers.base import MarchResult, check_options, compact, shifted, sort_gathered
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
 from taichi_sdf.kernels.implicit.marchers.idr import idr_kernels
@@ -41,7 +42,7 @@ class IDRMarcher:
               *, level: float = 0.0, image_shape=None) -> MarchResult:  # fmt: skip
         """See `taichi_sdf.implicit.marchers.base.Marcher`; `image_shape` is not used."""
         dname = dtype_name(origins.dtype)
-        hit, t, t_min = _march(common_kernels(dname), idr_kernels(dname), shifted(evaluate, level), origins, directions, self)
+        hit, t, t_min = _march(lean_kernels(common_kernels(dname)), lean_kernels(idr_kernels(dname)), shifted(evaluate, level), origins, directions, self)
         return MarchResult(hit, t, t_min)
 
 

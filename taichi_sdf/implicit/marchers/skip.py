@@ -29,6 +29,7 @@ from typing import ClassVar
 import torch
 
 from taichi_sdf.core.dtypes import dtype_name
+from taichi_sdf.core.launch import lean_kernels
 from taichi_sdf.implicit.marchers.base import MarchResult, check_options, shifted
 from taichi_sdf.implicit.marchers.bound_grid import BoundGrid
 from taichi_sdf.kernels.implicit.marchers.common import common_kernels
@@ -87,7 +88,7 @@ def _march(ev, o: torch.Tensor, d: torch.Tensor, cfg: SkipMarcher) -> MarchResul
     n, dev = o.shape[0], o.device
     t_near, t_far, t_close = (o.new_empty(n) for _ in range(3))
     active = torch.empty(n, dtype=torch.int32, device=dev)
-    common_kernels(dtype_name(o.dtype)).sphere_bounds(o, d, t_near, t_far, t_close, active, float(cfg.bound_radius))
+    lean_kernels(common_kernels(dtype_name(o.dtype))).sphere_bounds(o, d, t_near, t_far, t_close, active, float(cfg.bound_radius))
     act = active.bool()
     t_start, t_end = t_near, t_far
     best_t = t_close.clone()  # the min-SDF point of rays with no sample
