@@ -138,15 +138,33 @@ def class_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: float
     return torch.stack(grids)
 
 
-def object_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: float = 0.01) -> torch.Tensor:
-    """`[N, R, R, R]` occupancy logits of each training object's own shape over [-0.55, 0.55]^3 (inside
-    +4.6, outside -4.6: shares clamped to [floor, 1 - floor]; trilinear lookups put the zero set halfway
-    between corners), the priors of `shape_prior=retrieval`."""
+def object_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: float = 0.01,
+                        kind: str = "occupancy") -> torch.Tensor:  # fmt: skip
+    """`[N, R, R, R]` logits of each training object's own shape at the corners of a grid over
+    [-0.55, 0.55]^3, within +-logit(1 - floor), the priors of `shape_prior=retrieval`. `kind`
+    "occupancy": inside +4.6, outside -4.6 (floor 0.01; trilinear lookups put the zero set halfway
+    between corners); "distance": -logit(1 - floor) * sdf / (2 * spacing), clamped (the zero set on the
+    mesh's surface to within its curvature; the sign from the mesh's winding number)."""
     import trimesh
 
     from taichi_sdf.geometry.class_mean import occupancy_grids
 
     meshes = [trimesh.load(train_set.mesh_path(i), force="mesh", process=False) for i in range(len(train_set))]
+    limit = float(np.log((1 - floor) / floor))
+    if kind == "distance":
+        from taichi_sdf.geometry.class_mean import grid_corners
+        from taichi_sdf.geometry.mesh_sdf import MeshSDF
+
+        points, _, _ = grid_corners(resolution, 0.55)
+        spacing = 1.1 / (resolution - 1)
+        out = torch.empty(len(meshes), resolution, resolution, resolution)
+        for k, mesh in enumerate(meshes):
+            query = MeshSDF(mesh.vertices, mesh.faces)
+            sdf = query.unsigned_distance(points).cpu()
+            inside = query.winding_number(points).abs().cpu() > 0.5
+            logit = torch.where(inside, sdf, -sdf) * (limit / (2 * spacing))
+            out[k] = logit.clamp(-limit, limit).reshape(resolution, resolution, resolution)
+        return out
     share = np.clip(occupancy_grids(meshes, resolution).astype(np.float32), floor, 1 - floor)
     return torch.from_numpy(np.log(share / (1 - share)))
 
@@ -217,7 +235,7 @@ class SingleViewTrainer(Trainer):
         if cfg.shape_prior == "class_mean":
             prior = class_prior_logits(self.train_set, cfg.prior_resolution, cfg.prior_floor)
         elif cfg.shape_prior == "retrieval":
-            prior = object_prior_logits(self.train_set, cfg.prior_resolution, cfg.prior_floor)
+            prior = object_prior_logits(self.train_set, cfg.prior_resolution, cfg.prior_floor, cfg.prior_logits)
             N, V = self.views["inputs"].shape[:2]
             # each training (object, input view) is paired with the nearest OTHER training object, as a test
             # image is with its nearest training object: the network learns to correct a retrieved shape

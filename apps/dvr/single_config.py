@@ -115,6 +115,11 @@ class SingleViewConfig:
     # the prior's occupancy shares are clamped to [prior_floor, 1 - prior_floor]: its logits lie within
     # +-log((1 - floor) / floor) (0.01: +-4.6, a near-binary prior the decoder can hardly move; 0.25: +-1.1)
     prior_floor: float = 0.01
+    # retrieval's per-object prior at the grid corners: "occupancy" (+-the floor's logit: the surface
+    # lies halfway between corners, quantised to the grid's 0.0175 spacing at 64^3) or "distance" (the
+    # signed distance to the object's mesh, scaled so the logit saturates 2 corners from the surface:
+    # trilinear lookups then put the zero set on the surface, to within its curvature)
+    prior_logits: Literal["occupancy", "distance"] = "occupancy"
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)

@@ -29,7 +29,7 @@ from taichi_sdf.geometry.meshing import grid_marching_cubes
 __all__ = ["occupancy_grids", "best_threshold", "class_mean_mesh"]
 
 
-def _grid_points(resolution: int, bound: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def grid_corners(resolution: int, bound: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Grid corners `[R^3, 3]` spanning [-bound, bound]^3 (x slowest), the grid origin and step."""
     axis = torch.linspace(-bound, bound, resolution, dtype=torch.float32)
     points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
@@ -46,7 +46,7 @@ def occupancy_grids(meshes: Sequence[trimesh.Trimesh], resolution: int = 64, bou
         raise ValueError(f"resolution: expected an int >= 2, got {resolution!r}")
     if not bound > 0:
         raise ValueError(f"bound: expected a positive float, got {bound!r}")
-    points, _, _ = _grid_points(resolution, bound)
+    points, _, _ = grid_corners(resolution, bound)
     grids = np.empty((len(meshes), resolution, resolution, resolution), dtype=bool)
     for k, mesh in enumerate(meshes):
         query = MeshSDF(mesh.vertices, mesh.faces)
@@ -87,7 +87,7 @@ def class_mean_mesh(meshes: Sequence[trimesh.Trimesh], resolution: int = 64, bou
         raise ValueError(f"meshes: no point of the grid is inside {threshold:.0%} of the {len(meshes)} shapes; "
                          "the class has no mean shape at this threshold")  # fmt: skip
     padded = np.pad(share, 1, constant_values=0.0)  # outside beyond the grid: the mesh is closed
-    _, origin, step = _grid_points(resolution, bound)
+    _, origin, step = grid_corners(resolution, bound)
     # Shares are multiples of 1/K: the iso-level midway below the first one >= threshold puts the surface
     # between "inside" (share >= threshold) and "outside" corners, never through a corner's exact value.
     k = math.ceil(threshold * len(meshes) - 1e-9)

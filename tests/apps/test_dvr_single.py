@@ -203,3 +203,32 @@ def test_occupancy_3d_loss_is_occnets_bce_and_runs_without_rays(workdir):
     with pytest.raises(ValueError, match="points_3d"):
         tiny_cfg(workdir / "bad", "train.points_3d=-1")
 
+
+
+def test_distance_prior_puts_its_zero_set_on_the_surface(workdir):
+    """`prior_logits=distance`: the trilinear lookup of the grid is ~0 on the object's surface (up to its
+    curvature), where the occupancy prior's is off by up to half a grid spacing; signs agree at the
+    corners; logits stay within +-logit(1 - floor)."""
+    import math
+
+    import numpy as np
+
+    from apps.dvr.single import object_prior_logits
+
+    trainer = SingleViewTrainer(tiny_cfg(workdir / "retr_dist", "shape_prior=retrieval", "prior_resolution=24",
+                                         "prior_logits=distance"))  # fmt: skip
+    dist = object_prior_logits(trainer.train_set, 24, kind="distance")
+    occ = object_prior_logits(trainer.train_set, 24)
+    assert torch.equal(trainer.system.prior[:, 0], dist)
+    limit = math.log(99)
+    assert dist.abs().max() <= limit + 1e-5 and (dist.abs() == limit).any()
+    clear = occ.abs() > 0  # every corner: the sign is the winding number's in both
+    assert torch.equal((dist > 0)[clear], (occ > 0)[clear])
+    on_surface = torch.from_numpy(np.load(trainer.train_set.model_folder(0) / "pointcloud.npz")["points"][:400])
+    lookups = {}
+    for name, grids in (("distance", dist), ("occupancy", occ)):
+        trainer.system.prior = grids[:, None].contiguous()
+        lookups[name] = trainer.system.prior_logit(on_surface, 0).abs()
+    # in units of the logit's slope (limit / (2 spacing)): the distance prior's zero set is within a small
+    # fraction of a spacing, the occupancy prior's anywhere up to half of one
+    assert lookups["distance"].median() < 0.25 * lookups["occupancy"].median()
