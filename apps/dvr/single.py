@@ -159,11 +159,8 @@ def object_prior_logits(train_set: ShapeNetDataset, resolution: int, floor: floa
         spacing = 1.1 / (resolution - 1)
         out = torch.empty(len(meshes), resolution, resolution, resolution)
         for k, mesh in enumerate(meshes):
-            query = MeshSDF(mesh.vertices, mesh.faces)
-            sdf = query.unsigned_distance(points).cpu()
-            inside = query.winding_number(points).abs().cpu() > 0.5
-            logit = torch.where(inside, sdf, -sdf) * (limit / (2 * spacing))
-            out[k] = logit.clamp(-limit, limit).reshape(resolution, resolution, resolution)
+            sdf = MeshSDF(mesh.vertices, mesh.faces).signed_distance(points).cpu()  # sign: winding number
+            out[k] = (-sdf * (limit / (2 * spacing))).clamp(-limit, limit).reshape(resolution, resolution, resolution)
         return out
     share = np.clip(occupancy_grids(meshes, resolution).astype(np.float32), floor, 1 - floor)
     return torch.from_numpy(np.log(share / (1 - share)))

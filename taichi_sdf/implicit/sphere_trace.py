@@ -121,6 +121,11 @@ class FusedTraceResult(TraceResult):
         return out
 
 
+def _buffer_key(n: int, lanes: int, outputs: tuple, like: torch.Tensor) -> tuple:
+    """What makes two trace buffer sets interchangeable (`_BufferPool`)."""
+    return n, lanes, outputs, like.dtype, like.device
+
+
 class _TraceBuffers:
     """The output buffers of one no-gradient trace of `n` rays: `flat` (name -> tensor of `n_buf` rays,
     padded to whole packets; empty when the output is not selected) and `args`, the same tensors viewed
@@ -150,7 +155,7 @@ class _TraceBuffers:
                          b["t_min_sdf"].view(rows), b["min_sdf"].view(rows), b["steps"].view(rows), self.status)  # fmt: skip
         else:
             self.args = (b["t"], b["hit"], b["points"], b["normals"], b["t_min_sdf"], b["min_sdf"], b["steps"], self.status)
-        self.key = (n, lanes, outputs, like.dtype, dev)
+        self.key = _buffer_key(n, lanes, outputs, like)
         self._idle_uses = self._uses()  # the references this object holds itself
 
     def _uses(self) -> tuple[int, ...] | None:
@@ -164,8 +169,6 @@ class _TraceBuffers:
         """True when nothing but this object references its buffers: no result, view or array of a
         caller's, so they can be written again."""
         return self._idle_uses is not None and self._uses() == self._idle_uses
-
-
 
     def result(self, evals_per_ray: int) -> FusedTraceResult:
         """The first `n` rays of each selected output (views; None for the others)."""
@@ -198,7 +201,7 @@ class _BufferPool:
     def take(self, n: int, lanes: int, outputs: tuple, like: torch.Tensor) -> _TraceBuffers:
         if like.device.type != "cpu":  # torch's CUDA allocator caches already
             return _TraceBuffers(n, lanes, outputs, like)
-        key = (n, lanes, outputs, like.dtype, like.device)
+        key = _buffer_key(n, lanes, outputs, like)
         with self.lock:
             for i, b in enumerate(self.sets):
                 if b.key == key and b.is_idle():
