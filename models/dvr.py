@@ -279,6 +279,36 @@ class ConvEncoder(nn.Module):
         return self.fc_out(torch.relu(x.flatten(2).mean(dim=2)))
 
 
+class BoxHead(nn.Module):
+    """The object's axis-aligned bounding box from its image code: `Linear(c_dim, 6)` after a ReLU predicts
+    the standardised (log extents, centre) of the box; `mean, std [6]` (buffers, saved with the model) are
+    the training objects' statistics that undo the standardisation. Not in DVR: it lets a retrieved shape
+    prior be stretched to the proportions the image shows (`shape_prior=retrieval`, `prior_fit=box`)."""
+
+    def __init__(self, c_dim: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.fc = nn.Linear(c_dim, 6)
+        self.register_buffer("mean", torch.zeros(6) if mean is None else mean.detach().float().clone())
+        self.register_buffer("std", torch.ones(6) if std is None else std.detach().float().clone())
+
+    @staticmethod
+    def boxes_of(points: torch.Tensor) -> torch.Tensor:
+        """`[6]` (log extents, centre) of the bounding box of `points [M, 3]`."""
+        lo, hi = points.min(0).values, points.max(0).values
+        return torch.cat([(hi - lo).clamp_min(1e-6).log(), (hi + lo) / 2])
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """Standardised boxes `[B, 6]` of `codes [B, c_dim]`; `box(...)` turns them into (log extents, centre)."""
+        return self.fc(torch.relu(codes))
+
+    def box(self, standardised: torch.Tensor) -> torch.Tensor:
+        """(log extents, centre) `[..., 6]` of standardised boxes `[..., 6]`."""
+        return standardised * self.std.to(standardised.dtype) + self.mean.to(standardised.dtype)
+
+    def standardise(self, boxes: torch.Tensor) -> torch.Tensor:
+        return (boxes - self.mean.to(boxes.dtype)) / self.std.to(boxes.dtype)
+
+
 def _check_images(images) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images: expected a torch.Tensor, got {type(images).__name__}")

@@ -24,7 +24,7 @@ from taichi_sdf.data.shapenet import ShapeNetDataset, builtin_layout_root, gener
 from taichi_sdf.geometry.meshing import save_mesh
 from taichi_sdf.geometry.mise import mise_extract
 from taichi_sdf.implicit.marchers.dvr import DVRMarcher
-from taichi_sdf.models.dvr import build_dvr_networks
+from taichi_sdf.models.dvr import BoxHead, build_dvr_networks
 from taichi_sdf.train import distributed as tdist
 from taichi_sdf.train.checkpoint import atomic_write_bytes
 from taichi_sdf.train.cli import train_and_export
@@ -45,17 +45,27 @@ class SingleViewSystem(nn.Module):
     loss dict: each term summed over the pixels of all objects and divided by B (DVR's reduction)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, marcher: DVRMarcher, weights: dict[str, float],
-                 prior: torch.Tensor | None = None, prior_bound: float = 0.55, prior_persistent: bool = True) -> None:  # fmt: skip
+                 prior: torch.Tensor | None = None, prior_bound: float = 0.55, prior_persistent: bool = True,
+                 box_head: BoxHead | None = None, prior_boxes: torch.Tensor | None = None) -> None:  # fmt: skip
         """`prior [P, R, R, R]`: optional occupancy-logit grids over [-prior_bound, prior_bound]^3 (x, y, z
         index order) added to the decoder's logit: one per class (`shape_prior=class_mean`) or one per
         training object (`shape_prior=retrieval`); each object then needs its prior's index ("prior_index"
         in each view dict). `prior_persistent=False` keeps the grids out of checkpoints (rebuilt from the
-        training set: the per-object grids are large)."""
+        training set: the per-object grids are large). `box_head` with `prior_boxes [P, 6]` (each prior's
+        bounding box as (log extents, centre), not saved either): the prior is stretched from its own box
+        to the box the head predicts from the image (`prior_fit=box`); the batch then carries each
+        object's true box ("boxes [B, 6]") for the head's L1 loss ("box")."""
         super().__init__()
         self.encoder, self.decoder, self.marcher, self.weights = encoder, decoder, marcher, weights
         self.prior_bound = float(prior_bound)
         grids = None if prior is None else prior.float().unsqueeze(1)  # [P, 1, R, R, R]
         self.register_buffer("prior", grids, persistent=prior_persistent)
+        if (box_head is None) != (prior_boxes is None) or (box_head is not None and prior is None):
+            raise ValueError("box_head: needs prior grids and prior_boxes [P, 6] (and prior_boxes a box_head)")
+        if prior_boxes is not None and prior_boxes.shape != (grids.shape[0], 6):
+            raise ValueError(f"prior_boxes: expected [{grids.shape[0]}, 6] (one box per prior), got {list(prior_boxes.shape)}")
+        self.box_head = box_head
+        self.register_buffer("prior_boxes", None if prior_boxes is None else prior_boxes.float(), persistent=False)
 
     def prior_logit(self, points: torch.Tensor, index: int) -> torch.Tensor:
         """Trilinear lookup of prior `index`'s logit at `points [M, 3]` -> `[M]` (border values outside the
@@ -68,19 +78,30 @@ class SingleViewSystem(nn.Module):
 
     def field(self, code: torch.Tensor, prior_index: int | None = None):
         """The decoder closed over `code [c_dim]` (`points [M, 3] -> [M, 4]`), plus the logit of prior
-        `prior_index` in column 0 when the system has priors."""
+        `prior_index` in column 0 when the system has priors (looked up through `prior_warp` with a box head)."""
         base = self.decoder.field(code)
         if self.prior is None:
             return base
         if prior_index is None:
             raise ValueError("prior_index: the system has a shape prior; give the object's prior (its class index, "
                              "or with shape_prior=retrieval the retrieved training object's index)")
+        warp = self.prior_warp(code, prior_index)
 
         def with_prior(x: torch.Tensor) -> torch.Tensor:
             out = base(x)
-            return torch.cat([out[:, :1] + self.prior_logit(x, prior_index)[:, None], out[:, 1:]], 1)
+            return torch.cat([out[:, :1] + self.prior_logit(warp(x), prior_index)[:, None], out[:, 1:]], 1)
 
         return with_prior
+
+    def prior_warp(self, code: torch.Tensor, prior_index: int):
+        """`points [M, 3] -> [M, 3]` in the prior's frame: the identity, or with a box head the per-axis
+        affine map of the box predicted from `code [c_dim]` onto prior `prior_index`'s own box."""
+        if self.box_head is None:
+            return lambda x: x
+        box = self.box_head.box(self.box_head(code[None]))[0]  # [6]
+        own = self.prior_boxes[prior_index].to(box.dtype)
+        scale, centre, own_centre = torch.exp(own[:3] - box[:3]), box[3:], own[3:]
+        return lambda x: own_centre + (x - centre) * scale
 
     def forward(self, batch: dict) -> dict:
         codes = self.encoder(batch["inputs"])
@@ -88,6 +109,9 @@ class SingleViewSystem(nn.Module):
         totals = dict.fromkeys(LOSS_TERMS, 0.0)
         diag = {"psnr": [], "hit_fraction": [], "mask_accuracy": [], "evals": []}
         occupancy_3d = torch.zeros((), device=codes.device)
+        box = None
+        if self.box_head is not None:  # L1 of the standardised boxes, mean over objects and the 6 numbers
+            box = (self.box_head(codes) - self.box_head.standardise(batch["boxes"].to(codes.dtype))).abs().mean()
         if "points_3d" in batch:  # OccNet's loss: BCE of the logits at labelled points, summed, mean over objects
             for b, view in enumerate(batch["views"]):
                 logits = self.field(codes[b], view.get("prior_index"))(batch["points_3d"][b])[:, 0]
@@ -95,7 +119,11 @@ class SingleViewSystem(nn.Module):
                     logits, batch["occupancy_3d"][b].to(logits.dtype), reduction="sum") / B
         if not any(self.weights[k] > 0 for k in LOSS_TERMS):  # 3D supervision only: no ray marching
             nan = float("nan")
-            return {"loss": self.weights.get("occupancy_3d", 0.0) * occupancy_3d, "occupancy_3d": occupancy_3d,
+            loss = self.weights.get("occupancy_3d", 0.0) * occupancy_3d
+            extra = {}
+            if box is not None:
+                loss, extra = loss + self.weights.get("box", 0.0) * box, {"box": box}
+            return {"loss": loss, "occupancy_3d": occupancy_3d, **extra,
                     **{k: torch.zeros((), device=codes.device) for k in LOSS_TERMS},
                     "psnr": nan, "hit_fraction": nan, "mask_accuracy": nan, "evals": 0.0}  # fmt: skip
         for b, view in enumerate(batch["views"]):
@@ -111,6 +139,9 @@ class SingleViewSystem(nn.Module):
         loss = sum(self.weights[k] * terms[k] for k in LOSS_TERMS) + self.weights.get("occupancy_3d", 0.0) * occupancy_3d
         if "points_3d" in batch:
             terms["occupancy_3d"] = occupancy_3d
+        if box is not None:
+            loss = loss + self.weights.get("box", 0.0) * box
+            terms["box"] = box
         mean = lambda v: float(np.mean([x for x in v if not np.isnan(x)])) if any(not np.isnan(x) for x in v) else float("nan")  # noqa: E731
         return {"loss": loss, **terms, **{k: mean(v) if k != "evals" else float(sum(v)) for k, v in diag.items()}}
 
@@ -238,8 +269,15 @@ class SingleViewTrainer(Trainer):
             # image is with its nearest training object: the network learns to correct a retrieved shape
             owner = torch.arange(N, device=self.device).repeat_interleave(V)
             self.retrieved = nearest_objects(self.views["inputs"].flatten(0, 1), self.views["inputs"], owner).view(N, V)
+        box_head = prior_boxes = None
+        if cfg.prior_fit == "box":  # every training object's box, from its surface points (pointcloud.npz)
+            self.boxes = torch.stack([BoxHead.boxes_of(self.train_set.pointcloud(i)[0].float()) for i in range(len(self.train_set))])
+            box_head = BoxHead(cfg.model.c_dim, self.boxes.mean(0), self.boxes.std(0).clamp_min(1e-3))
+            prior_boxes = self.boxes
+            weights["box"] = t.box_weight
         self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior,
-                                       prior_persistent=cfg.shape_prior != "retrieval").to(self.device)  # fmt: skip
+                                       prior_persistent=cfg.shape_prior != "retrieval", box_head=box_head,
+                                       prior_boxes=prior_boxes).to(self.device)  # fmt: skip
         self.model = self.wrap_ddp(self.system)
         self.my_share(t.batch_size)  # every rank needs an object of the batch
         self.optimizer = torch.optim.Adam(self.system.parameters(), lr=t.lr)
@@ -294,6 +332,8 @@ class SingleViewTrainer(Trainer):
                           "depth": z / z_per_t, "u_free": ub[:, 0], "u_occ": ub[:, 1], "u_neighbour": ub[:, 2:].contiguous(),
                           "prior_index": self.prior_index(i, int(inp[b]))})  # fmt: skip
         batch = {"inputs": v["inputs"][objs, inp], "views": views, "n_steps": self.n_steps()}
+        if self.cfg.prior_fit == "box":
+            batch["boxes"] = self.boxes[objs].to(self.device)
         if t.points_3d > 0:
             pick = [torch.randint(len(self.points_3d[int(i)]), (t.points_3d,), generator=self.gen) for i in objs]
             batch["points_3d"] = torch.stack([self.points_3d[int(i)][k] for i, k in zip(objs, pick)]).to(self.device)
@@ -327,8 +367,8 @@ class SingleViewTrainer(Trainer):
             (terms["loss"] * (share * self.dist.world_size) if self.dist.distributed else terms["loss"]).backward()
         row = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
         if self.dist.distributed:  # the loss terms are this rank's share of the batch's; diagnostics: mean of the ranks
-            row = {k: v * share if k in ("loss", "occupancy_3d") or k in LOSS_TERMS else v for k, v in row.items()}
-        row = self.reduce_row(row, sums=("loss", "evals", "occupancy_3d", *LOSS_TERMS))
+            row = {k: v * share if k in ("loss", "occupancy_3d", "box") or k in LOSS_TERMS else v for k, v in row.items()}
+        row = self.reduce_row(row, sums=("loss", "evals", "occupancy_3d", "box", *LOSS_TERMS))
         self.check_loss(row)  # the reduced loss: every rank raises, before the step
         self.optimizer.step()
         return row

@@ -57,12 +57,14 @@ class SingleTrainConfig:  # DVR configs/default.yaml `training` + ours_combined 
     # (OccNet: 2048), summed over the points, mean over the objects, times occupancy_3d_weight; 0 = off
     points_3d: int = 0
     occupancy_3d_weight: float = 1.0
+    box_weight: float = 1.0  # with prior_fit=box: weight of the box head's L1 on standardised boxes
     checkpoint_every: int = 1000  # iterations
     log_every: int = 10
 
     def __post_init__(self) -> None:
         check(self.points_3d >= 0, "points_3d", ">= 0 (0 = no 3D occupancy loss)", self.points_3d)
         check(self.occupancy_3d_weight >= 0, "occupancy_3d_weight", ">= 0", self.occupancy_3d_weight)
+        check(self.box_weight >= 0, "box_weight", ">= 0", self.box_weight)
         for key in ("iterations", "batch_size", "pixels", "checkpoint_every", "log_every"):
             check(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
         for key in ("lr", "lr_factor"):
@@ -120,6 +122,11 @@ class SingleViewConfig:
     # signed distance to the object's mesh, scaled so the logit saturates 2 corners from the surface:
     # trilinear lookups then put the zero set on the surface, to within its curvature)
     prior_logits: Literal["occupancy", "distance"] = "occupancy"
+    # Not in DVR: "box" adds a head that predicts the object's bounding box (log extents, centre) from
+    # the image code, trained by L1 on the training objects' boxes (train.box_weight), and stretches the
+    # retrieved prior from its own box to the predicted one per axis: retrieval finds a shape of the
+    # right kind, the box gives it the proportions the image shows. "none": the prior as retrieved
+    prior_fit: Literal["none", "box"] = "none"
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
@@ -127,6 +134,8 @@ class SingleViewConfig:
         check(self.torch_threads >= 0, "torch_threads", ">= 0 (0 = auto)", self.torch_threads)
         check(self.dist_timeout_s > 0, "dist_timeout_s", "> 0 seconds", self.dist_timeout_s)
         check(self.prior_resolution >= 8, "prior_resolution", ">= 8", self.prior_resolution)
+        check(self.prior_fit == "none" or self.shape_prior == "retrieval", "prior_fit",
+              "'none' unless shape_prior=retrieval (the box is fitted to a retrieved object's prior)", self.prior_fit)
         check(0.0 < self.prior_floor < 0.5, "prior_floor", "a share in (0, 0.5)", self.prior_floor)
         check(self.model.c_dim > 0, "model.c_dim", "> 0 with an encoder (single-view DVR conditions on the image)",
               self.model.c_dim)  # fmt: skip
