@@ -280,13 +280,16 @@ class ConvEncoder(nn.Module):
 
 
 class BoxHead(nn.Module):
-    """The object's axis-aligned bounding box from its image code: `Linear(c_dim, 6)` after a ReLU predicts
-    the standardised (log extents, centre) of the box; `mean, std [6]` (buffers, saved with the model) are
-    the training objects' statistics that undo the standardisation. Not in DVR: it lets a retrieved shape
-    prior be stretched to the proportions the image shows (`shape_prior=retrieval`, `prior_fit=box`)."""
+    """The object's axis-aligned bounding box from its image: an image encoder of its own (`encoder`,
+    images `[B, 3, S, S]` -> `[B, c_dim]`), ReLU, `Linear(c_dim, 6)` predicting the standardised (log
+    extents, centre) of the box; `mean, std [6]` (buffers, saved with the model) are the training objects'
+    statistics that undo the standardisation. Not in DVR: it lets a retrieved shape prior be stretched to
+    the proportions the image shows (`shape_prior=retrieval`, `prior_fit=box`)."""
 
-    def __init__(self, c_dim: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+    def __init__(self, encoder: nn.Module, c_dim: int, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.encoder = encoder
         self.fc = nn.Linear(c_dim, 6)
         self.register_buffer("mean", torch.zeros(6) if mean is None else mean.detach().float().clone())
         self.register_buffer("std", torch.ones(6) if std is None else std.detach().float().clone())
@@ -297,9 +300,9 @@ class BoxHead(nn.Module):
         lo, hi = points.min(0).values, points.max(0).values
         return torch.cat([(hi - lo).clamp_min(1e-6).log(), (hi + lo) / 2])
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        """Standardised boxes `[B, 6]` of `codes [B, c_dim]`; `box(...)` turns them into (log extents, centre)."""
-        return self.fc(torch.relu(codes))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Standardised boxes `[B, 6]` of `images [B, 3, S, S]`; `box(...)` turns them into (log extents, centre)."""
+        return self.fc(torch.relu(self.encoder(images)))
 
     def box(self, standardised: torch.Tensor) -> torch.Tensor:
         """(log extents, centre) `[..., 6]` of standardised boxes `[..., 6]`."""

@@ -53,8 +53,9 @@ class SingleViewSystem(nn.Module):
         in each view dict). `prior_persistent=False` keeps the grids out of checkpoints (rebuilt from the
         training set: the per-object grids are large). `box_head` with `prior_boxes [P, 6]` (each prior's
         bounding box as (log extents, centre), not saved either): the prior is stretched from its own box
-        to the box the head predicts from the image (`prior_fit=box`); the batch then carries each
-        object's true box ("boxes [B, 6]") for the head's L1 loss ("box")."""
+        to the box the head predicts from the input image (`prior_fit=box`); the batch then carries each
+        object's true box ("boxes [B, 6]") for the head's L1 loss ("box"), the only loss that trains the
+        head: the occupancy losses see its boxes detached (a sum over thousands of points would swamp it)."""
         super().__init__()
         self.encoder, self.decoder, self.marcher, self.weights = encoder, decoder, marcher, weights
         self.prior_bound = float(prior_bound)
@@ -76,16 +77,20 @@ class SingleViewSystem(nn.Module):
                                             padding_mode="border", align_corners=True)  # fmt: skip
         return v.view(-1).to(points.dtype)
 
-    def field(self, code: torch.Tensor, prior_index: int | None = None):
+    def field(self, code: torch.Tensor, prior_index: int | None = None, box: torch.Tensor | None = None):
         """The decoder closed over `code [c_dim]` (`points [M, 3] -> [M, 4]`), plus the logit of prior
-        `prior_index` in column 0 when the system has priors (looked up through `prior_warp` with a box head)."""
+        `prior_index` in column 0 when the system has priors; with a box head, looked up through
+        `prior_warp` of the object's predicted `box [6]` (log extents, centre; see `boxes`)."""
         base = self.decoder.field(code)
         if self.prior is None:
             return base
         if prior_index is None:
             raise ValueError("prior_index: the system has a shape prior; give the object's prior (its class index, "
                              "or with shape_prior=retrieval the retrieved training object's index)")
-        warp = self.prior_warp(code, prior_index)
+        if self.box_head is not None and box is None:
+            raise ValueError("box: the system stretches its prior to the object's box; give the box predicted "
+                             "from the object's image (`boxes(images)`)")
+        warp = self.prior_warp(box, prior_index)
 
         def with_prior(x: torch.Tensor) -> torch.Tensor:
             out = base(x)
@@ -93,15 +98,18 @@ class SingleViewSystem(nn.Module):
 
         return with_prior
 
-    def prior_warp(self, code: torch.Tensor, prior_index: int):
+    def prior_warp(self, box: torch.Tensor | None, prior_index: int):
         """`points [M, 3] -> [M, 3]` in the prior's frame: the identity, or with a box head the per-axis
-        affine map of the box predicted from `code [c_dim]` onto prior `prior_index`'s own box."""
+        affine map of `box [6]` (log extents, centre) onto prior `prior_index`'s own box."""
         if self.box_head is None:
             return lambda x: x
-        box = self.box_head.box(self.box_head(code[None]))[0]  # [6]
         own = self.prior_boxes[prior_index].to(box.dtype)
         scale, centre, own_centre = torch.exp(own[:3] - box[:3]), box[3:], own[3:]
         return lambda x: own_centre + (x - centre) * scale
+
+    def boxes(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The boxes `[B, 6]` (log extents, centre) the box head predicts for `images [B, 3, S, S]`, or None."""
+        return None if self.box_head is None else self.box_head.box(self.box_head(images))
 
     def forward(self, batch: dict) -> dict:
         codes = self.encoder(batch["inputs"])
@@ -109,12 +117,14 @@ class SingleViewSystem(nn.Module):
         totals = dict.fromkeys(LOSS_TERMS, 0.0)
         diag = {"psnr": [], "hit_fraction": [], "mask_accuracy": [], "evals": []}
         occupancy_3d = torch.zeros((), device=codes.device)
-        box = None
+        box, boxes = None, [None] * B
         if self.box_head is not None:  # L1 of the standardised boxes, mean over objects and the 6 numbers
-            box = (self.box_head(codes) - self.box_head.standardise(batch["boxes"].to(codes.dtype))).abs().mean()
+            standardised = self.box_head(batch["inputs"])
+            box = (standardised - self.box_head.standardise(batch["boxes"].to(codes.dtype))).abs().mean()
+            boxes = self.box_head.box(standardised).detach()  # trained by its own loss only (see __init__)
         if "points_3d" in batch:  # OccNet's loss: BCE of the logits at labelled points, summed, mean over objects
             for b, view in enumerate(batch["views"]):
-                logits = self.field(codes[b], view.get("prior_index"))(batch["points_3d"][b])[:, 0]
+                logits = self.field(codes[b], view.get("prior_index"), boxes[b])(batch["points_3d"][b])[:, 0]
                 occupancy_3d = occupancy_3d + nn.functional.binary_cross_entropy_with_logits(
                     logits, batch["occupancy_3d"][b].to(logits.dtype), reduction="sum") / B
         if not any(self.weights[k] > 0 for k in LOSS_TERMS):  # 3D supervision only: no ray marching
@@ -128,7 +138,7 @@ class SingleViewSystem(nn.Module):
                     "psnr": nan, "hit_fraction": nan, "mask_accuracy": nan, "evals": 0.0}  # fmt: skip
         for b, view in enumerate(batch["views"]):
             o, d = view["camera"].pixel_rays(view["uv"][None].contiguous())
-            terms, dg = ray_losses(self.field(codes[b], view.get("prior_index")), self.marcher, o[0], d[0], {**view, "n_steps": batch["n_steps"]},
+            terms, dg = ray_losses(self.field(codes[b], view.get("prior_index"), boxes[b]), self.marcher, o[0], d[0], {**view, "n_steps": batch["n_steps"]},
                                    patch_size=1, normals=self.weights["normal"] > 0, image_gradients=False,
                                    depth=self.weights["depth"] > 0)  # fmt: skip
             for k in LOSS_TERMS:
@@ -272,7 +282,10 @@ class SingleViewTrainer(Trainer):
         box_head = prior_boxes = None
         if cfg.prior_fit == "box":  # every training object's box, from its surface points (pointcloud.npz)
             self.boxes = torch.stack([BoxHead.boxes_of(self.train_set.pointcloud(i)[0].float()) for i in range(len(self.train_set))])
-            box_head = BoxHead(cfg.model.c_dim, self.boxes.mean(0), self.boxes.std(0).clamp_min(1e-3))
+            # its own encoder of the model's kind; a floor on the spread (1% of the unit cube), since the
+            # boxes' centres are all ~0 (objects are centred) and would otherwise be standardised by ~0
+            box_head = BoxHead(build_dvr_networks(cfg.model)[1], cfg.model.c_dim, self.boxes.mean(0),
+                               self.boxes.std(0).clamp_min(0.01))  # fmt: skip
             prior_boxes = self.boxes
             weights["box"] = t.box_weight
         self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior,
@@ -403,7 +416,8 @@ class SingleViewTrainer(Trainer):
         m = self.cfg.mesh
         self.system.eval()
         code = self.system.encoder(image[None].to(self.device))[0]
-        field = self.system.field(code, prior_index)
+        boxes = self.system.boxes(image[None].to(self.device))
+        field = self.system.field(code, prior_index, None if boxes is None else boxes[0])
         with torch.enable_grad():  # the vertex refinement differentiates the field w.r.t. the points
             res = mise_extract(field, resolution_0=m.resolution_0, upsampling_steps=m.upsampling_steps,
                                threshold=m.threshold, refinement_steps=m.refinement_steps,
