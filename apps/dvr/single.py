@@ -46,7 +46,8 @@ class SingleViewSystem(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, marcher: DVRMarcher, weights: dict[str, float],
                  prior: torch.Tensor | None = None, prior_bound: float = 0.55, prior_persistent: bool = True,
-                 box_head: BoxHead | None = None, prior_boxes: torch.Tensor | None = None) -> None:  # fmt: skip
+                 box_head: BoxHead | None = None, prior_boxes: torch.Tensor | None = None,
+                 occupancy_correction: bool = True) -> None:  # fmt: skip
         """`prior [P, R, R, R]`: optional occupancy-logit grids over [-prior_bound, prior_bound]^3 (x, y, z
         index order) added to the decoder's logit: one per class (`shape_prior=class_mean`) or one per
         training object (`shape_prior=retrieval`); each object then needs its prior's index ("prior_index"
@@ -55,7 +56,8 @@ class SingleViewSystem(nn.Module):
         bounding box as (log extents, centre), not saved either): the prior is stretched from its own box
         to the box the head predicts from the input image (`prior_fit=box`); the batch then carries each
         object's true box ("boxes [B, 6]") for the head's L1 loss ("box"), the only loss that trains the
-        head: the occupancy losses see its boxes detached (a sum over thousands of points would swamp it)."""
+        head: the occupancy losses see its boxes detached (a sum over thousands of points would swamp it).
+        `occupancy_correction=False`: the occupancy logit is the prior's alone (the decoder's colours stay)."""
         super().__init__()
         self.encoder, self.decoder, self.marcher, self.weights = encoder, decoder, marcher, weights
         self.prior_bound = float(prior_bound)
@@ -66,6 +68,9 @@ class SingleViewSystem(nn.Module):
         if prior_boxes is not None and prior_boxes.shape != (grids.shape[0], 6):
             raise ValueError(f"prior_boxes: expected [{grids.shape[0]}, 6] (one box per prior), got {list(prior_boxes.shape)}")
         self.box_head = box_head
+        if not occupancy_correction and prior is None:
+            raise ValueError("occupancy_correction: False needs a prior (the decoder's logit is the whole shape without one)")
+        self.occupancy_correction = bool(occupancy_correction)
         self.register_buffer("prior_boxes", None if prior_boxes is None else prior_boxes.float(), persistent=False)
 
     def prior_logit(self, points: torch.Tensor, index: int) -> torch.Tensor:
@@ -94,7 +99,8 @@ class SingleViewSystem(nn.Module):
 
         def with_prior(x: torch.Tensor) -> torch.Tensor:
             out = base(x)
-            return torch.cat([out[:, :1] + self.prior_logit(warp(x), prior_index)[:, None], out[:, 1:]], 1)
+            prior = self.prior_logit(warp(x), prior_index)[:, None]
+            return torch.cat([out[:, :1] + prior if self.occupancy_correction else prior, out[:, 1:]], 1)
 
         return with_prior
 
@@ -290,7 +296,7 @@ class SingleViewTrainer(Trainer):
             weights["box"] = t.box_weight
         self.system = SingleViewSystem(encoder, decoder, marcher, weights, prior,
                                        prior_persistent=cfg.shape_prior != "retrieval", box_head=box_head,
-                                       prior_boxes=prior_boxes).to(self.device)  # fmt: skip
+                                       prior_boxes=prior_boxes, occupancy_correction=cfg.occupancy_correction).to(self.device)  # fmt: skip
         self.model = self.wrap_ddp(self.system)
         self.my_share(t.batch_size)  # every rank needs an object of the batch
         self.optimizer = torch.optim.Adam(self.system.parameters(), lr=t.lr)

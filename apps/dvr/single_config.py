@@ -127,6 +127,11 @@ class SingleViewConfig:
     # retrieved prior from its own box to the predicted one per axis: retrieval finds a shape of the
     # right kind, the box gives it the proportions the image shows. "none": the prior as retrieved
     prior_fit: Literal["none", "box"] = "none"
+    # false: the occupancy is the prior's alone (stretched to the predicted box with prior_fit=box), the
+    # decoder gives colours only. Not a model setting: `--eval-only occupancy_correction=false` scores a
+    # trained run's prior without its learned correction (on the built-in classes the correction trades
+    # Chamfer and F-score for IoU: the README's DVR single-view row)
+    occupancy_correction: bool = True
 
     def __post_init__(self) -> None:
         check(self.out.strip() != "", "out", "a run folder (an empty one would write into the current folder)", self.out)
@@ -136,6 +141,8 @@ class SingleViewConfig:
         check(self.prior_resolution >= 8, "prior_resolution", ">= 8", self.prior_resolution)
         check(self.prior_fit == "none" or self.shape_prior == "retrieval", "prior_fit",
               "'none' unless shape_prior=retrieval (the box is fitted to a retrieved object's prior)", self.prior_fit)
+        check(self.occupancy_correction or self.shape_prior != "none", "occupancy_correction",
+              "true unless there is a shape prior (without one the decoder's logit is the whole shape)", self.occupancy_correction)
         check(0.0 < self.prior_floor < 0.5, "prior_floor", "a share in (0, 0.5)", self.prior_floor)
         check(self.model.c_dim > 0, "model.c_dim", "> 0 with an encoder (single-view DVR conditions on the image)",
               self.model.c_dim)  # fmt: skip

@@ -271,6 +271,10 @@ def test_box_fit_stretches_the_prior_from_its_box_to_the_predicted_one():
     assert torch.allclose(same, system.prior_logit(p, 1), atol=1e-6)
     with pytest.raises(ValueError, match="box: the system stretches its prior"):
         system.field(code, 1)
+    # without the decoder's correction the occupancy is the stretched prior's alone; colours stay the decoder's
+    system.occupancy_correction = False
+    alone = system.field(code, 0, box)(p)
+    assert torch.allclose(alone[:, 0], 4.0 * (p[:, 0] - 0.1) / 0.5, atol=1e-6) and torch.equal(alone[:, 1:], base[:, 1:])
 
 
 def test_box_fit_field_matches_float64_finite_differences_in_points_and_box():
@@ -282,10 +286,12 @@ def test_box_fit_field_matches_float64_finite_differences_in_points_and_box():
 
 
 def test_box_fit_trains_the_head_on_the_objects_boxes_alone(workdir):
+    from pathlib import Path
 
-    cfg = tiny_cfg(workdir / "box", "train.points_3d=64", "train.rgb_weight=0", "train.depth_weight=0",
-                   "train.normal_weight=0", "train.freespace_weight=0", "train.occupied_weight=0",
-                   "shape_prior=retrieval", "prior_resolution=12", "prior_fit=box", "train.box_weight=2")  # fmt: skip
+    preset = Path(__file__).resolve().parents[2] / "configs/dvr/single_box.yaml"  # the preset that sets prior_fit=box
+    cfg = load_config(SingleViewConfig, preset, TINY + [f"out={workdir / 'box'}", "train.points_3d=64", "prior_resolution=12",
+                                                        "train.box_weight=2"])  # fmt: skip
+    assert (cfg.prior_fit, cfg.shape_prior, cfg.prior_logits) == ("box", "retrieval", "distance")
     trainer = SingleViewTrainer(cfg)
     N = len(trainer.train_set)
     pts = trainer.train_set.pointcloud(N - 1)[0].float()
@@ -311,3 +317,8 @@ def test_box_fit_trains_the_head_on_the_objects_boxes_alone(workdir):
     assert "box_head.mean" in state and "prior_boxes" not in state  # statistics saved, boxes rebuilt
     with pytest.raises(ValueError, match="prior_fit"):
         tiny_cfg(workdir / "bad", "prior_fit=box", "shape_prior=class_mean")
+    with pytest.raises(ValueError, match="occupancy_correction"):
+        tiny_cfg(workdir / "bad", "occupancy_correction=false")  # no prior: nothing would be left of the shape
+    alone = SingleViewTrainer(load_config(SingleViewConfig, preset, TINY + [f"out={workdir / 'box_alone'}", "prior_resolution=12",
+                                                                           "occupancy_correction=false"]))  # fmt: skip
+    assert alone.system.occupancy_correction is False and trainer.system.occupancy_correction is True
