@@ -133,13 +133,14 @@ class SingleViewSystem(nn.Module):
                 logits = self.field(codes[b], view.get("prior_index"), boxes[b])(batch["points_3d"][b])[:, 0]
                 occupancy_3d = occupancy_3d + nn.functional.binary_cross_entropy_with_logits(
                     logits, batch["occupancy_3d"][b].to(logits.dtype), reduction="sum") / B
+        # the terms that need no ray: OccNet's 3D loss and the box head's L1
+        pointwise = self.weights.get("occupancy_3d", 0.0) * occupancy_3d
+        if box is not None:
+            pointwise = pointwise + self.weights.get("box", 0.0) * box
+        extra = {} if box is None else {"box": box}
         if not any(self.weights[k] > 0 for k in LOSS_TERMS):  # 3D supervision only: no ray marching
             nan = float("nan")
-            loss = self.weights.get("occupancy_3d", 0.0) * occupancy_3d
-            extra = {}
-            if box is not None:
-                loss, extra = loss + self.weights.get("box", 0.0) * box, {"box": box}
-            return {"loss": loss, "occupancy_3d": occupancy_3d, **extra,
+            return {"loss": pointwise, "occupancy_3d": occupancy_3d, **extra,
                     **{k: torch.zeros((), device=codes.device) for k in LOSS_TERMS},
                     "psnr": nan, "hit_fraction": nan, "mask_accuracy": nan, "evals": 0.0}  # fmt: skip
         for b, view in enumerate(batch["views"]):
@@ -152,12 +153,10 @@ class SingleViewSystem(nn.Module):
             for k in diag:
                 diag[k].append(dg[k])
         terms = {k: v / B if isinstance(v, torch.Tensor) else torch.zeros((), device=codes.device) for k, v in totals.items()}
-        loss = sum(self.weights[k] * terms[k] for k in LOSS_TERMS) + self.weights.get("occupancy_3d", 0.0) * occupancy_3d
+        loss = sum(self.weights[k] * terms[k] for k in LOSS_TERMS) + pointwise
         if "points_3d" in batch:
             terms["occupancy_3d"] = occupancy_3d
-        if box is not None:
-            loss = loss + self.weights.get("box", 0.0) * box
-            terms["box"] = box
+        terms.update(extra)
         mean = lambda v: float(np.mean([x for x in v if not np.isnan(x)])) if any(not np.isnan(x) for x in v) else float("nan")  # noqa: E731
         return {"loss": loss, **terms, **{k: mean(v) if k != "evals" else float(sum(v)) for k, v in diag.items()}}
 

@@ -322,3 +322,11 @@ def test_box_fit_trains_the_head_on_the_objects_boxes_alone(workdir):
     alone = SingleViewTrainer(load_config(SingleViewConfig, preset, TINY + [f"out={workdir / 'box_alone'}", "prior_resolution=12",
                                                                            "occupancy_correction=false"]))  # fmt: skip
     assert alone.system.occupancy_correction is False and trainer.system.occupancy_correction is True
+    # with DVR's ray losses on, the box term joins them
+    rays = SingleViewTrainer(load_config(SingleViewConfig, preset, TINY + [f"out={workdir / 'box_rays'}", "prior_resolution=12",
+                                                                          "train.points_3d=0", "train.rgb_weight=1"]))  # fmt: skip
+    out = rays.system(rays.make_batch())
+    assert out["evals"] > 0 and float(out["box"].detach()) > 0
+    w = rays.system.weights
+    expected = sum(w[k] * float(out[k].detach()) for k in ("rgb", "image_gradient", "normal", "freespace", "occupied", "depth", "box"))
+    assert float(out["loss"].detach()) == pytest.approx(expected, rel=1e-6)
