@@ -3,11 +3,13 @@
 Each function takes the query point as separate coordinates `x, y, z` that are either scalars or
 `ti.Vector`s of L lanes (a packet of L rays: all arithmetic is element-wise), so one definition
 serves the scalar GPU kernels and the packet kernels that let LLVM vectorise across rays on CPUs.
-The CSG operators of `taichi_sdf.kernels.implicit.sdf_lib` (`op_union`, `op_smooth_union`, ...) are element-wise
+Max and min are `sdf_lib.fmax`/`fmin` (compare-and-blend on CPUs). The CSG operators of `taichi_sdf.kernels.implicit.sdf_lib` (`op_union`, `op_smooth_union`, ...) are element-wise
 already and work on lanes as they are. Same conventions and exactness as `taichi_sdf.kernels.implicit.sdf_lib`.
 """
 
 import taichi as ti
+
+from taichi_sdf.kernels.implicit.sdf_lib import fmax, fmin
 
 
 @ti.func
@@ -40,13 +42,13 @@ def sphere(x, y, z, radius):
 @ti.func
 def box(x, y, z, hx, hy, hz):
     qx, qy, qz = ti.abs(x) - hx, ti.abs(y) - hy, ti.abs(z) - hz
-    return length3(ti.max(qx, 0.0), ti.max(qy, 0.0), ti.max(qz, 0.0)) + min0(ti.max(qx, ti.max(qy, qz)))
+    return length3(fmax(qx, 0.0), fmax(qy, 0.0), fmax(qz, 0.0)) + min0(fmax(qx, fmax(qy, qz)))
 
 
 @ti.func
 def round_box(x, y, z, hx, hy, hz, radius):
     qx, qy, qz = ti.abs(x) - hx + radius, ti.abs(y) - hy + radius, ti.abs(z) - hz + radius
-    return length3(ti.max(qx, 0.0), ti.max(qy, 0.0), ti.max(qz, 0.0)) + min0(ti.max(qx, ti.max(qy, qz))) - radius
+    return length3(fmax(qx, 0.0), fmax(qy, 0.0), fmax(qz, 0.0)) + min0(fmax(qx, fmax(qy, qz))) - radius
 
 
 @ti.func
@@ -58,12 +60,12 @@ def torus(x, y, z, major_radius, minor_radius):
 def cylinder(x, y, z, half_height, radius):
     dx = ti.abs(length2(x, z)) - radius
     dy = ti.abs(y) - half_height
-    return min0(ti.max(dx, dy)) + length2(ti.max(dx, 0.0), ti.max(dy, 0.0))
+    return min0(fmax(dx, dy)) + length2(fmax(dx, 0.0), fmax(dy, 0.0))
 
 
 @ti.func
 def capsule(x, y, z, ax, ay, az, bx, by, bz, radius):
     pax, pay, paz = x - ax, y - ay, z - az
     bax, bay, baz = bx - ax, by - ay, bz - az
-    h = ti.min(ti.max((pax * bax + pay * bay + paz * baz) / (bax * bax + bay * bay + baz * baz), 0.0), 1.0)
+    h = fmin(fmax((pax * bax + pay * bay + paz * baz) / (bax * bax + bay * bay + baz * baz), 0.0), 1.0)
     return length3(pax - bax * h, pay - bay * h, paz - baz * h) - radius

@@ -15,12 +15,13 @@ Conventions:
   distances shrink with the point. Non-uniform scaling has no exact form and is not offered.
 
 Everything is differentiable by Taichi's reverse-mode autodiff: no atomics, no dynamic loops, only
-`ti.min`/`ti.max`/`ti.abs`/`ti.sqrt`/`ti.select`. Where the exact function has a singular point
+`fmin`/`fmax` (below)/`ti.abs`/`ti.sqrt`/`ti.select`. Where the exact function has a singular point
 (the centre of a sphere, the axis of a torus, a box's interior for the outside term), the
 gradient there is a finite subgradient (zero contribution), never NaN: lengths go through `length`.
 """
 
 import taichi as ti
+from taichi.lang import impl
 
 # Below this squared angle (rad^2) `rotate_axis_angle` uses Taylor series: sin(t)/t and
 # (1 - cos t)/t^2 are 0/0 at t = 0, and the truncation error there is ~t^6/5040 < 1e-15.
@@ -28,6 +29,38 @@ _SMALL_ANGLE2 = 1e-4
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _blend_minmax() -> bool:
+    """Whether `fmax`/`fmin` compile to compare-and-blend: on CPUs. `ti.max` lowers to LLVM's
+    NaN-aware `maxnum`, which x86 has no single instruction for (vmaxps + a NaN compare + a blend),
+    so a compare and a blend are one instruction less on the critical path of every SDF evaluation
+    (the sphere∪box march at 1024^2 rays, 1 thread: -10%). GPUs have an `fmax` instruction."""
+    return str(impl.current_cfg().arch).split(".")[-1] in ("x64", "arm64")
+
+
+@ti.func
+def fmax(a, b):
+    """max(a, b) (element-wise for vectors, a scalar broadcasts); at a tie the value and the
+    gradient are b's, as `ti.max`'s. A NaN operand gives b, not NaN (as `ti.max`'s maxnum
+    would give the other operand): the tracers' value checks look at their outputs, not here."""
+    r = a * 0.0 + b * 0.0
+    if ti.static(_blend_minmax()):
+        r = ti.select(a > b, a, b)
+    else:
+        r = ti.max(a, b)
+    return r
+
+
+@ti.func
+def fmin(a, b):
+    """min(a, b), as `fmax` (ties give b)."""
+    r = a * 0.0 + b * 0.0
+    if ti.static(_blend_minmax()):
+        r = ti.select(a < b, a, b)
+    else:
+        r = ti.min(a, b)
+    return r
 
 
 @ti.func
@@ -51,7 +84,7 @@ def _min0(x):
 
 @ti.func
 def _clamp01(x):
-    return ti.min(ti.max(x, 0.0), 1.0)
+    return fmin(fmax(x, 0.0), 1.0)
 
 
 # -- primitives (all centred at the origin) -----------------------------------------------------
@@ -69,7 +102,7 @@ def sd_box(p, half_size):
     q = ti.abs(p) - half_size
     # Outside: distance to the nearest point of the box; inside: minus the distance to the nearest
     # face (the largest, i.e. least negative, component of q).
-    return length(ti.max(q, 0.0)) + _min0(ti.max(q[0], ti.max(q[1], q[2])))
+    return length(fmax(q, 0.0)) + _min0(fmax(q[0], fmax(q[1], q[2])))
 
 
 @ti.func
@@ -77,7 +110,7 @@ def sd_round_box(p, half_size, radius):
     """Box with half extents `half_size` (the outer size, rounding included) whose edges and
     corners are rounded with `radius` (0 <= radius <= min(half_size))."""
     q = ti.abs(p) - half_size + radius
-    return length(ti.max(q, 0.0)) + _min0(ti.max(q[0], ti.max(q[1], q[2]))) - radius
+    return length(fmax(q, 0.0)) + _min0(fmax(q[0], fmax(q[1], q[2]))) - radius
 
 
 @ti.func
@@ -102,7 +135,7 @@ def sd_cylinder(p, half_height, radius):
     """Capped cylinder around the y axis, from y = -half_height to +half_height."""
     # 2-D problem in (distance from the axis, |y|): a rectangle of half extents (radius, half_height).
     d = ti.abs(ti.Vector([length(ti.Vector([p[0], p[2]])), p[1]])) - ti.Vector([radius, half_height])
-    return _min0(ti.max(d[0], d[1])) + length(ti.max(d, 0.0))
+    return _min0(fmax(d[0], d[1])) + length(fmax(d, 0.0))
 
 
 @ti.func
@@ -117,19 +150,19 @@ def sd_plane(p, normal, offset):
 @ti.func
 def op_union(a, b):
     """Union of two shapes given their distances a, b."""
-    return ti.min(a, b)
+    return fmin(a, b)
 
 
 @ti.func
 def op_intersection(a, b):
     """Intersection of two shapes."""
-    return ti.max(a, b)
+    return fmax(a, b)
 
 
 @ti.func
 def op_subtraction(a, b):
     """Shape a minus shape b: max(a, -b)."""
-    return ti.max(a, -b)
+    return fmax(a, -b)
 
 
 @ti.func
