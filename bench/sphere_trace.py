@@ -282,7 +282,7 @@ def _bare_kernels(field, o, d) -> dict:
     from taichi_sdf.core.launch import lean_kernel
     from taichi_sdf.implicit.implicit_diff import MIN_COS
     from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers
-    from taichi_sdf.kernels.implicit.sphere_trace import fused_trace_packet_kernel
+    from taichi_sdf.kernels.implicit.sphere_trace import fused_trace_packet_kernel, packet_rows
 
     scalars = (float(field.bound_radius), 1e-5, 128, 1.0, 1e-4, MIN_COS)
     fns = {}
@@ -290,7 +290,8 @@ def _bare_kernels(field, o, d) -> dict:
         buffers = _TraceBuffers(o.shape[0], PACKET_LANES, outputs, o)
         kernel = fused_trace_packet_kernel(field.sdf_xyz, "f32", 1, finish, PACKET_LANES, outputs)
         kernel = lean_kernel(kernel)  # launched as `sphere_trace` launches it
-        fns[key] = lambda kernel=kernel, args=(o, d, field.params, *buffers.args, *scalars): kernel(*args)
+        rays = (o, d, packet_rows(o, PACKET_LANES), packet_rows(d, PACKET_LANES))
+        fns[key] = lambda kernel=kernel, args=(*rays, field.params, *buffers.args, *scalars): kernel(*args)
     return fns
 
 

@@ -9,12 +9,14 @@ from taichi_sdf.kernels.implicit import sdf_lanes as S
 from taichi_sdf.kernels.implicit.sdf_lib import op_intersection, op_smooth_union, op_subtraction, op_union
 
 
+@S.vector_ir_safe
 @ti.func
 def sphere_xyz(x, y, z, params: ti.template()):
     """params: [cx, cy, cz, radius]."""
     return S.sphere(x - params[0], y - params[1], z - params[2], params[3])
 
 
+@S.vector_ir_safe
 @ti.func
 def csg_xyz(x, y, z, params: ti.template()):
     """The classic CSG solid: (rounded cube of half-size s) ∩ (sphere R) minus three cylinders of
@@ -25,6 +27,7 @@ def csg_xyz(x, y, z, params: ti.template()):
     return op_subtraction(body, holes)
 
 
+@S.vector_ir_safe
 @ti.func
 def sphere_box_xyz(x, y, z, params: ti.template()):
     """Union of a sphere (radius r at x = -0.25) and a cube (half-size b at x = +0.3125). params: [r, b]."""
@@ -32,6 +35,7 @@ def sphere_box_xyz(x, y, z, params: ti.template()):
     return op_union(S.sphere(x + 0.25, y, z, params[0]), S.box(x - 0.3125, y, z, b, b, b))
 
 
+@S.vector_ir_safe
 @ti.func
 def blobs_xyz(x, y, z, params: ti.template()):
     """A torus (R, r) smoothly joined (k) with a sphere (radius sr above it) and a capsule (radius cr)

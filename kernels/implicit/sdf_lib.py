@@ -39,6 +39,27 @@ def _blend_minmax() -> bool:
     return str(impl.current_cfg().arch).split(".")[-1] in ("x64", "arm64")
 
 
+def vector_ir() -> bool:
+    """Whether the kernel being compiled keeps `ti.Vector`s as LLVM vectors: Taichi's
+    `real_matrix_scalarize=False`, set by `taichi_sdf.core.launch` while it compiles a kernel marked
+    `vector_ir` (the CPU packet tracers of fields whose `sdf_xyz` is `sdf_lanes.vector_ir_safe`).
+    Taichi 1.7 aborts the process on `ti.abs` and unary minus of float vectors in that mode, so the
+    lane code uses `fabs` and `0.0 - x`."""
+    return not impl.current_cfg().real_matrix_scalarize
+
+
+@ti.func
+def fabs(x):
+    """|x| (element-wise); `ti.abs` except while compiling with vector IR (see `vector_ir`), where it
+    is a compare and a blend (|0| has gradient 1 there: such kernels are forward-only)."""
+    r = x * 0.0
+    if ti.static(vector_ir()):
+        r = ti.select(x < 0.0, 0.0 - x, x)
+    else:
+        r = ti.abs(x)
+    return r
+
+
 @ti.func
 def fmax(a, b):
     """max(a, b) (element-wise for vectors, a scalar broadcasts); at a tie the value and the
@@ -162,7 +183,7 @@ def op_intersection(a, b):
 @ti.func
 def op_subtraction(a, b):
     """Shape a minus shape b: max(a, -b)."""
-    return fmax(a, -b)
+    return fmax(a, 0.0 - b)
 
 
 @ti.func
@@ -183,7 +204,7 @@ def op_smooth_intersection(a, b, k):
 @ti.func
 def op_smooth_subtraction(a, b, k):
     """Smooth a minus b: the smooth max of a and -b; equals max(a, -b) where |a + b| >= k."""
-    return op_smooth_intersection(a, -b, k)
+    return op_smooth_intersection(a, 0.0 - b, k)
 
 
 # -- transforms of the query point --------------------------------------------------------------

@@ -41,6 +41,7 @@ from taichi_sdf.kernels.implicit.sphere_trace import (
     STATUS_ZERO_DIRECTIONS,
     fused_trace_kernel,
     fused_trace_packet_kernel,
+    packet_rows,
 )
 
 __all__ = ["sphere_trace", "field_values", "field_gradients", "TraceResult", "FusedTraceResult", "STENCIL_POINTS",
@@ -370,9 +371,11 @@ def sphere_trace(
         o, d, params = origins.detach(), directions.detach(), field.params.detach()
         if packets:
             kernel = fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish, lanes, buffers.outputs)
+            rays = (o, d, packet_rows(o, lanes), packet_rows(d, lanes))
         else:
             kernel = fused_trace_kernel(field.sdf, dname, ndim, finish, buffers.outputs)
-        lean_kernel(kernel)(o, d, params, *buffers.args, *scalars)
+            rays = (o, d)
+        lean_kernel(kernel)(*rays, params, *buffers.args, *scalars)
         if check_values:
             _raise_on_bad_values(buffers.status, field, n)
     result = buffers.result(STENCIL_POINTS[stencil])

@@ -1,0 +1,196 @@
+"""The CPU packet tracer's vector-IR compile (`taichi_sdf.core.launch.compile_settings`): built-in
+scenes trace the same with it as without it, any ray count works with the packet rows, unmarked fields
+(which may use `ti.abs` or unary minus on lanes, fatal in that mode) keep Taichi's default compile, and
+the `sdf_lib` helpers the lane code uses instead equal Taichi's built-ins."""
+
+import pytest
+import taichi as ti
+import torch
+
+from taichi_sdf.cameras import camera as C
+from taichi_sdf.core.launch import LeanKernel, compile_settings
+from taichi_sdf.implicit.fields import TaichiField
+from taichi_sdf.implicit.implicit_diff import MIN_COS
+from taichi_sdf.implicit.scenes import make_scene
+from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers, sphere_trace
+from taichi_sdf.kernels.implicit import sdf_lanes as S
+from taichi_sdf.kernels.implicit.sdf_lib import fabs, fmax, fmin, vector_ir
+from taichi_sdf.kernels.implicit.sphere_trace import PACKET_LANES, fused_trace_packet_kernel, packet_rows
+
+
+def rays(n, dtype, device, eye=(0.5, 0.4, 2.4)):
+    cam = C.look_at(torch.tensor([eye]), width=24, height=24, fov_x_deg=45.0).to(device, dtype)
+    o, d = cam.image_rays()
+    return o.reshape(-1, 3)[:n].contiguous(), d.reshape(-1, 3)[:n].contiguous()
+
+
+def packet_trace(field, o, d, vector: bool):
+    """The no-gradient packet kernel of `field` (a fresh kernel object, so it compiles here), launched as
+    `sphere_trace` launches it, with the vector-IR mark set to `vector`."""
+    dname = "f32" if field.params.dtype == torch.float32 else "f64"
+    kernel = fused_trace_packet_kernel.__wrapped__(field.sdf_xyz, dname, 1, "tetrahedral", PACKET_LANES, OPTIONAL_OUTPUTS)
+    kernel.vector_ir = vector
+    buffers = _TraceBuffers(o.shape[0], PACKET_LANES, OPTIONAL_OUTPUTS, o)
+    h = 1e-4 if dname == "f32" else 1e-6
+    eps = 1e-5 if dname == "f32" else 1e-7
+    scalars = (float(field.bound_radius), eps, 128, 1.0, h, MIN_COS)
+    LeanKernel(kernel)(o, d, packet_rows(o, PACKET_LANES), packet_rows(d, PACKET_LANES), field.params, *buffers.args,
+                       *scalars)  # fmt: skip
+    return buffers.result(4)
+
+
+@pytest.mark.parametrize("dtype,t_tol,n_tol", [(torch.float32, 2e-5, 3e-3), (torch.float64, 1e-10, 1e-6)])
+@pytest.mark.parametrize("name", ["sphere", "csg", "sphere_box", "blobs"])
+def test_builtin_scenes_trace_the_same_with_and_without_vector_ir(device, name, dtype, t_tol, n_tol):
+    """Same kernel, two compiles: the results differ by rounding only (fused multiply-adds are placed
+    differently; the normals' finite differences divide that by h)."""
+    if device.type != "cpu":
+        pytest.skip("vector IR is a CPU compile")
+    field = make_scene(name, dtype=dtype, device=device)
+    assert getattr(field.sdf_xyz, "vector_ir", False)  # built-ins are marked
+    o, d = rays(24 * 24 - 5, dtype, device)  # a partial last packet
+    a, b = packet_trace(field, o, d, vector=False), packet_trace(field, o, d, vector=True)
+    assert 0.05 < a.hit.float().mean() < 0.95
+    assert torch.equal(a.hit, b.hit)
+    assert (a.steps != b.steps).float().mean() <= 0.01  # a rounding can move a convergence test by one step
+    same = a.steps == b.steps
+    for out in ("t", "t_min_sdf", "min_sdf"):
+        torch.testing.assert_close(getattr(a, out)[same], getattr(b, out)[same], atol=t_tol, rtol=0, msg=out)
+    torch.testing.assert_close(a.points[same], b.points[same], atol=t_tol, rtol=0)
+    assert (a.normals - b.normals)[same].norm(dim=-1).max() < n_tol
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 48, 50])
+def test_any_ray_count_matches_the_scalar_kernel(device, n):
+    """Packet rows cover the whole packets; the rest (and fewer rays than a packet) load per ray."""
+    field = make_scene("sphere_box", device=device)
+    o, d = rays(24 * 24, torch.float32, device, eye=(0.1, 0.1, 2.0))
+    pick = torch.linspace(0, o.shape[0] - 1, n, device=device).round().long()  # rays spread over the image
+    o, d = o[pick].contiguous(), d[pick].contiguous()
+    with torch.no_grad():
+        p, s = sphere_trace(field, o, d, packets=True), sphere_trace(field, o, d, packets=False)
+    assert p.hit.shape == (n,) and torch.equal(p.hit, s.hit) and torch.equal(p.steps, s.steps)
+    torch.testing.assert_close(p.t, s.t, atol=2e-5, rtol=0)
+    torch.testing.assert_close(p.points, s.points, atol=2e-5, rtol=0)
+
+
+@S.vector_ir_safe
+@ti.func
+def marked_probe(x, y, z, params: ti.template()):
+    return x * 0.0 + ti.static(float(vector_ir()))
+
+
+@ti.func
+def unmarked_probe(x, y, z, params: ti.template()):
+    return x * 0.0 + ti.static(float(vector_ir()))
+
+
+def test_only_marked_fields_compile_with_vector_ir(device):
+    """The mode the SDF was compiled in, read back through its value: marked fields get vector IR on
+    CPUs, unmarked ones Taichi's default; the setting is restored after each compile."""
+    from taichi.lang import impl
+
+    o, d = rays(20, torch.float32, device)
+    for sdf_xyz, expected in ((marked_probe, device.type == "cpu"), (unmarked_probe, False)):
+        field = TaichiField(lambda p, params: p[0], torch.zeros(1, device=device), sdf_xyz=sdf_xyz, bound_radius=1.0)
+        with torch.no_grad():
+            r = sphere_trace(field, o, d, packets=True, max_steps=1)
+        assert torch.equal(r.min_sdf, torch.full_like(r.min_sdf, float(expected))), sdf_xyz
+        assert impl.current_cfg().real_matrix_scalarize
+
+
+def test_compile_settings_restore_taichi_default_on_errors():
+    from taichi.lang import impl
+
+    class Marked:
+        vector_ir = True
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with compile_settings(Marked()):
+            raise RuntimeError("boom")
+    assert impl.current_cfg().real_matrix_scalarize
+
+
+@ti.func
+def user_lanes(x, y, z, params: ti.template()):
+    """A user's lane-generic field written with `ti.abs` and unary minus (fatal under vector IR)."""
+    return ti.max(ti.abs(x) - params[0], ti.max(ti.abs(-y) - params[0], ti.abs(z) - params[0]))
+
+
+@ti.func
+def user_vec(p, params: ti.template()):
+    return user_lanes(p[0], p[1], p[2], params)
+
+
+def test_unmarked_user_field_with_abs_and_negation_traces_with_packets(device):
+    field = TaichiField(user_vec, torch.tensor([0.3], device=device), sdf_xyz=user_lanes, bound_radius=1.0)
+    o, d = rays(24 * 24 - 7, torch.float32, device)
+    with torch.no_grad():
+        p, s = sphere_trace(field, o, d, packets=True), sphere_trace(field, o, d, packets=False)
+    assert 0.05 < p.hit.float().mean() < 0.95 and torch.equal(p.hit, s.hit)
+    torch.testing.assert_close(p.t, s.t, atol=2e-5, rtol=0)
+
+
+V8 = ti.types.vector(8, ti.f32)
+
+
+def _minmax_kernel(builtins: bool):
+    """kernel(a [N], b [N], out [N, 3]): |a|, max(a, b), min(a, b) on 8-lane vectors, by `fabs`/`fmax`/
+    `fmin` or by Taichi's built-ins (which vector IR cannot compile)."""
+
+    @ti.kernel
+    def minmax(a: ti.types.ndarray(dtype=ti.f32, ndim=1), b: ti.types.ndarray(dtype=ti.f32, ndim=1),
+               out: ti.types.ndarray(dtype=ti.f32, ndim=2)):  # fmt: skip
+        for i in range(a.shape[0] // 8):
+            x, y = V8(0.0), V8(0.0)
+            for l in ti.static(range(8)):
+                x[l], y[l] = a[8 * i + l], b[8 * i + l]
+            r0, r1, r2 = x, x, x
+            if ti.static(builtins):
+                r0, r1, r2 = ti.abs(x), ti.max(x, y), ti.min(x, y)
+            else:
+                r0, r1, r2 = fabs(x), fmax(x, y), fmin(x, y)
+            for l in ti.static(range(8)):
+                out[8 * i + l, 0], out[8 * i + l, 1], out[8 * i + l, 2] = r0[l], r1[l], r2[l]
+
+    return minmax
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_fabs_fmax_fmin_equal_taichi_builtins(vector):
+    """On lanes, compiled either way (the built-ins in Taichi's default compile)."""
+    a = torch.tensor([-2.0, -0.5, 0.0, 0.25, 1.0, 3.0, -1.0, 0.5] * 2)
+    b = torch.tensor([1.0, -0.5, -0.0, 0.5, -1.0, 3.5, -2.0, 0.5] * 2)
+    kernel = _minmax_kernel(builtins=False)
+    kernel.vector_ir = vector
+    out, ref = torch.zeros(16, 3), torch.zeros(16, 3)
+    LeanKernel(kernel)(a, b, out)
+    _minmax_kernel(builtins=True)(a, b, ref)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    torch.testing.assert_close(out[:, 0], a.abs(), atol=0, rtol=0)
+    torch.testing.assert_close(out[:, 1], torch.maximum(a, b), atol=0, rtol=0)
+    torch.testing.assert_close(out[:, 2], torch.minimum(a, b), atol=0, rtol=0)
+
+
+def test_fmax_fmin_gradients_at_ties_follow_taichi():
+    """At a tie the second argument takes the gradient, as with `ti.max`/`ti.min` (the CSG operators'
+    documented subgradients depend on it)."""
+    x = ti.field(ti.f32, shape=4, needs_grad=True)
+    y = ti.field(ti.f32, shape=4, needs_grad=True)
+    out = ti.field(ti.f32, shape=4, needs_grad=True)
+
+    @ti.kernel
+    def run():
+        out[0] = fmax(x[0], y[0])
+        out[1] = fmin(x[1], y[1])
+        out[2] = ti.max(x[2], y[2])
+        out[3] = ti.min(x[3], y[3])
+
+    x.from_numpy(torch.ones(4).numpy())
+    y.from_numpy(torch.ones(4).numpy())
+    out.grad.from_numpy(torch.ones(4).numpy())
+    run()
+    run.grad()
+    gx, gy = x.grad.to_numpy(), y.grad.to_numpy()
+    assert list(gx[:2]) == list(gx[2:]) == [0.0, 0.0]
+    assert list(gy[:2]) == list(gy[2:]) == [1.0, 1.0]
