@@ -41,14 +41,14 @@ def cpu_model() -> str:
     """The CPU's model name and its widest SIMD (Linux /proc/cpuinfo; "" elsewhere). CPU timings depend on
     both, and so do ratios between systems: the fused tracer's ratio to Dr.Jit's same algorithm read 0.84-1.03x on
     one machine of the project's 2-core kind and 0.53-0.64x on another (AMD EPYC, AVX-512)."""
+    from taichi_sdf.core.runtime import cpu_simd
+
     try:
         info = open("/proc/cpuinfo").read()
     except OSError:
         return ""
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    simd = next((s for s in ("avx512f", "avx2", "avx", "sse4_2") if s in flags), "")
-    return f"{model}, {simd.upper()}" if model else ""
+    return f"{model}, {cpu_simd().upper()}" if model else ""
 
 
 def machine() -> str:

@@ -281,14 +281,15 @@ def _bare_kernels(field, o, d) -> dict:
     no-gradient trace) and "march" (marching alone, as the gradient path runs it)."""
     from taichi_sdf.core.launch import lean_kernel
     from taichi_sdf.implicit.implicit_diff import MIN_COS
-    from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers
+    from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers, march_group
     from taichi_sdf.kernels.implicit.sphere_trace import fused_trace_packet_kernel, packet_rows
 
     scalars = (float(field.bound_radius), 1e-5, 128, 1.0, 1e-4, MIN_COS)
     fns = {}
     for key, finish, outputs in (("full", "tetrahedral", OPTIONAL_OUTPUTS), ("march", None, ("min_sdf",))):
         buffers = _TraceBuffers(o.shape[0], PACKET_LANES, outputs, o)
-        kernel = fused_trace_packet_kernel(field.sdf_xyz, "f32", 1, finish, PACKET_LANES, outputs)
+        kernel = fused_trace_packet_kernel(field.sdf_xyz, "f32", 1, finish, PACKET_LANES, outputs,
+                                           march_group(field.sdf_xyz))  # fmt: skip
         kernel = lean_kernel(kernel)  # launched as `sphere_trace` launches it
         rays = (o, d, packet_rows(o, PACKET_LANES), packet_rows(d, PACKET_LANES))
         fns[key] = lambda kernel=kernel, args=(*rays, field.params, *buffers.args, *scalars): kernel(*args)

@@ -276,7 +276,8 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "
 
 @functools.cache
 def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str | None = "tetrahedral",
-                              lanes: int = PACKET_LANES, outputs: tuple = OPTIONAL_OUTPUTS):  # fmt: skip
+                              lanes: int = PACKET_LANES, outputs: tuple = OPTIONAL_OUTPUTS,
+                              group_size: int = 1):  # fmt: skip
     """`fused_trace_kernel`'s contract and results for a lane-generic coordinate-form field
     `sdf_xyz(x, y, z, params)`: each loop iteration traces a packet of `lanes` rays as `ti.Vector`s, so
     LLVM turns the SDF arithmetic into SIMD instructions (Taichi's CPU backend does not vectorise
@@ -292,6 +293,11 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
     pointers, which Taichi cannot prove unaliased); packet rows brought them to about 2 ms.
     `origin_rows, direction_rows [N // lanes, 3 * lanes]` are the whole packets' rays viewed as rows
     (`packet_rows`), loaded as vectors; the last, partial packet reads `origins, directions [N, 3]`.
+
+    `group_size` packets march side by side in one loop (vectors of `group_size * lanes`), so every
+    step has that many independent chains of SDF arithmetic to overlap; the group marches until its
+    slowest ray is done, then each packet is finished and stored on its own (the outputs' layout does
+    not depend on the group). See `taichi_sdf.implicit.sphere_trace.march_group` for the measured choice.
 
     For `sdf_lanes.vector_ir_safe` fields the kernel is marked `vector_ir`: `taichi_sdf.core.launch`
     compiles it with Taichi's vector IR, where a packet row is one vector load or store (with Taichi's
@@ -317,6 +323,18 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
             m[l] = bad(v[l])
         return m
 
+    G = group_size * lanes  # lanes of the march's vectors
+    W = ti.types.vector(G, f)
+    WI = ti.types.vector(G, ti.i32)
+    scale = STENCIL_OFFSETS[finish or "central"][1]
+
+    @ti.func
+    def packet_of(w, q):  # packet q of a group's vector w [G] as [lanes]
+        v = ti.Vector([w[l] for l in ti.static(range(lanes))])
+        for k in ti.static(range(1, group_size)):
+            v = ti.select(q == k, ti.Vector([w[k * lanes + l] for l in ti.static(range(lanes))]), v)
+        return v
+
     @ti.func
     def interleave(x, y, z):
         w = V3(0.0)
@@ -334,18 +352,24 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
         radius: f, eps: f, max_steps: ti.i32, step_scale: f, h: f, min_cos: f,
     ):  # fmt: skip
         n_rays = origins.shape[0]
-        for pk in range((n_rays + lanes - 1) // lanes):
-            ox, oy, oz, dx, dy, dz = V(0.0), V(0.0), V(0.0), V(0.0), V(0.0), V(0.0)
-            if pk < origin_rows.shape[0]:  # a whole packet: one row of 3 * lanes values each, de-interleaved
-                a, c = origin_rows[pk], direction_rows[pk]
-                for l in ti.static(range(lanes)):
-                    ox[l], oy[l], oz[l] = a[3 * l], a[3 * l + 1], a[3 * l + 2]
-                    dx[l], dy[l], dz[l] = c[3 * l], c[3 * l + 1], c[3 * l + 2]
-            else:
-                for l in ti.static(range(lanes)):
-                    r = ti.min(pk * lanes + l, n_rays - 1)  # the last packet repeats the last ray
-                    ox[l], oy[l], oz[l] = origins[r, 0], origins[r, 1], origins[r, 2]
-                    dx[l], dy[l], dz[l] = directions[r, 0], directions[r, 1], directions[r, 2]
+        n_packets = (n_rays + lanes - 1) // lanes
+        for group in range((n_packets + group_size - 1) // group_size):
+            # Load: a group of `group_size` packets side by side in vectors of `G` lanes (a missing last
+            # packet repeats the last one; nothing is stored for it)
+            ox, oy, oz, dx, dy, dz = W(0.0), W(0.0), W(0.0), W(0.0), W(0.0), W(0.0)
+            for q in ti.static(range(group_size)):
+                pk = ti.min(group * group_size + q, n_packets - 1)
+                if pk < origin_rows.shape[0]:  # a whole packet: one row of 3 * lanes values each, de-interleaved
+                    a, c = origin_rows[pk], direction_rows[pk]
+                    for l in ti.static(range(lanes)):
+                        ox[q * lanes + l], oy[q * lanes + l], oz[q * lanes + l] = a[3 * l], a[3 * l + 1], a[3 * l + 2]
+                        dx[q * lanes + l], dy[q * lanes + l], dz[q * lanes + l] = c[3 * l], c[3 * l + 1], c[3 * l + 2]
+                else:
+                    for l in ti.static(range(lanes)):
+                        r = ti.min(pk * lanes + l, n_rays - 1)  # the last packet repeats the last ray
+                        ox[q * lanes + l], oy[q * lanes + l], oz[q * lanes + l] = origins[r, 0], origins[r, 1], origins[r, 2]
+                        dx[q * lanes + l], dy[q * lanes + l], dz[q * lanes + l] = (
+                            directions[r, 0], directions[r, 1], directions[r, 2])  # fmt: skip
             inputs = ox + oy + oz + dx + dy + dz  # non-finite where any input value is
             nrm2 = dx * dx + dy * dy + dz * dz
             nonzero = nrm2 > 0.0
@@ -358,14 +382,16 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
             inside = (disc > 0.0) & (sq - b > 0.0) & nonzero
             t = ti.select(inside, fmax(0.0 - b - sq, 0.0), t_close)
             t_far = ti.select(inside, sq - b, t_close)
-            active = I(0) + ti.select(inside, 1, 0)
+            active = WI(0) + ti.select(inside, 1, 0)
             best_t = t
-            best_f = V(0.0) + ti.cast(_BIG, f)
+            best_f = W(0.0) + ti.cast(_BIG, f)
             if active.min() == 0:  # rays that miss the bound: the SDF at their closest point
                 f0 = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
                 best_f = ti.select(inside, best_f, f0)
-            is_hit = I(0)
-            n = I(0)
+            is_hit = WI(0)
+            n = WI(0)
+            # March: the group's packets in one loop, so each step has `group_size` independent chains
+            # of SDF arithmetic to overlap (sqrt latency); it runs until every ray of the group is done
             for _ in range(max_steps):
                 if active.max() == 0:
                     break
@@ -380,46 +406,58 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
                 active = ti.select(conv, 0, active)
                 t = ti.select(active > 0, t + step_scale * fv, t)
                 active = ti.select((t > t_far) | (t < 0.0), 0, active)
-            t_res = best_t  # a hit's converged point has the smallest |f| of its ray
-            gx, gy, gz = V(0.0), V(0.0), V(0.0)
-            if ti.static(finishes):
-                inv_g = V(0.0)  # zero normals where nothing is hit
-                if is_hit.max() > 0:  # g = scale * (gx, gy, gz), the stencil's sums
-                    gx, gy, gz = grad_packet(ox + best_t * dx, oy + best_t * dy, oz + best_t * dz, params, h)
-                    cos = (gx * dx + gy * dy + gz * dz) * (STENCIL_OFFSETS[finish or "central"][1] / h)
-                    cos = ti.select(fabs(cos) < min_cos, ti.select(cos > 0.0, min_cos, -min_cos), cos)
-                    t_res = ti.select(is_hit > 0, best_t - best_f / cos, best_t)
-                    g_len = ti.sqrt(gx * gx + gy * gy + gz * gz) * (STENCIL_OFFSETS[finish or "central"][1] / h)
-                    inv_g = ti.select(is_hit > 0, 1.0 / fmax(g_len, 1e-12), 0.0)
-                    inv_g *= STENCIL_OFFSETS[finish or "central"][1] / h
-                if ti.static(want_points):
-                    points[pk] = interleave(ox + t_res * dx, oy + t_res * dy, oz + t_res * dz)
-                if ti.static(want_normals):
-                    normals[pk] = interleave(gx * inv_g, gy * inv_g, gz * inv_g)
-            t_out[pk] = t_res
-            hit[pk] = ti.cast(is_hit, ti.u8)
-            if ti.static(want_min):
-                t_min[pk] = best_t
-                f_min[pk] = best_f
-            steps[pk] = n
-            # The value checks, after every store (see the module doc): a non-finite value makes its
-            # lane's sum non-finite; count which (valid lanes only) only when some lane is. Lane-wise
-            # tests and one reduction: `.sum()` of the packet is a chain of 16 dependent scalar adds
-            # (no reassociation), which cost 15% of the march at 1024^2 rays.
-            check = best_f + t + gx + gy + gz
-            if (bad_lanes(inputs + check) | ti.cast(nrm2 == 0.0, ti.i32)).max() > 0:
-                n_o, n_d, n_zero, n_bad = 0, 0, 0, 0
-                for l in ti.static(range(lanes)):
-                    if pk * lanes + l < n_rays:
-                        n_o += bad(ox[l]) + bad(oy[l]) + bad(oz[l])
-                        n_d += bad(directions[pk * lanes + l, 0]) + bad(directions[pk * lanes + l, 1])
-                        n_d += bad(directions[pk * lanes + l, 2])
-                        n_zero += ti.cast(nrm2[l] == 0.0, ti.i32)
-                        n_bad += bad(check[l])
-                ti.atomic_add(status[STATUS_BAD_ORIGINS], n_o)
-                ti.atomic_add(status[STATUS_BAD_DIRECTIONS], n_d)
-                ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], n_zero)
-                ti.atomic_add(status[STATUS_BAD_SDF], n_bad)
+            # Finish and store packet by packet: a loop whose count is only known at run time, so the
+            # stencil's code is emitted once (unrolled per packet it doubled the compile time)
+            for q in range(group_size + ti.min(max_steps, 0)):  # max_steps >= 1: the count is group_size
+                pk = group * group_size + q
+                if pk >= n_packets:
+                    break
+                p_ox, p_oy, p_oz = packet_of(ox, q), packet_of(oy, q), packet_of(oz, q)
+                p_dx, p_dy, p_dz = packet_of(dx, q), packet_of(dy, q), packet_of(dz, q)
+                p_bt, p_bf, p_t = packet_of(best_t, q), packet_of(best_f, q), packet_of(t, q)
+                p_hit, p_n = packet_of(is_hit, q), packet_of(n, q)
+                p_in, p_nrm2 = packet_of(inputs, q), packet_of(nrm2, q)
+                t_res = p_bt  # a hit's converged point has the smallest |f| of its ray
+                gx, gy, gz = V(0.0), V(0.0), V(0.0)
+                if ti.static(finishes):
+                    inv_g = V(0.0)  # zero normals where nothing is hit
+                    if p_hit.max() > 0:  # g = scale * (gx, gy, gz), the stencil's sums
+                        gx, gy, gz = grad_packet(p_ox + p_bt * p_dx, p_oy + p_bt * p_dy, p_oz + p_bt * p_dz, params, h)
+                        cos = (gx * p_dx + gy * p_dy + gz * p_dz) * (scale / h)
+                        cos = ti.select(fabs(cos) < min_cos, ti.select(cos > 0.0, min_cos, -min_cos), cos)
+                        t_res = ti.select(p_hit > 0, p_bt - p_bf / cos, p_bt)
+                        g_len = ti.sqrt(gx * gx + gy * gy + gz * gz) * (scale / h)
+                        inv_g = ti.select(p_hit > 0, 1.0 / fmax(g_len, 1e-12), 0.0)
+                        inv_g *= scale / h
+                    if ti.static(want_points):
+                        points[pk] = interleave(p_ox + t_res * p_dx, p_oy + t_res * p_dy, p_oz + t_res * p_dz)
+                    if ti.static(want_normals):
+                        normals[pk] = interleave(gx * inv_g, gy * inv_g, gz * inv_g)
+                t_out[pk] = t_res
+                hit[pk] = ti.cast(p_hit, ti.u8)
+                if ti.static(want_min):
+                    t_min[pk] = p_bt
+                    f_min[pk] = p_bf
+                steps[pk] = p_n
+                # The value checks, after every store (see the module doc): a non-finite value makes its
+                # lane's sum non-finite; count which (valid lanes only) only when some lane is. Lane-wise
+                # tests and one reduction: `.sum()` of the packet is a chain of 16 dependent scalar adds
+                # (no reassociation), which cost 15% of the march at 1024^2 rays.
+                check = p_bf + p_t + gx + gy + gz
+                if (bad_lanes(p_in + check) | ti.cast(p_nrm2 == 0.0, ti.i32)).max() > 0:
+                    n_o, n_d, n_zero, n_bad = 0, 0, 0, 0
+                    for l in ti.static(range(lanes)):
+                        if pk * lanes + l < n_rays:
+                            n_o += bad(origins[pk * lanes + l, 0]) + bad(origins[pk * lanes + l, 1])
+                            n_o += bad(origins[pk * lanes + l, 2])
+                            n_d += bad(directions[pk * lanes + l, 0]) + bad(directions[pk * lanes + l, 1])
+                            n_d += bad(directions[pk * lanes + l, 2])
+                            n_zero += ti.cast(p_nrm2[l] == 0.0, ti.i32)
+                            n_bad += bad(check[l])
+                    ti.atomic_add(status[STATUS_BAD_ORIGINS], n_o)
+                    ti.atomic_add(status[STATUS_BAD_DIRECTIONS], n_d)
+                    ti.atomic_add(status[STATUS_ZERO_DIRECTIONS], n_zero)
+                    ti.atomic_add(status[STATUS_BAD_SDF], n_bad)
 
     # Compiled with vector IR by `taichi_sdf.core.launch` when the field allows it (`sdf_lanes.vector_ir_safe`)
     trace.vector_ir = bool(getattr(sdf_xyz, "vector_ir", False))

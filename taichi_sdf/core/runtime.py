@@ -8,6 +8,7 @@ The environment variable ``TAICHI_SDF_ARCH`` (cpu | cuda | vulkan | metal | auto
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -146,6 +147,19 @@ def sync() -> None:
     ti.sync()
     if device().type == "cuda":
         torch.cuda.synchronize()
+
+
+@functools.cache
+def cpu_simd() -> str:
+    """The CPU's widest SIMD extension ("avx512f", "avx2", "avx", "sse4_2", from Linux /proc/cpuinfo;
+    "" where unknown). Kernel choices that were measured per SIMD width depend on it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return ""
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return next((s for s in ("avx512f", "avx2", "avx", "sse4_2") if s in flags), "")
 
 
 def set_taichi_cpu_threads(n: int) -> bool:

@@ -24,11 +24,12 @@ def rays(n, dtype, device, eye=(0.5, 0.4, 2.4)):
     return o.reshape(-1, 3)[:n].contiguous(), d.reshape(-1, 3)[:n].contiguous()
 
 
-def packet_trace(field, o, d, vector: bool):
+def packet_trace(field, o, d, vector: bool, group_size: int = 1):
     """The no-gradient packet kernel of `field` (a fresh kernel object, so it compiles here), launched as
     `sphere_trace` launches it, with the vector-IR mark set to `vector`."""
     dname = "f32" if field.params.dtype == torch.float32 else "f64"
-    kernel = fused_trace_packet_kernel.__wrapped__(field.sdf_xyz, dname, 1, "tetrahedral", PACKET_LANES, OPTIONAL_OUTPUTS)
+    kernel = fused_trace_packet_kernel.__wrapped__(field.sdf_xyz, dname, 1, "tetrahedral", PACKET_LANES, OPTIONAL_OUTPUTS,
+                                                   group_size)  # fmt: skip
     kernel.vector_ir = vector
     buffers = _TraceBuffers(o.shape[0], PACKET_LANES, OPTIONAL_OUTPUTS, o)
     h = 1e-4 if dname == "f32" else 1e-6
@@ -39,17 +40,22 @@ def packet_trace(field, o, d, vector: bool):
     return buffers.result(4)
 
 
-@pytest.mark.parametrize("dtype,t_tol,n_tol", [(torch.float32, 2e-5, 3e-3), (torch.float64, 1e-10, 1e-6)])
-@pytest.mark.parametrize("name", ["sphere", "csg", "sphere_box", "blobs"])
+F32, F64 = (torch.float32, 2e-5, 3e-3), (torch.float64, 1e-10, 1e-6)
+
+
+# Every built-in scene in float32, float64 on two (each case compiles two kernels: ~10-40 s on one core)
+@pytest.mark.parametrize("name,dtype,t_tol,n_tol", [("sphere", *F32), ("csg", *F32), ("sphere_box", *F32), ("blobs", *F32),
+                                                    ("sphere", *F64), ("sphere_box", *F64)])  # fmt: skip
 def test_builtin_scenes_trace_the_same_with_and_without_vector_ir(device, name, dtype, t_tol, n_tol):
-    """Same kernel, two compiles: the results differ by rounding only (fused multiply-adds are placed
-    differently; the normals' finite differences divide that by h)."""
+    """Taichi's default compile, one packet at a time, against vector IR with packets marched in pairs
+    (as `sphere_trace` runs on AVX-512): the results differ by rounding only (fused multiply-adds are
+    placed differently; the normals' finite differences divide that by h)."""
     if device.type != "cpu":
         pytest.skip("vector IR is a CPU compile")
     field = make_scene(name, dtype=dtype, device=device)
     assert getattr(field.sdf_xyz, "vector_ir", False)  # built-ins are marked
     o, d = rays(24 * 24 - 5, dtype, device)  # a partial last packet
-    a, b = packet_trace(field, o, d, vector=False), packet_trace(field, o, d, vector=True)
+    a, b = packet_trace(field, o, d, vector=False), packet_trace(field, o, d, vector=True, group_size=2)
     assert 0.05 < a.hit.float().mean() < 0.95
     assert torch.equal(a.hit, b.hit)
     assert (a.steps != b.steps).float().mean() <= 0.01  # a rounding can move a convergence test by one step
@@ -62,7 +68,8 @@ def test_builtin_scenes_trace_the_same_with_and_without_vector_ir(device, name, 
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 48, 50])
 def test_any_ray_count_matches_the_scalar_kernel(device, n):
-    """Packet rows cover the whole packets; the rest (and fewer rays than a packet) load per ray."""
+    """Packet rows cover the whole packets; the rest (and fewer rays than a packet) load per ray; a
+    group of packets may lack its last packet (48 rays: 3 packets)."""
     field = make_scene("sphere_box", device=device)
     o, d = rays(24 * 24, torch.float32, device, eye=(0.1, 0.1, 2.0))
     pick = torch.linspace(0, o.shape[0] - 1, n, device=device).round().long()  # rays spread over the image
