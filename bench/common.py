@@ -79,14 +79,19 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
 def interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict:
     """{name: (median seconds, median per-round ratio of the first entry's time to this one's)} of the
     callables `fns`, timed in turn round after round, so a loaded machine's slow spells hit every entry
-    alike (ratio > 1: faster than the first)."""
+    alike (ratio > 1: faster than the first). Each round starts one entry further on, so every entry
+    follows every other equally often: the entry after a cache-flushing one (a large eager torch loop)
+    runs with cold caches, and with a fixed order that was always the same entry (it read ~0.4 ms
+    slower at 256^2 than the same call timed after its own kind)."""
     for fn in fns.values():  # warm-up: compiles, allocator
         for _ in range(warmup):
             fn()
     sync()
     times = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
+    names = list(fns)
+    for r in range(repeat):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[k]
             t0 = time.perf_counter()
             fn()
             sync()
