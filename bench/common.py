@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -79,22 +81,29 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
 def interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict:
     """{name: (median seconds, median per-round ratio of the first entry's time to this one's)} of the
     callables `fns`, timed in turn round after round, so a loaded machine's slow spells hit every entry
-    alike (ratio > 1: faster than the first). Each round starts one entry further on, so every entry
-    follows every other equally often: the entry after a cache-flushing one (a large eager torch loop)
-    runs with cold caches, and with a fixed order that was always the same entry (it read ~0.4 ms
-    slower at 256^2 than the same call timed after its own kind)."""
+    alike (ratio > 1: faster than the first). Each round runs the entries in a new order (seeded), so
+    no entry always follows the same one: the entry after a long eager torch loop or a Dr.Jit kernel ran
+    0.2-0.4 ms slower at 256^2 than the same call timed elsewhere in the round, and with a fixed (or
+    rotated) order that was always the same entry."""
     for fn in fns.values():  # warm-up: compiles, allocator
         for _ in range(warmup):
             fn()
     sync()
     times = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(repeat):
-        for k in names[r % len(names):] + names[: r % len(names)]:
-            fn = fns[k]
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t0)
+    order = random.Random(0)
+    collecting = gc.isenabled()
+    gc.disable()  # as `timeit` does: a collection would land on whichever call allocated the most objects
+    try:
+        for _ in range(repeat):
+            for k in order.sample(list(fns), len(fns)):
+                fn = fns[k]
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times[k].append(time.perf_counter() - t0)
+            gc.collect()
+    finally:
+        if collecting:
+            gc.enable()
     first = next(iter(fns))
     return {k: (statistics.median(v), statistics.median(a / b for a, b in zip(times[first], v))) for k, v in times.items()}
