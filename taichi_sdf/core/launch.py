@@ -35,10 +35,11 @@ class LeanKernel:
         self._plan: list[tuple] | None = None  # per argument: (kind, element dims, dtype, rank)
         self._launch = None  # (taichi kernel, program)
         self._device_type: str | None = None
+        self._last: tuple | None = None  # (`_launch_keys` of the last call, its launch context), CPUs only
 
     def __call__(self, *args):
         if self._launch is not None and LeanKernel.enabled:
-            ctx = self._context(args)
+            ctx = self._same_as_last(args) or self._context(args)
             if ctx is not None:
                 t_kernel, prog = self._launch
                 prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), t_kernel), ctx)
@@ -83,6 +84,19 @@ class LeanKernel:
         self._device_type = "cuda" if str(impl.current_cfg().arch).endswith("cuda") else "cpu"
         self._launch = (primal.compiled_kernels[key], impl.get_runtime().prog)
 
+    def _same_as_last(self, args):
+        """The last launch's context when `args` describe the same launch: every tensor with the same
+        data pointer, shape, strides, dtype, device and grad flag as the last call's (views made anew
+        each call count as the same), equal scalars; else None. Repeated calls (a frame loop, pooled
+        buffers) then set no arguments, and on a CPU a launch only reads its context. Setting 18
+        arguments cost ~40 us, a third of a 16-ray `sphere_trace` call. Nothing is held but numbers."""
+        last = self._last
+        if last is None or len(args) != len(last[0]):
+            return None
+        if _launch_keys(args) != last[0]:
+            return None
+        return last[1]
+
     def _context(self, args):
         """A launch context with `args` set, or None when an argument needs Taichi's own call."""
         plan = self._plan
@@ -102,7 +116,15 @@ class LeanKernel:
                 if isinstance(v, float):
                     return None
                 ctx.set_arg_int((i,), int(v))
+        if self._device_type == "cpu":
+            self._last = (_launch_keys(args), ctx)
         return ctx
+
+
+def _launch_keys(args) -> tuple:
+    """What a launch context depends on, per argument (numbers only: no tensor is kept alive)."""
+    return tuple((v.data_ptr(), v.shape, v.stride(), v.dtype, v.device, v.requires_grad) if isinstance(v, torch.Tensor)
+                 else (type(v), v) for v in args)  # fmt: skip
 
 
 @contextlib.contextmanager

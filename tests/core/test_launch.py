@@ -93,3 +93,30 @@ def test_lean_kernels_wraps_a_kernel_namespace_once(device):
     finally:
         LeanKernel.enabled = True
     assert torch.equal(out[:, 0], 3.0 * x)
+
+
+def test_repeated_launches_reuse_the_context_only_for_the_same_arguments(device):
+    """A call whose tensors have the last call's data pointers, shapes, strides and dtypes and whose
+    scalars are equal relaunches the last context (CPUs); anything else sets its arguments anew."""
+    lean = LeanKernel(_axpy)
+    x = torch.arange(8, dtype=torch.float32, device=device)
+    out = torch.zeros(8, 2, device=device)
+    lean(x, out, 1.0, 0)  # prepares
+    lean(x, out, 2.0, 0)  # sets a context
+    first = lean._last
+    lean(x[:], out, 2.0, 0)  # a new view of the same memory: the same launch
+    if device.type == "cpu":
+        assert first is not None and lean._last is first
+    x.mul_(3.0)  # new values in place: the context points at them
+    lean(x, out, 2.0, 0)
+    assert torch.equal(out[:, 0], 2.0 * x)
+    lean(x, out, 2.0, 1)  # another scalar
+    assert torch.equal(out[:, 0], 2.0 * x + 1)
+    lean(x[:4], out[:4], 2.0, 1)  # same pointers, other shapes
+    assert torch.equal(out[:, 1], torch.tensor([4.0] * 4 + [8.0] * 4, device=device))
+    square = torch.zeros(4, 4, device=device)
+    lean2 = LeanKernel(_scale)
+    lean2(square, 1.0)
+    lean2(square, 1.0)
+    with pytest.raises(ValueError, match="Non contiguous"):  # same pointer and shape, other strides
+        lean2(square.t(), 1.0)

@@ -201,3 +201,19 @@ def test_fmax_fmin_gradients_at_ties_follow_taichi():
     gx, gy = x.grad.to_numpy(), y.grad.to_numpy()
     assert list(gx[:2]) == list(gx[2:]) == [0.0, 0.0]
     assert list(gy[:2]) == list(gy[2:]) == [1.0, 1.0]
+
+
+def test_params_written_in_place_after_a_trace_are_checked_again(device):
+    """The finite check of `field.params` is skipped only while the same tensor is unwritten."""
+    field = make_scene("sphere", device=device)
+    o, d = rays(24 * 24, torch.float32, device)
+    with torch.no_grad():
+        sphere_trace(field, o, d)
+        sphere_trace(field, o, d)
+        field.params[3] = float("nan")
+        with pytest.raises(ValueError, match=r"field.params: contains 1 non-finite"):
+            sphere_trace(field, o, d)
+    with torch.inference_mode():  # tensors without a version counter: checked every time
+        inf_field = make_scene("sphere", device=device)
+        inf_field = inf_field.with_params(inf_field.params.clone())
+        assert sphere_trace(inf_field, o, d).hit.any()
