@@ -16,7 +16,7 @@ def sphere_xyz(x, y, z, params: ti.template()):
     return S.sphere(x - params[0], y - params[1], z - params[2], params[3])
 
 
-@S.vector_ir_safe
+@S.vector_ir_safe(march_group=1)
 @ti.func
 def csg_xyz(x, y, z, params: ti.template()):
     """The classic CSG solid: (rounded cube of half-size s) ∩ (sphere R) minus three cylinders of

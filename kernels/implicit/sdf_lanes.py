@@ -12,14 +12,25 @@ import taichi as ti
 from taichi_sdf.kernels.implicit.sdf_lib import fabs, fmax, fmin, vector_ir
 
 
-def vector_ir_safe(sdf_xyz):
+def vector_ir_safe(sdf_xyz=None, *, march_group: int = 2):
     """Mark a lane-generic `sdf_xyz` `@ti.func` as safe to compile with Taichi's vector IR (see
     `sdf_lib.vector_ir`): it applies no `ti.abs` and no unary minus to lanes (use `fabs` and
     `0.0 - x`; Taichi 1.7 aborts the process on either there). The CPU packet tracer then keeps its
     packets in SIMD registers from load to store: whole-packet loads and stores instead of one scalar
     access per lane, each reloading the array's address (the sphere∪box trace at 1024^2 rays,
-    1 thread: 18.9 -> 14.6 ms with packet-row loads). Unmarked fields compile as before."""
+    1 thread: 18.9 -> 14.6 ms with packet-row loads). Unmarked fields compile as before.
+
+    `march_group`: packets marched side by side on AVX-512 CPUs (`fused_trace_packet_kernel`'s
+    `group_size`). Two overlap the sqrt latency of small fields (512^2 rays, 1 thread, whole trace:
+    sphere 4.02 -> 3.77 ms, blobs 8.91 -> 8.05, sphere∪box 4.16 -> 3.94); a large field already has
+    that overlap within one evaluation and then spills registers (CSG 8.45 -> 9.05: give it 1).
+    Use as `@vector_ir_safe` or `@vector_ir_safe(march_group=1)`."""
+    if sdf_xyz is None:
+        return lambda f: vector_ir_safe(f, march_group=march_group)
+    if march_group not in (1, 2):
+        raise ValueError(f"march_group: expected 1 or 2, got {march_group!r}")
     sdf_xyz.vector_ir = True
+    sdf_xyz.march_group = march_group
     return sdf_xyz
 
 

@@ -58,11 +58,13 @@ def _params_ndim_name(field: TaichiField):
 
 def march_group(sdf_xyz) -> int:
     """Packets the CPU packet tracer marches side by side (`fused_trace_packet_kernel`'s `group_size`):
-    2 where measured faster, with AVX-512 and vector IR (sphere∪box, 1 thread, 1024^2 rays: the march
-    10.2 -> 8.5 ms, the whole trace 13.4 -> 12.1 ms; two chains of sqrt latency overlap), else 1 (with
-    Taichi's default scalarised compile a pair measured no faster)."""
-    vector_ir = bool(getattr(sdf_xyz, "vector_ir", False))
-    return 2 if vector_ir and cpu_simd() == "avx512f" else 1
+    the field's `march_group` (`sdf_lanes.vector_ir_safe`, 2 by default) with AVX-512 and vector IR,
+    where it was measured (sphere∪box, 1 thread, 1024^2 rays: the march 10.2 -> 8.5 ms, the whole trace
+    13.4 -> 12.1 ms; two chains of sqrt latency overlap), else 1 (with Taichi's default scalarised
+    compile a pair measured no faster; other SIMD widths are unmeasured)."""
+    if not getattr(sdf_xyz, "vector_ir", False) or cpu_simd() != "avx512f":
+        return 1
+    return int(getattr(sdf_xyz, "march_group", 1))
 
 
 def _validate_rays(origins, directions, dtype) -> torch.Tensor:

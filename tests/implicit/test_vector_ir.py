@@ -217,3 +217,25 @@ def test_params_written_in_place_after_a_trace_are_checked_again(device):
         inf_field = make_scene("sphere", device=device)
         inf_field = inf_field.with_params(inf_field.params.clone())
         assert sphere_trace(inf_field, o, d).hit.any()
+
+
+def test_vector_ir_safe_marks_and_checks_its_group():
+    from taichi_sdf.implicit.sphere_trace import march_group
+    from taichi_sdf.kernels.implicit import scenes
+
+    @S.vector_ir_safe
+    @ti.func
+    def small(x, y, z, params: ti.template()):
+        return x
+
+    @S.vector_ir_safe(march_group=1)
+    @ti.func
+    def large(x, y, z, params: ti.template()):
+        return x
+
+    assert (small.vector_ir, small.march_group, large.march_group) == (True, 2, 1)
+    assert scenes.csg_xyz.march_group == 1 and scenes.sphere_box_xyz.march_group == 2
+    assert march_group(user_lanes) == 1  # unmarked: one packet at a time, default compile
+    assert march_group(small) in (1, 2) and march_group(large) == 1
+    with pytest.raises(ValueError, match="march_group: expected 1 or 2, got 3"):
+        S.vector_ir_safe(march_group=3)(small)
