@@ -23,8 +23,9 @@ from taichi_sdf.kernels.implicit.sdf_lib import fabs, fmax
 
 _BIG = 1e30  # "no value yet" for the running minimum of |f|
 # Rays per packet in the CPU kernels: 16 float32 lanes fill an AVX-512 register. Wider packets help
-# fixed-step loops (64 steps at 512^2: 29.5 ms with 16 lanes, 19.4 ms with 32, 16.0 ms with 64) but
-# not the early-exit tracer, which waits for each packet's slowest ray (measured 29-31 ms vs 32-37 ms).
+# fixed-step loops (64 steps at 512^2: 29.5 ms with 16 lanes, 19.4 ms with 32, 16.0 ms with 64). The
+# early-exit tracer waits for each packet's slowest ray: with Taichi's scalarised compile 32 lanes were
+# no faster, with vector IR two packets marched side by side are (`group_size`), finished one by one.
 PACKET_LANES = 16
 
 # What a tracing kernel does after the march: None marches only (the differentiable path builds its
