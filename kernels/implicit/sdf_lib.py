@@ -32,17 +32,18 @@ _SMALL_ANGLE2 = 1e-4
 
 
 def _blend_minmax() -> bool:
-    """Whether `fmax`/`fmin` compile to compare-and-blend: on CPUs. `ti.max` lowers to LLVM's
+    """Whether `fmax`/`fmin` compile to compare-and-blend: on x86-64 CPUs. `ti.max` lowers to LLVM's
     NaN-aware `maxnum`, which x86 has no single instruction for (vmaxps + a NaN compare + a blend),
     so a compare and a blend are one instruction less on the critical path of every SDF evaluation
-    (the sphere∪box march at 1024^2 rays, 1 thread: -10%). GPUs have an `fmax` instruction."""
-    return str(impl.current_cfg().arch).split(".")[-1] in ("x64", "arm64")
+    (the sphere∪box march at 1024^2 rays, 1 thread: -10%). ARM (fmaxnm) and GPUs (fmax) have one."""
+    return str(impl.current_cfg().arch).split(".")[-1] == "x64"
 
 
 def vector_ir() -> bool:
     """Whether the kernel being compiled keeps `ti.Vector`s as LLVM vectors: Taichi's
     `real_matrix_scalarize=False`, set by `taichi_sdf.core.launch` while it compiles a kernel marked
-    `vector_ir` (the CPU packet tracers of fields whose `sdf_xyz` is `sdf_lanes.vector_ir_safe`).
+    `vector_ir` on x86-64 (the CPU packet tracers of fields whose `sdf_xyz` is
+    `sdf_lanes.vector_ir_safe`).
     Taichi 1.7 aborts the process on `ti.abs` and unary minus of float vectors in that mode, so the
     lane code uses `fabs` and `0.0 - x`."""
     return not impl.current_cfg().real_matrix_scalarize

@@ -130,7 +130,7 @@ def _launch_keys(args) -> tuple:
 @contextlib.contextmanager
 def compile_settings(kernel):
     """Taichi's compile settings for `kernel` while in the block: vector IR (`real_matrix_scalarize`
-    off) for CPU kernels marked `vector_ir` (the packet tracers of `sdf_lanes.vector_ir_safe` fields).
+    off) for x86-64 CPU kernels marked `vector_ir` (the packet tracers of `sdf_lanes.vector_ir_safe` fields).
     Taichi keys a compiled kernel once, on its first compile, so later launches under the default
     settings run this compile; other kernels compile as before.
 
@@ -141,8 +141,8 @@ def compile_settings(kernel):
     from taichi.lang import impl
 
     cfg = impl.current_cfg()
-    cpu = str(cfg.arch).split(".")[-1] in ("x64", "arm64")
-    if not (cpu and getattr(kernel, "vector_ir", False) and cfg.real_matrix_scalarize):
+    x64 = str(cfg.arch).split(".")[-1] == "x64"  # measured there; arm64 and GPUs compile as before
+    if not (x64 and getattr(kernel, "vector_ir", False) and cfg.real_matrix_scalarize):
         yield
         return
     cfg.real_matrix_scalarize = False
