@@ -57,7 +57,8 @@ def _params_ndim_name(field: TaichiField):
 
 
 def march_group(sdf_xyz) -> int:
-    """Packets the CPU packet tracer marches side by side (`fused_trace_packet_kernel`'s `group_size`):
+    """Packets the CPU packet tracer marches side by side (`fused_trace_packet_kernel`'s `group_size`;
+    GPUs, where packets are an opt-in, march one):
     the field's `march_group` (`sdf_lanes.vector_ir_safe`, 2 by default) with AVX-512 and vector IR,
     where it was measured (sphere∪box, 1 thread, 1024^2 rays: the march 10.2 -> 8.5 ms, the whole trace
     13.4 -> 12.1 ms; two chains of sqrt latency overlap), else 1 (with Taichi's default scalarised
@@ -382,8 +383,8 @@ def sphere_trace(
         scalars = (float(field.bound_radius), float(eps), int(max_steps), float(step_scale), h, MIN_COS)
         o, d, params = origins.detach(), directions.detach(), field.params.detach()
         if packets:
-            kernel = fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish, lanes, buffers.outputs,
-                                               march_group(field.sdf_xyz))  # fmt: skip
+            group = march_group(field.sdf_xyz) if origins.device.type == "cpu" else 1
+            kernel = fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish, lanes, buffers.outputs, group)
             rays = (o, d, packet_rows(o, lanes), packet_rows(d, lanes))
         else:
             kernel = fused_trace_kernel(field.sdf, dname, ndim, finish, buffers.outputs)
