@@ -29,6 +29,7 @@ import torch
 import taichi_sdf
 from bench.common import interleaved, machine, print_table, sync, timeit
 from taichi_sdf.cameras import camera as cameras
+from taichi_sdf.core.launch import lean_kernel
 from taichi_sdf.implicit.marchers.base import FieldEvaluator
 from taichi_sdf.implicit.marchers.dist import DISTMarcher
 from taichi_sdf.implicit.marchers.idr import IDRMarcher
@@ -207,7 +208,7 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
     o, d = camera_rays(size, (0.0, 0.0, 3.0), device)
     n = o.shape[0]
     t_out = o.new_empty(n)
-    packet = basic_trace_kernel(sb.sdf_xyz, "f32", 1, PACKET_LANES)
+    packet = lean_kernel(basic_trace_kernel(sb.sdf_xyz, "f32", 1, PACKET_LANES))  # launched as the library does
     twin_sdf = scene_twin(sb.name)
     with torch.no_grad():
         reused = [sphere_trace(sb, o, d)]

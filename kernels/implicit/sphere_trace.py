@@ -519,7 +519,8 @@ def basic_trace_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = 1):
     """kernel(origins [N,3], directions [N,3], params, t [N], n_steps): the textbook loop, `t += f`
     exactly n_steps times from t = 0, no bound, no early exit. The readable starting point for new
     tracers, and the fixed workload benchmarks compare with other systems. `lanes` > 1 traces SIMD
-    packets (for lane-generic `sdf_xyz`)."""
+    packets (for lane-generic `sdf_xyz`; compiled with vector IR, through `taichi_sdf.core.launch`, for
+    `vector_ir_safe` fields as `fused_trace_packet_kernel` is)."""
     f = ti_float(dtype)
     vec = ti.types.ndarray(dtype=f, ndim=2)
     V = ti.types.vector(lanes, f)
@@ -541,4 +542,5 @@ def basic_trace_kernel(sdf_xyz, dtype: str, params_ndim: int, lanes: int = 1):
                 if pk * lanes + l < n_rays:
                     t_out[pk * lanes + l] = t[l]
 
+    trace.vector_ir = lanes > 1 and bool(getattr(sdf_xyz, "vector_ir", False))  # as the packet tracer
     return trace
