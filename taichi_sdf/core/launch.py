@@ -39,7 +39,7 @@ class LeanKernel:
 
     def __call__(self, *args):
         if self._launch is not None and LeanKernel.enabled:
-            ctx = self._same_as_last(args) or self._context(args)
+            ctx = self._reused_or_new_context(args)
             if ctx is not None:
                 t_kernel, prog = self._launch
                 prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), t_kernel), ctx)
@@ -84,18 +84,22 @@ class LeanKernel:
         self._device_type = "cuda" if str(impl.current_cfg().arch).endswith("cuda") else "cpu"
         self._launch = (primal.compiled_kernels[key], impl.get_runtime().prog)
 
-    def _same_as_last(self, args):
-        """The last launch's context when `args` describe the same launch: every tensor with the same
-        data pointer, shape, strides, dtype, device and grad flag as the last call's (views made anew
-        each call count as the same), equal scalars; else None. Repeated calls (a frame loop, pooled
-        buffers) then set no arguments, and on a CPU a launch only reads its context. Setting 18
-        arguments cost ~40 us, a third of a 16-ray `sphere_trace` call. Nothing is held but numbers."""
-        last = self._last
-        if last is None or len(args) != len(last[0]):
-            return None
-        if _launch_keys(args) != last[0]:
-            return None
-        return last[1]
+    def _reused_or_new_context(self, args):
+        """The last launch's context when `args` describe the same launch (CPUs: every tensor with the
+        same data pointer, shape, strides, dtype, device and grad flag as the last call's, views made
+        anew each call included, and equal scalars), else a new one (`_context`). Repeated calls (a
+        frame loop, pooled buffers) then set no arguments, and on a CPU a launch only reads its context.
+        Setting 18 arguments cost ~40 us, a third of a 16-ray `sphere_trace` call. Nothing is held but
+        numbers."""
+        if self._device_type != "cpu":
+            return self._context(args)
+        keys = _launch_keys(args)
+        if self._last is not None and self._last[0] == keys:
+            return self._last[1]
+        ctx = self._context(args)
+        if ctx is not None:
+            self._last = (keys, ctx)
+        return ctx
 
     def _context(self, args):
         """A launch context with `args` set, or None when an argument needs Taichi's own call."""
@@ -116,8 +120,6 @@ class LeanKernel:
                 if isinstance(v, float):
                     return None
                 ctx.set_arg_int((i,), int(v))
-        if self._device_type == "cpu":
-            self._last = (_launch_keys(args), ctx)
         return ctx
 
 
