@@ -3,8 +3,10 @@
 Each function takes the query point as separate coordinates `x, y, z` that are either scalars or
 `ti.Vector`s of L lanes (a packet of L rays: all arithmetic is element-wise), so one definition
 serves the scalar GPU kernels and the packet kernels that let LLVM vectorise across rays on CPUs.
-Max, min and abs are `sdf_lib.fmax`/`fmin`/`fabs`. The CSG operators of `taichi_sdf.kernels.implicit.sdf_lib` (`op_union`, `op_smooth_union`, ...) are element-wise
-already and work on lanes as they are. Same conventions and exactness as `taichi_sdf.kernels.implicit.sdf_lib`.
+Max, min and abs are `sdf_lib.fmax`/`fmin`/`fabs`, and lanes are negated as `0.0 - x`, so that the
+built-in scenes can be compiled with vector IR (`vector_ir_safe`). The CSG operators of
+`taichi_sdf.kernels.implicit.sdf_lib` (`op_union`, `op_smooth_union`, ...) are element-wise already
+and work on lanes as they are. Same conventions and exactness as `taichi_sdf.kernels.implicit.sdf_lib`.
 """
 
 import taichi as ti
