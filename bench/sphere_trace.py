@@ -10,7 +10,10 @@
     compare systems (64 fixed steps, every ray: Dr.Jit, our basic kernel in SIMD packets, eager torch
     at 256^2 only). Also the call with `out=` buffer reuse, and with `out=` and the viewer's outputs only
     (points, normals). Timings are interleaved round-robin in one process, medians (ratios: medians of
-    the per-round ratios), Taichi and Dr.Jit on the same number of threads;
+    the per-round ratios), Taichi and Dr.Jit on the same number of threads. Compare with `--threads 1`:
+    with more, the two thread pools share the cores in one process (a Taichi launch after a Dr.Jit
+    kernel ran slower), and on the project's 2-core VM Taichi's pool swung between 1x and 2x for
+    kernels of a few ms (its workers sleep on a condition variable; Dr.Jit's stayed at 2x);
 (e) from the same run, where the call's time goes: the packet kernel alone on ready buffers (march
     only, whole trace), the whole call, its per-call cost on 16 rays, and Dr.Jit's march alone;
 (b) wavefront tracer vs its torch twin on an IDR-like 8x256 MLP (geometric init, multires 6,
