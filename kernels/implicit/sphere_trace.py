@@ -275,6 +275,60 @@ def fused_trace_kernel(sdf, dtype: str, params_ndim: int, finish: str | None = "
     return trace
 
 
+def _xyz_shuffle_funcs(lanes: int):
+    """`@ti.func`s between a packet's `[N, 3]` rows and its x, y, z vectors [lanes]:
+    `deinterleave(a0, a1, a2, lane) -> (x, y, z)` of its 3 * lanes interleaved values (3 vectors of
+    lanes), and `interleave(x, y, z, lane) -> (a0, a1, a2)`; `lane` is `0, 1, ..., lanes - 1` computed
+    so that LLVM cannot see its values.
+
+    Each output is a 2-source shuffle, a 1-source permute and a blend whose mask comes from `lane`.
+    Written as one 3-source shuffle (elements gathered one by one, or a 3 * lanes vector), LLVM merges
+    it into one shuffle of 3 inputs and lowers that badly: with AVX-512 a packet of 16 rays took ~75
+    shuffles and broadcasts to de-interleave, ~42 to interleave, where this takes 6 permutes and 3
+    masked moves each way (1024^2 rays, 1 thread, sphere∪box: the whole kernel 12.05 -> 11.10 ms). The
+    mask LLVM cannot see keeps it from merging the two halves again."""
+    # De-interleave: component c of ray l is value 3l + c, in vector (3l + c) // lanes: vectors 0 and 1
+    # (one 2-source shuffle) for the first rays, vector 2 (a permute) for the rest, from `first_in_2[c]` on
+    where = [[divmod(3 * l + c, lanes) for l in range(lanes)] for c in range(3)]
+    first_in_2 = [sum(1 for v, _ in where[c] if v < 2) for c in range(3)]
+    from_01 = [[(v, i) if v < 2 else (0, 0) for v, i in where[c]] for c in range(3)]
+    from_2 = [[i if v == 2 else 0 for v, i in where[c]] for c in range(3)]
+    # Interleave: vector k holds values k * lanes + m = ray (k lanes + m) // 3, component (k lanes + m) % 3;
+    # its least represented component (`odd`) comes by a permute, the other two by a 2-source shuffle
+    comp = [[(k * lanes + m) % 3 for m in range(lanes)] for k in range(3)]
+    ray = [[(k * lanes + m) // 3 for m in range(lanes)] for k in range(3)]
+    odd = [min(range(3), key=comp[k].count) for k in range(3)]
+    pair = [[(comp[k][m], ray[k][m]) if comp[k][m] != odd[k] else ((odd[k] + 1) % 3, 0) for m in range(lanes)]
+            for k in range(3)]  # fmt: skip
+    alone = [[ray[k][m] if comp[k][m] == odd[k] else 0 for m in range(lanes)] for k in range(3)]
+    is_odd = [[int(comp[k][m] == odd[k]) for m in range(lanes)] for k in range(3)]
+    I = ti.types.vector(lanes, ti.i32)
+
+    @ti.func
+    def one_component(a0, a1, a2, lane, c: ti.template()):
+        first = ti.Vector([(a0, a1)[ti.static(from_01[c][l][0])][ti.static(from_01[c][l][1])]
+                           for l in ti.static(range(lanes))])  # fmt: skip
+        rest = ti.Vector([a2[ti.static(from_2[c][l])] for l in ti.static(range(lanes))])
+        return ti.select(lane < ti.static(first_in_2[c]), first, rest)
+
+    @ti.func
+    def deinterleave(a0, a1, a2, lane):
+        return one_component(a0, a1, a2, lane, 0), one_component(a0, a1, a2, lane, 1), one_component(a0, a1, a2, lane, 2)
+
+    @ti.func
+    def one_vector(x, y, z, lane, k: ti.template()):
+        xyz = (x, y, z)
+        two = ti.Vector([xyz[ti.static(pair[k][m][0])][ti.static(pair[k][m][1])] for m in ti.static(range(lanes))])
+        one = ti.Vector([xyz[ti.static(odd[k])][ti.static(alone[k][m])] for m in ti.static(range(lanes))])
+        return ti.select(lane * 0 + I(is_odd[k]) > 0, one, two)
+
+    @ti.func
+    def interleave(x, y, z, lane):
+        return one_vector(x, y, z, lane, 0), one_vector(x, y, z, lane, 1), one_vector(x, y, z, lane, 2)
+
+    return deinterleave, interleave
+
+
 @functools.cache
 def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str | None = "tetrahedral",
                               lanes: int = PACKET_LANES, outputs: tuple = OPTIONAL_OUTPUTS,
@@ -287,13 +341,14 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
     with a hit (the misses' lanes of such a packet are computed and discarded: zero normals, t_min).
 
     The outputs are packet-shaped: P = ceil(N / lanes) rows, `t, t_min, f_min [P, lanes]`, `hit [P,
-    lanes]` u8, `steps [P, lanes]` i32, `points, normals [P, 3 * lanes]` (the `[P * lanes, 3]` buffers
-    viewed so), whose first N rays are the results (the last packet's spare lanes repeat the last
-    ray), so a packet's results are stored with no per-lane bounds test. Per-lane guarded stores of
-    points and normals cost as much as the march at 512^2 (each scalar store also reloads the ndarray
-    pointers, which Taichi cannot prove unaliased); packet rows brought them to about 2 ms.
-    `origin_rows, direction_rows [N // lanes, 3 * lanes]` are the whole packets' rays viewed as rows
-    (`packet_rows`), loaded as vectors; the last, partial packet reads `origins, directions [N, 3]`.
+    lanes]` u8, `steps [P, lanes]` i32, `points, normals [P, 3, lanes]` (the `[P * lanes, 3]` buffers
+    viewed so: a packet's 3 * lanes interleaved values as 3 vectors), whose first N rays are the
+    results (the last packet's spare lanes repeat the last ray), so a packet's results are stored with
+    no per-lane bounds test. Per-lane guarded stores of points and normals cost as much as the march at
+    512^2 (each scalar store also reloads the ndarray pointers, which Taichi cannot prove unaliased);
+    packet rows brought them to about 2 ms. `origin_rows, direction_rows [N // lanes, 3, lanes]` are
+    the whole packets' rays viewed so (`packet_rows`), loaded as vectors and de-interleaved by shuffles
+    (`_xyz_shuffle_funcs`); the last, partial packet reads `origins, directions [N, 3]`.
 
     `group_size` packets march side by side in one loop (vectors of `group_size * lanes`), so every
     step has that many independent chains of SDF arithmetic to overlap; the group marches until its
@@ -311,9 +366,9 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
     vec = ti.types.ndarray(dtype=f, ndim=2)
     V = ti.types.vector(lanes, f)
     I = ti.types.vector(lanes, ti.i32)
-    V3 = ti.types.vector(3 * lanes, f)
-    packet = ti.types.ndarray(dtype=V, ndim=1)
-    packet3 = ti.types.ndarray(dtype=V3, ndim=1)
+    packet = ti.types.ndarray(dtype=V, ndim=1)  # [P]
+    packet3 = ti.types.ndarray(dtype=V, ndim=2)  # [P, 3]: a packet's 3 * lanes interleaved xyz values
+    deinterleave, interleave = _xyz_shuffle_funcs(lanes)
     bad = _nonfinite_func(dtype)
     grad_packet = _packet_gradient_func(sdf_xyz, finish or "central", lanes, f)
 
@@ -336,13 +391,6 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
             v = ti.select(q == k, ti.Vector([w[k * lanes + l] for l in ti.static(range(lanes))]), v)
         return v
 
-    @ti.func
-    def interleave(x, y, z):
-        w = V3(0.0)
-        for l in ti.static(range(lanes)):
-            w[3 * l], w[3 * l + 1], w[3 * l + 2] = x[l], y[l], z[l]
-        return w
-
     @ti.kernel
     def trace(
         origins: vec, directions: vec, origin_rows: packet3, direction_rows: packet3,
@@ -355,16 +403,18 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
         n_rays = origins.shape[0]
         n_packets = (n_rays + lanes - 1) // lanes
         for group in range((n_packets + group_size - 1) // group_size):
+            lane = I([l for l in ti.static(range(lanes))]) + ti.min(max_steps, 0)  # 0..lanes-1, unknown to LLVM
             # Load: a group of `group_size` packets side by side in vectors of `G` lanes (a missing last
             # packet repeats the last one; nothing is stored for it)
             ox, oy, oz, dx, dy, dz = W(0.0), W(0.0), W(0.0), W(0.0), W(0.0), W(0.0)
             for q in ti.static(range(group_size)):
                 pk = ti.min(group * group_size + q, n_packets - 1)
-                if pk < origin_rows.shape[0]:  # a whole packet: one row of 3 * lanes values each, de-interleaved
-                    a, c = origin_rows[pk], direction_rows[pk]
+                if pk < origin_rows.shape[0]:  # a whole packet: 3 vectors of interleaved values each
+                    ax, ay, az = deinterleave(origin_rows[pk, 0], origin_rows[pk, 1], origin_rows[pk, 2], lane)
+                    cx, cy, cz = deinterleave(direction_rows[pk, 0], direction_rows[pk, 1], direction_rows[pk, 2], lane)
                     for l in ti.static(range(lanes)):
-                        ox[q * lanes + l], oy[q * lanes + l], oz[q * lanes + l] = a[3 * l], a[3 * l + 1], a[3 * l + 2]
-                        dx[q * lanes + l], dy[q * lanes + l], dz[q * lanes + l] = c[3 * l], c[3 * l + 1], c[3 * l + 2]
+                        ox[q * lanes + l], oy[q * lanes + l], oz[q * lanes + l] = ax[l], ay[l], az[l]
+                        dx[q * lanes + l], dy[q * lanes + l], dz[q * lanes + l] = cx[l], cy[l], cz[l]
                 else:
                     for l in ti.static(range(lanes)):
                         r = ti.min(pk * lanes + l, n_rays - 1)  # the last packet repeats the last ray
@@ -431,9 +481,11 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
                         inv_g = ti.select(p_hit > 0, 1.0 / fmax(g_len, 1e-12), 0.0)
                         inv_g *= scale / h
                     if ti.static(want_points):
-                        points[pk] = interleave(p_ox + t_res * p_dx, p_oy + t_res * p_dy, p_oz + t_res * p_dz)
+                        c0, c1, c2 = interleave(p_ox + t_res * p_dx, p_oy + t_res * p_dy, p_oz + t_res * p_dz, lane)
+                        points[pk, 0], points[pk, 1], points[pk, 2] = c0, c1, c2
                     if ti.static(want_normals):
-                        normals[pk] = interleave(gx * inv_g, gy * inv_g, gz * inv_g)
+                        c0, c1, c2 = interleave(gx * inv_g, gy * inv_g, gz * inv_g, lane)
+                        normals[pk, 0], normals[pk, 1], normals[pk, 2] = c0, c1, c2
                 t_out[pk] = t_res
                 hit[pk] = ti.cast(p_hit, ti.u8)
                 if ti.static(want_min):
@@ -466,9 +518,10 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
 
 
 def packet_rows(x, lanes: int):
-    """`x [N, 3]`'s whole packets as rows `[N // lanes, 3 * lanes]` (a view when `x` is contiguous)."""
+    """`x [N, 3]`'s whole packets as `[N // lanes, 3, lanes]`: each packet's 3 * lanes interleaved xyz
+    values as 3 vectors (`_xyz_shuffle_funcs`; a view when `x` is contiguous)."""
     full = x.shape[0] // lanes * lanes
-    return x[:full].reshape(-1, 3 * lanes)
+    return x[:full].reshape(-1, 3, lanes)
 
 
 @functools.cache

@@ -163,8 +163,8 @@ class _TraceBuffers:
         }  # fmt: skip
         self.status = torch.zeros(4, dtype=torch.int32, device=dev)
         b = self.flat
-        if lanes > 1:  # packet rows: `[P, lanes]`, and `[P, 3 * lanes]` for the interleaved xyz outputs
-            rows, rows3 = (-1, lanes), (-1, 3 * lanes)
+        if lanes > 1:  # packet rows: `[P, lanes]`, and `[P, 3, lanes]` for the interleaved xyz outputs
+            rows, rows3 = (-1, lanes), (-1, 3, lanes)
             self.args = (b["t"].view(rows), b["hit"].view(rows), b["points"].view(rows3), b["normals"].view(rows3),
                          b["t_min_sdf"].view(rows), b["min_sdf"].view(rows), b["steps"].view(rows), self.status)  # fmt: skip
         else:

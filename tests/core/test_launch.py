@@ -96,17 +96,24 @@ def test_lean_kernels_wraps_a_kernel_namespace_once(device):
 
 
 def test_repeated_launches_reuse_the_context_only_for_the_same_arguments(device):
-    """A call whose tensors have the last call's data pointers, shapes, strides and dtypes and whose
-    scalars are equal relaunches the last context (CPUs); anything else sets its arguments anew."""
+    """A call whose tensors have a recent call's data pointers, shapes, strides and dtypes and whose
+    scalars are equal relaunches that call's context (CPUs; the last `CONTEXTS` distinct launches);
+    anything else sets its arguments anew."""
     lean = LeanKernel(_axpy)
     x = torch.arange(8, dtype=torch.float32, device=device)
     out = torch.zeros(8, 2, device=device)
     lean(x, out, 1.0, 0)  # prepares
     lean(x, out, 2.0, 0)  # sets a context
-    first = lean._last
-    lean(x[:], out, 2.0, 0)  # a new view of the same memory: the same launch
     if device.type == "cpu":
-        assert first is not None and lean._last is first
+        (first,) = lean._contexts.values()
+        lean(x[:], out, 2.0, 0)  # a new view of the same memory: the same launch
+        lean(x, out, 5.0, 0)  # another launch in between ...
+        lean(x, out, 2.0, 0)  # ... and the first again: its context is reused
+        assert len(lean._contexts) == 2 and list(lean._contexts.values())[0] is first
+        for k in range(LeanKernel.CONTEXTS + 2):  # at most CONTEXTS are kept, the oldest dropped
+            lean(x, out, 10.0 + k, 0)
+        assert len(lean._contexts) == LeanKernel.CONTEXTS and first not in lean._contexts.values()
+        assert torch.equal(out[:, 0], (10.0 + LeanKernel.CONTEXTS + 1) * x)
     x.mul_(3.0)  # new values in place: the context points at them
     lean(x, out, 2.0, 0)
     assert torch.equal(out[:, 0], 2.0 * x)
