@@ -51,6 +51,30 @@ class LeanKernel:
                 self._prepare(args)
         return out
 
+    def launch_keyed(self, contexts: dict, key, make_args) -> None:
+        """Launch with `contexts[key]`, a launch context the caller keeps (e.g. on the output buffers
+        the launch writes, so it lives as long as they do), made from `make_args()` when missing. The
+        caller vouches that equal keys mean arguments with equal `_launch_keys` (a key of what it has
+        validated already, cheaper than reading every argument: `sphere_trace` keys its rays' and
+        parameters' pointers and shapes, and its scalars). CPUs only; elsewhere, before the first
+        (compiling) call or for arguments the lean path does not take, `self(*make_args())`. At most
+        `CONTEXTS` are kept in `contexts` (the oldest dropped)."""
+        ctx = contexts.get(key) if self._device_type == "cpu" and LeanKernel.enabled else None
+        if ctx is None:
+            args = make_args()
+            if self._launch is None or self._device_type != "cpu" or not LeanKernel.enabled:
+                self(*args)
+                return
+            ctx = self._context(args)
+            if ctx is None:
+                self(*args)
+                return
+            if len(contexts) >= LeanKernel.CONTEXTS:
+                del contexts[next(iter(contexts))]
+            contexts[key] = ctx
+        t_kernel, prog = self._launch
+        prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), t_kernel), ctx)
+
     def _prepare(self, args) -> None:
         """Read the argument plan from Taichi's compiled instance; leave the lean path off when the
         kernel has arguments it does not handle."""

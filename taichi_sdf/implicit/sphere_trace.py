@@ -162,6 +162,7 @@ class _TraceBuffers:
             "steps": torch.empty(n_buf, dtype=torch.int32, device=dev),
         }  # fmt: skip
         self.status = torch.zeros(4, dtype=torch.int32, device=dev)
+        self.contexts: dict = {}  # launch contexts of the kernels that wrote these buffers (`LeanKernel.launch_keyed`)
         b = self.flat
         if lanes > 1:  # packet rows: `[P, lanes]`, and `[P, 3, lanes]` for the interleaved xyz outputs
             rows, rows3 = (-1, lanes), (-1, 3, lanes)
@@ -381,15 +382,24 @@ def sphere_trace(
         ndim, dname = _params_ndim_name(field)
         h = 1e-4 if dtype == torch.float32 else 1e-6
         scalars = (float(field.bound_radius), float(eps), int(max_steps), float(step_scale), h, MIN_COS)
-        o, d, params = origins.detach(), directions.detach(), field.params.detach()
+        params = field.params
         if packets:
             group = march_group(field.sdf_xyz) if origins.device.type == "cpu" else 1
             kernel = fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish, lanes, buffers.outputs, group)
-            rays = (o, d, packet_rows(o, lanes), packet_rows(d, lanes))
         else:
             kernel = fused_trace_kernel(field.sdf, dname, ndim, finish, buffers.outputs)
-            rays = (o, d)
-        lean_kernel(kernel)(*rays, params, *buffers.args, *scalars)
+        lean = lean_kernel(kernel)
+
+        def launch_args():
+            o, d = origins.detach(), directions.detach()
+            rays = (o, d, packet_rows(o, lanes), packet_rows(d, lanes)) if packets else (o, d)
+            return (*rays, params.detach(), *buffers.args, *scalars)
+
+        # What the launch reads besides `buffers`: the rays (contiguous [N, 3] of the kernel's dtype, checked
+        # above) and the parameters, by address and shape, and the scalars (the kernel fixes dtypes and ranks)
+        key = (lean, origins.data_ptr(), directions.data_ptr(), n, params.data_ptr(), params.shape, params.stride(),
+               scalars)  # fmt: skip
+        lean.launch_keyed(buffers.contexts, key, launch_args)
         if check_values:
             _raise_on_bad_values(buffers.status, field, n)
     result = buffers.result(STENCIL_POINTS[stencil])

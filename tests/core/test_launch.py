@@ -127,3 +127,32 @@ def test_repeated_launches_reuse_the_context_only_for_the_same_arguments(device)
     lean2(square, 1.0)
     with pytest.raises(ValueError, match="Non contiguous"):  # same pointer and shape, other strides
         lean2(square.t(), 1.0)
+
+
+def test_keyed_launches_keep_one_context_per_key_and_read_memory_in_place(device):
+    """`launch_keyed`: the first call (before the kernel is prepared) and non-CPU devices go through
+    the call path; after that a context is made once per key, kept in the caller's dict, reused for
+    that key (new values in the same memory are read), and at most `CONTEXTS` are kept."""
+    lean = LeanKernel(_axpy)
+    x = torch.arange(8, dtype=torch.float32, device=device)
+    out = torch.zeros(8, 2, device=device)
+    contexts, made = {}, []
+
+    def args(a):
+        made.append(a)
+        return x, out, a, 0
+
+    lean.launch_keyed(contexts, ("a", 2.0), lambda: args(2.0))  # compiles through Taichi's call
+    assert torch.equal(out[:, 0], 2.0 * x) and contexts == {}
+    lean.launch_keyed(contexts, ("a", 2.0), lambda: args(2.0))
+    x.mul_(3.0)  # in place: the kept context points at this memory
+    lean.launch_keyed(contexts, ("a", 2.0), lambda: args(2.0))
+    assert torch.equal(out[:, 0], 2.0 * x)
+    if device.type != "cpu":
+        assert contexts == {} and made == [2.0, 2.0, 2.0]  # no contexts kept off CPUs
+        return
+    assert list(contexts) == [("a", 2.0)] and made == [2.0, 2.0]  # arguments read once per key
+    for k in range(LeanKernel.CONTEXTS + 1):
+        lean.launch_keyed(contexts, ("a", 10.0 + k), lambda k=k: args(10.0 + k))
+        assert torch.equal(out[:, 0], (10.0 + k) * x)
+    assert len(contexts) == LeanKernel.CONTEXTS and ("a", 2.0) not in contexts

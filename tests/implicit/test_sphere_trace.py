@@ -562,3 +562,38 @@ def test_fresh_calls_reuse_only_buffers_nobody_holds(device):
             assert fourth.points.data_ptr() == ptr
         for k, v in _all_outputs(fourth).items():
             assert torch.equal(v, kept[k]), k
+
+
+def test_repeated_calls_read_the_rays_and_params_of_each_call(device):
+    """Frame loops relaunch a kept launch context (keyed by the rays' and parameters' addresses and
+    shapes, and the scalars): rays or parameters written in place, other rays of the same count and
+    other settings all give what a fresh field and fresh rays give."""
+    from taichi_sdf.implicit.scenes import make_scene
+
+    field = make_scene("sphere_box", device=device)
+    _, o, d = camera_rays(torch.float32, device, size=12)
+    _, o2, d2 = camera_rays(torch.float32, device, eye=(0.5, -0.2, 2.2), size=12)
+
+    def trace(f, a, b, **kw):
+        with torch.no_grad():
+            return {k: v.clone() for k, v in _all_outputs(sphere_trace(f, a, b, **kw)).items()}
+
+    expected = trace(make_scene("sphere_box", device=device), o2.clone(), d2.clone())
+    first = trace(field, o, d)
+    o_mem, d_mem = o.clone(), d.clone()  # the first rays' memory, overwritten with the second rays
+    trace(field, o_mem, d_mem)
+    o_mem.copy_(o2)
+    d_mem.copy_(d2)
+    for k, v in trace(field, o_mem, d_mem).items():
+        assert torch.equal(v, expected[k]), k
+    for k, v in trace(field, o, d).items():  # back to the first rays
+        assert torch.equal(v, first[k]), k
+    coarse = trace(field, o, d, max_steps=3)  # other scalars: another launch
+    assert not torch.equal(coarse["steps"], first["steps"])
+    with torch.no_grad():
+        field.params.mul_(0.8)  # parameters in place: the next trace sees them
+    shrunk = trace(field, o, d)
+    fresh = trace(make_scene("sphere_box", device=device).with_params(field.params.clone()), o, d)
+    for k, v in shrunk.items():
+        assert torch.equal(v, fresh[k]), k
+    assert not torch.equal(shrunk["t"], first["t"])

@@ -15,7 +15,12 @@ from taichi_sdf.implicit.scenes import make_scene
 from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers, sphere_trace
 from taichi_sdf.kernels.implicit import sdf_lanes as S
 from taichi_sdf.kernels.implicit.sdf_lib import fabs, fmax, fmin, vector_ir
-from taichi_sdf.kernels.implicit.sphere_trace import PACKET_LANES, fused_trace_packet_kernel, packet_rows
+from taichi_sdf.kernels.implicit.sphere_trace import (
+    PACKET_LANES,
+    _xyz_shuffle_funcs,
+    fused_trace_packet_kernel,
+    packet_rows,
+)
 
 
 def rays(n, dtype, device, eye=(0.5, 0.4, 2.4)):
@@ -263,3 +268,33 @@ def test_basic_fixed_step_kernel_with_vector_ir_matches_one_ray_per_iteration(de
     steep = disc > 0.2  # rays well inside the silhouette converge within 40 steps
     assert steep.sum() > 20
     torch.testing.assert_close(t_packets[steep], (-b - disc.clamp_min(0).sqrt())[steep], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("lanes,dtype", [(1, ti.f32), (2, ti.f32), (4, ti.f32), (16, ti.f32), (16, ti.f64)])
+@pytest.mark.parametrize("vector", [False, True])
+def test_xyz_shuffles_split_and_join_packet_rows_exactly(lanes, dtype, vector):
+    """`_xyz_shuffle_funcs`: a packet row of `[lanes, 3]` rays, read as 3 vectors, gives its x, y, z
+    columns, and joining the columns gives the row back, bit for bit, for any lane count, with and
+    without vector IR."""
+    deinterleave, interleave = _xyz_shuffle_funcs(lanes)
+    V = ti.types.vector(lanes, dtype)
+    I = ti.types.vector(lanes, ti.i32)
+
+    @ti.kernel
+    def split_join(rows: ti.types.ndarray(dtype=V, ndim=2), cols: ti.types.ndarray(dtype=V, ndim=2),
+                   back: ti.types.ndarray(dtype=V, ndim=2), zero: ti.i32):  # fmt: skip
+        for p in range(rows.shape[0]):
+            lane = I([l for l in ti.static(range(lanes))]) + zero
+            x, y, z = deinterleave(rows[p, 0], rows[p, 1], rows[p, 2], lane)
+            cols[p, 0], cols[p, 1], cols[p, 2] = x, y, z
+            a0, a1, a2 = interleave(x, y, z, lane)
+            back[p, 0], back[p, 1], back[p, 2] = a0, a1, a2
+
+    split_join.vector_ir = vector
+    tdtype = torch.float32 if dtype == ti.f32 else torch.float64
+    rays = torch.randn(5 * lanes, 3, dtype=tdtype)  # 5 packets
+    cols, back = torch.empty(5, 3, lanes, dtype=tdtype), torch.empty(5, 3, lanes, dtype=tdtype)
+    with compile_settings(split_join):
+        split_join(packet_rows(rays, lanes), cols, back, 0)
+    assert torch.equal(cols, rays.view(5, lanes, 3).transpose(1, 2))
+    assert torch.equal(back.view(-1, 3), rays)
