@@ -85,11 +85,10 @@ class Example(Trainer):
         H = W = self.cfg.size
         t0 = time.perf_counter()
         with torch.no_grad():
-            r = sphere_trace(self.field, o.reshape(-1, 3), d.reshape(-1, 3))
+            r = sphere_trace(self.field, o.reshape(H, W, 3), d.reshape(H, W, 3))  # an image of rays: [H, W] outputs
         taichi_sdf.sync()
         self.trace_seconds += time.perf_counter() - t0
         self.rays_traced += H * W
-        r = r.reshape(H, W)
         z = r.t * (d[0] * cam.T_cam_world[0, 2, :3]).sum(-1)
         return {
             "normal": shading.normal_map(r.normals, r.hit),

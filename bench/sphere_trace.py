@@ -6,7 +6,9 @@
 (d) the fused tracer against Dr.Jit (LLVM backend, when installed: `pip install drjit`, bench only) on the
     union of a sphere and a box at 256^2, 512^2 and 1024^2, in one table: the whole `sphere_trace` call
     (early exit from the bounding sphere, Newton step and tetrahedral normals on hits, min-SDF, all outputs, no
-    grad) vs the same algorithm with the same outputs written in Dr.Jit, and the fixed workload used to
+    grad) on the camera's rays as an image `[H, W, 3]` (which lets the CPU packet tracer march packets of two
+    image rows together) and as `[N, 3]` rays in any order, vs the same algorithm with the same outputs
+    written in Dr.Jit (given the same rays, in image order), and the fixed workload used to
     compare systems (64 fixed steps, every ray: Dr.Jit, our basic kernel in SIMD packets, eager torch
     at 256^2 only). Also the call with `out=` buffer reuse, and with `out=` and the viewer's outputs only
     (points, normals). Timings are interleaved round-robin in one process, medians (ratios: medians of
@@ -209,27 +211,32 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
     sb = make_scene("sphere_box", device=device)
     r, b = sb.params.tolist()
     o, d = camera_rays(size, (0.0, 0.0, 3.0), device)
+    oi, di = o.view(size, size, 3), d.view(size, size, 3)  # row by row: the same memory as an image
     n = o.shape[0]
     t_out = o.new_empty(n)
     packet = lean_kernel(basic_trace_kernel(sb.sdf_xyz, "f32", 1, PACKET_LANES))  # launched as the library does
     twin_sdf = scene_twin(sb.name)
     with torch.no_grad():
-        reused = [sphere_trace(sb, o, d)]
-        viewer = [sphere_trace(sb, o, d, outputs=VIEWER_OUTPUTS)]
+        reused = [sphere_trace(sb, oi, di)]
+        viewer = [sphere_trace(sb, oi, di, outputs=VIEWER_OUTPUTS)]
     o16, d16 = o[:16].contiguous(), d[:16].contiguous()
-    kernels = _bare_kernels(sb, o, d)
+    kernels = _bare_kernels(sb, o, d, size)
 
-    def fused():
+    def fused():  # the camera's rays as the image they are
+        with torch.no_grad():
+            return sphere_trace(sb, oi, di)
+
+    def fused_flat():  # the same rays as [N, 3], in any order for all the tracer knows
         with torch.no_grad():
             return sphere_trace(sb, o, d)
 
     def fused_out():  # the same call writing into the previous frame's buffers
         with torch.no_grad():
-            reused[0] = sphere_trace(sb, o, d, out=reused[0])
+            reused[0] = sphere_trace(sb, oi, di, out=reused[0])
 
     def fused_viewer():
         with torch.no_grad():
-            viewer[0] = sphere_trace(sb, o, d, outputs=VIEWER_OUTPUTS, out=viewer[0])
+            viewer[0] = sphere_trace(sb, oi, di, outputs=VIEWER_OUTPUTS, out=viewer[0])
 
     def call16():  # per-call cost: checks, allocation and the kernel launch on one packet
         with torch.no_grad():
@@ -241,8 +248,9 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
             t = t + twin_sdf(o + t[:, None] * d, sb.params)
         return t
 
-    fns = {"fused": fused, "fused_out": fused_out, "fused_viewer": fused_viewer,
-           "kernel": kernels["full"], "kernel_march": kernels["march"], "call16": call16,
+    fns = {"fused": fused, "fused_flat": fused_flat, "fused_out": fused_out, "fused_viewer": fused_viewer,
+           "kernel": kernels["full"], "kernel_march": kernels["march"], "kernel_flat": kernels["full_flat"],
+           "call16": call16,
            "fixed": lambda: packet(o, d, sb.params, t_out, steps)}  # fmt: skip
     if device.type == "cpu":
         for key, fn in (("dr_same", drjit_early_exit(o, d, r, b)), ("dr_march", drjit_early_exit(o, d, r, b, march_only=True)),
@@ -253,7 +261,7 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
         fns["torch_fixed"] = torch_fixed
     timed = interleaved(fns, repeat=3 if quick else 9)
     t = {k: med for k, (med, _) in timed.items()}
-    ours = fused()
+    ours = fused().reshape(-1)
     agree = ""
     if "dr_same" in fns:
         import numpy as np
@@ -272,28 +280,34 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
         per_round = timed[key][1] / timed[base][1]  # `interleaved` ratios are first-entry time / this one's
         return f"{1.0 / per_round:.2f}x"
 
-    row_d = [f"{size}^2", ms("fused"), ms("fused_out"), ms("fused_viewer"), ms("dr_same"), ratio("dr_same"),
-             ratio("dr_same", "fused_out"), ratio("dr_same", "fused_viewer"), ms("dr_fixed"), ratio("dr_fixed"),
+    row_d = [f"{size}^2", ms("fused"), ms("fused_flat"), ms("fused_out"), ms("fused_viewer"), ms("dr_same"),
+             ratio("dr_same"), ratio("dr_same", "fused_flat"), ratio("dr_same", "fused_out"),
+             ratio("dr_same", "fused_viewer"), ms("dr_fixed"), ratio("dr_fixed"),
              ms("fixed"), ms("torch_fixed"), f"{float(ours.steps.float().mean()):.1f}", agree]  # fmt: skip
-    row_e = [f"{size}^2", ms("kernel_march"), ms("kernel"), ms("fused"), ms("fused_out"), ms("call16"), ms("dr_march"),
-             ms("dr_same")]  # fmt: skip
+    row_e = [f"{size}^2", ms("kernel_march"), ms("kernel"), ms("kernel_flat"), ms("fused"), ms("fused_out"),
+             ms("call16"), ms("dr_march"), ms("dr_same")]  # fmt: skip
     return row_d, row_e
 
 
-def _bare_kernels(field, o, d) -> dict:
+def _bare_kernels(field, o, d, width: int = 0) -> dict:
     """The packet kernel launched on ready buffers (no checks, no allocation): "full" (the whole
-    no-gradient trace) and "march" (marching alone, as the gradient path runs it)."""
+    no-gradient trace) and "march" (marching alone, as the gradient path runs it) of rays `[N, 3]` that
+    are an image `width` wide (packets of two image rows marched together, as `sphere_trace` does for
+    `[H, W, 3]` rays; 0: rays in any order), and "full_flat" (the whole trace, rays in any order)."""
     from taichi_sdf.core.launch import lean_kernel
     from taichi_sdf.implicit.implicit_diff import MIN_COS
     from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers, march_group
     from taichi_sdf.kernels.implicit.sphere_trace import fused_trace_packet_kernel, packet_rows
 
-    scalars = (float(field.bound_radius), 1e-5, 128, 1.0, 1e-4, MIN_COS)
+    group = march_group(field.sdf_xyz)
+    row_packets = width // PACKET_LANES if group > 1 and width % PACKET_LANES == 0 else 0  # as `sphere_trace`
     fns = {}
-    for key, finish, outputs in (("full", "tetrahedral", OPTIONAL_OUTPUTS), ("march", None, ("min_sdf",))):
+    for key, finish, outputs, rows in (("full", "tetrahedral", OPTIONAL_OUTPUTS, row_packets),
+                                       ("march", None, ("min_sdf",), row_packets),
+                                       ("full_flat", "tetrahedral", OPTIONAL_OUTPUTS, 0)):  # fmt: skip
+        scalars = (float(field.bound_radius), 1e-5, 128, 1.0, 1e-4, MIN_COS, rows)
         buffers = _TraceBuffers(o.shape[0], PACKET_LANES, outputs, o)
-        kernel = fused_trace_packet_kernel(field.sdf_xyz, "f32", 1, finish, PACKET_LANES, outputs,
-                                           march_group(field.sdf_xyz))  # fmt: skip
+        kernel = fused_trace_packet_kernel(field.sdf_xyz, "f32", 1, finish, PACKET_LANES, outputs, group)
         kernel = lean_kernel(kernel)  # launched as `sphere_trace` launches it
         rays = (o, d, packet_rows(o, PACKET_LANES), packet_rows(d, PACKET_LANES))
         fns[key] = lambda kernel=kernel, args=(*rays, field.params, *buffers.args, *scalars): kernel(*args)
@@ -415,12 +429,14 @@ def main(argv=None):
         rows_d, rows_e = bench_drjit(sizes, device, a.quick)
         title_d = f"{title}; threads: Taichi {_taichi_threads()}, Dr.Jit {_drjit_threads()}"
         print_table(f"(d) Fused sphere tracer vs Dr.Jit, sphere∪box from distance 3, fov 40, median ms {title_d}",
-                    ["rays", "fused sphere_trace (all outputs)", "same, out= reuse", "out=, points+normals only",
-                     "Dr.Jit same algorithm", "Dr.Jit / fused", "Dr.Jit / fused out=", "Dr.Jit / out=, p+n",
+                    ["rays", "fused sphere_trace (all outputs), image rays", "same, [N, 3] rays", "image, out= reuse",
+                     "image, out=, points+normals only", "Dr.Jit same algorithm", "Dr.Jit / fused",
+                     "Dr.Jit / fused [N, 3]", "Dr.Jit / fused out=", "Dr.Jit / out=, p+n",
                      "Dr.Jit 64 fixed steps", "Dr.Jit 64 fixed / fused", "our basic kernel 64 fixed, packets",
                      "eager torch 64 fixed", "steps/ray", "agreement"], rows_d)  # fmt: skip
         print_table(f"(e) Where the fused call's time goes (same run as (d)), median ms {title_d}",
-                    ["rays", "kernel: march only", "kernel: whole trace", "whole call", "whole call, out=",
+                    ["rays", "kernel: march only", "kernel: whole trace", "kernel: whole trace, [N, 3] rays",
+                     "whole call", "whole call, out=",
                      "call on 16 rays (per-call cost)", "Dr.Jit march only", "Dr.Jit same algorithm"], rows_e)  # fmt: skip
     rows = []
     if a.only in (None, "fused"):

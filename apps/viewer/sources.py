@@ -121,9 +121,7 @@ class FieldSource(Source):
         return cls(make_scene(name), "scene", scene_colors=True)
 
     def trace(self, camera, origins, directions) -> Hits:
-        with torch.no_grad():  # no min-SDF: the view does not use it
-            r = sphere_trace(self.field, origins, directions, outputs=("points", "normals"))
-        return Hits(r.hit, r.t, r.points, r.normals, r.num_evals)
+        return _trace_image(self.field, camera, origins, directions)
 
     def color(self, points, normals, directions):
         if not self.has_color:
@@ -131,6 +129,20 @@ class FieldSource(Source):
         from taichi_sdf.data.builtin import shade
 
         return shade(points, normals)
+
+
+def _trace_image(field: TaichiField, camera, origins, directions) -> Hits:
+    """`sphere_trace` of one camera's `[H * W, 3]` rays given as the image they are (the CPU packet
+    tracer then marches packets of two image rows together), without min-SDF (the view does not use
+    it); `[N]` / `[N, 3]` hits."""
+    h, w = camera.height, camera.width
+    image = origins.shape[0] == h * w
+    o, d = (origins.view(h, w, 3), directions.view(h, w, 3)) if image else (origins, directions)
+    with torch.no_grad():
+        r = sphere_trace(field, o, d, outputs=("points", "normals"))
+    if image:
+        r = r.reshape(-1)
+    return Hits(r.hit, r.t, r.points, r.normals, r.num_evals)
 
 
 def _is_ti_func(obj) -> bool:
@@ -429,9 +441,7 @@ class MeshSource(Source):
 
     def trace(self, camera, origins, directions) -> Hits:
         if self.mode == "sdf":
-            with torch.no_grad():  # no min-SDF: the view does not use it
-                r = sphere_trace(self.field, origins, directions, outputs=("points", "normals"))
-            return Hits(r.hit, r.t, r.points, r.normals, r.num_evals)
+            return _trace_image(self.field, camera, origins, directions)
         cam = camera.to(self.vertices.device, self.vertices.dtype)
         out = hard_rasterize(self.vertices, self.faces, cam)
         fid = out.face_id.reshape(-1).long()

@@ -64,7 +64,8 @@ def render_scene_dataset(scene: str = "csg", views: int = 48, size: int = 64, di
     cams = cameras.fibonacci_cameras(views, distance, size, size, fov_x_deg)
     o, d = cams.to(info.device, torch.float32).image_rays()
     with torch.no_grad():
-        r = sphere_trace(field, o.reshape(-1, 3).contiguous(), d.reshape(-1, 3).contiguous())
+        # the views stacked as one tall image of rays (packets of two image rows march together), flat outputs
+        r = sphere_trace(field, o.reshape(-1, size, 3).contiguous(), d.reshape(-1, size, 3).contiguous()).reshape(-1)
     rgb = torch.where(r.hit[:, None], shade(r.points, r.normals), torch.zeros_like(r.points))
     test = list(range(test_offset, views, test_every))
     return MultiViewDataset(

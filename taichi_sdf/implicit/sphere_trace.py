@@ -238,12 +238,14 @@ _OUT_FIELDS = {  # name -> (trailing shape, dtype or None for the field's dtype,
 }  # fmt: skip
 
 
-def _reuse_buffers(out, n: int, lanes: int, outputs: tuple, like: torch.Tensor) -> _TraceBuffers:
-    """`out`'s buffers after checking, by name, that each selected output fits `n` rays of `like`'s
-    dtype and device (as returned: `[N]`, `[N, 3]`, not reshaped)."""
+def _reuse_buffers(out, lead: tuple, lanes: int, outputs: tuple, like: torch.Tensor) -> _TraceBuffers:
+    """`out`'s buffers after checking, by name, that each selected output fits rays of shape `lead`
+    (`(N,)` or `(H, W)`) of `like`'s dtype and device (as returned: `[N]`, `[N, 3]` or `[H, W]`, `[H,
+    W, 3]`, not reshaped)."""
     if not isinstance(out, FusedTraceResult) or out._buffers is None:
         raise TypeError(f"out: expected the result of an earlier no-gradient sphere_trace call, got {type(out).__name__}")
-    dims = {"N": n}
+    lead_spec = ("N",) if len(lead) == 1 else ("H", "W")
+    dims = dict(zip(lead_spec, lead))
     for name, (extra, dtype, output) in _OUT_FIELDS.items():
         if output is not None and output not in outputs:
             continue
@@ -251,7 +253,8 @@ def _reuse_buffers(out, n: int, lanes: int, outputs: tuple, like: torch.Tensor) 
         if value is None:
             raise ValueError(f"out.{name}: expected a tensor (outputs selects {output!r}), got None; trace with "
                              f"that output selected")  # fmt: skip
-        check_tensor(f"out.{name}", value, shape=("N", *extra), dims=dims, dtype=like.dtype if dtype is None else dtype)
+        check_tensor(f"out.{name}", value, shape=(*lead_spec, *extra), dims=dims,
+                     dtype=like.dtype if dtype is None else dtype)  # fmt: skip
     buffers = out._buffers
     if buffers.lanes != lanes or buffers.outputs != outputs:
         raise ValueError(f"out: its buffers were laid out for packets={buffers.lanes > 1}, outputs={buffers.outputs}; "
@@ -288,8 +291,8 @@ def _raise_on_bad_values(status: torch.Tensor, field: TaichiField, n: int) -> No
 
 def sphere_trace(
     field: TaichiField,
-    origins: torch.Tensor,  # [N, 3]
-    directions: torch.Tensor,  # [N, 3]
+    origins: torch.Tensor,  # [N, 3] or [H, W, 3]
+    directions: torch.Tensor,  # [N, 3] or [H, W, 3]
     *,
     max_steps: int = 128,
     eps: float | None = None,
@@ -312,9 +315,13 @@ def sphere_trace(
 
     Args:
         field: the SDF and its parameters (see `TaichiField`).
-        origins: `[N, 3]` ray origins (may require grad: camera optimisation).
-        directions: `[N, 3]` ray directions of any non-zero length, normalised here (may require grad;
-            `t` is the distance along the unit direction, `points = origins + t * unit directions`).
+        origins: `[N, 3]` ray origins (may require grad: camera optimisation), or `[H, W, 3]`: an
+            image of rays, whose outputs are images (`[H, W]`, `[H, W, 3]`) and which the CPU packet
+            tracer marches in pairs of packets from two image rows (a pair waits for its slowest ray,
+            and pixels a row apart take alike step counts: 9% less time at 256^2; W a multiple of 16).
+        directions: ray directions of any non-zero length, normalised here, shaped as `origins` (may
+            require grad; `t` is the distance along the unit direction, `points = origins + t * unit
+            directions`).
         max_steps: field evaluations per ray in the marching loop.
         eps: convergence threshold on |f| (default 1e-5 in float32, 1e-7 in float64; the final
             Newton step makes the depth error second order in eps).
@@ -340,15 +347,21 @@ def sphere_trace(
             allocating. Only for no-gradient traces.
 
     Returns:
-        `TraceResult` with `[N]`/`[N, 3]` tensors; `t`, `points`, `normals` and `min_sdf` carry
+        `TraceResult` with `[N]`/`[N, 3]` tensors (`[H, W]`/`[H, W, 3]` for an image of rays); `t`,
+        `points`, `normals` and `min_sdf` carry
         gradients to `field.params`, `origins` and `directions`. Without gradients a
         `FusedTraceResult`, whose `num_evals` is counted when read.
     """
     check_field(field)
     dtype = field.params.dtype
     dims: dict[str, int] = {}
-    check_tensor("origins", origins, shape=("N", 3), dims=dims, dtype=dtype)
-    check_tensor("directions", directions, shape=("N", 3), dims=dims, dtype=dtype)
+    image = isinstance(origins, torch.Tensor) and origins.dim() == 3
+    ray_shape = ("H", "W", 3) if image else ("N", 3)
+    check_tensor("origins", origins, shape=ray_shape, dims=dims, dtype=dtype)
+    check_tensor("directions", directions, shape=ray_shape, dims=dims, dtype=dtype)
+    lead = tuple(origins.shape[:-1])
+    if image:  # traced as [N, 3] rays (views: both are contiguous), returned as images
+        origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
     if not (isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1):
         raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
     if eps is None:
@@ -375,7 +388,7 @@ def sphere_trace(
     # Packets store whole vectors: buffers of ceil(N / lanes) packets, the first N rays returned (views).
     lanes = PACKET_LANES if packets else 1
     if out is not None:
-        buffers = _reuse_buffers(out, n, lanes, selected, origins)
+        buffers = _reuse_buffers(out, lead, lanes, selected, origins)
     else:  # the marching kernel of the gradient path stores only t, hit, the min-SDF point and steps
         buffers = _POOL.take(n, lanes, selected if finish else ("min_sdf",), origins)
     if n > 0:
@@ -386,6 +399,9 @@ def sphere_trace(
         if packets:
             group = march_group(field.sdf_xyz) if origins.device.type == "cpu" else 1
             kernel = fused_trace_packet_kernel(field.sdf_xyz, dname, ndim, finish, lanes, buffers.outputs, group)
+            # groups from `group` image rows where the rows are whole packets
+            row_packets = lead[1] // lanes if image and group > 1 and lead[0] > 1 and lead[1] % lanes == 0 else 0
+            scalars = (*scalars, row_packets)
         else:
             kernel = fused_trace_kernel(field.sdf, dname, ndim, finish, buffers.outputs)
         lean = lean_kernel(kernel)
@@ -404,7 +420,7 @@ def sphere_trace(
             _raise_on_bad_values(buffers.status, field, n)
     result = buffers.result(STENCIL_POINTS[stencil])
     if not needs_grad:
-        return result
+        return result.reshape(*lead) if image else result
     unit = directions / directions.norm(dim=-1, keepdim=True)  # zero lengths were refused by the kernel's check
     traced = trace_result(
         lambda x: field_values(field, x), lambda x: _exact_gradients(field, x), origins, unit,
@@ -417,7 +433,7 @@ def sphere_trace(
         if output not in selected:
             for name in names:
                 setattr(traced, name, None)
-    return traced
+    return traced.reshape(*lead) if image else traced
 
 
 def _exact_gradients(field: TaichiField, points: torch.Tensor) -> torch.Tensor:

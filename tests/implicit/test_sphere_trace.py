@@ -597,3 +597,33 @@ def test_repeated_calls_read_the_rays_and_params_of_each_call(device):
     for k, v in shrunk.items():
         assert torch.equal(v, fresh[k]), k
     assert not torch.equal(shrunk["t"], first["t"])
+
+
+@pytest.mark.parametrize("height,width", [(12, 32), (7, 48), (6, 20), (1, 16)])
+def test_image_shaped_rays_give_the_flat_calls_outputs_as_images(device, height, width):
+    """`[H, W, 3]` rays: every output is the `[N, 3]` call's, bit for bit, shaped `[H, W]` / `[H, W, 3]`
+    (the CPU packet tracer groups packets of two image rows when W is a multiple of 16, odd H
+    included); with gradients too; `out=` takes an image result; shapes must agree."""
+    from taichi_sdf.implicit.scenes import make_scene
+
+    field = make_scene("sphere_box", device=device)
+    cam = C.look_at(torch.tensor([[0.4, 0.3, 2.5]]), width=width, height=height, fov_x_deg=45.0)
+    o, d = (x.reshape(height, width, 3).to(device, torch.float32).contiguous() for x in cam.image_rays())
+    with torch.no_grad():
+        flat = _all_outputs(sphere_trace(field, o.reshape(-1, 3), d.reshape(-1, 3)))
+        image = sphere_trace(field, o, d)
+        for k, v in _all_outputs(image).items():
+            assert v.shape[:2] == (height, width) and torch.equal(v.reshape(flat[k].shape), flat[k]), k
+        again = sphere_trace(field, o, d, out=image)  # frames of one size: the same buffers
+        assert again.t.data_ptr() == image.t.data_ptr() and torch.equal(again.t.reshape(-1), flat["t"])
+        with pytest.raises(ValueError, match=r"out.t: expected shape \[N\]"):
+            sphere_trace(field, o.reshape(-1, 3), d.reshape(-1, 3), out=again)
+    with pytest.raises(ValueError, match=r"directions: expected shape \[H, W, 3\]"):
+        sphere_trace(field, o, d.reshape(-1, 3))
+    params = field.params.clone().requires_grad_(True)
+    traced = sphere_trace(field.with_params(params), o, d)
+    assert traced.t.shape == (height, width) and traced.points.shape == (height, width, 3)
+    assert torch.equal(traced.hit.reshape(-1), flat["hit"])
+    torch.testing.assert_close(traced.t.detach().reshape(-1)[flat["hit"]], flat["t"][flat["hit"]], atol=1e-5, rtol=0)
+    traced.t[traced.hit].sum().backward()
+    assert params.grad is not None and torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0

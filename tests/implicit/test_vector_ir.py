@@ -39,7 +39,7 @@ def packet_trace(field, o, d, vector: bool, group_size: int = 1):
     buffers = _TraceBuffers(o.shape[0], PACKET_LANES, OPTIONAL_OUTPUTS, o)
     h = 1e-4 if dname == "f32" else 1e-6
     eps = 1e-5 if dname == "f32" else 1e-7
-    scalars = (float(field.bound_radius), eps, 128, 1.0, h, MIN_COS)
+    scalars = (float(field.bound_radius), eps, 128, 1.0, h, MIN_COS, 0)
     LeanKernel(kernel)(o, d, packet_rows(o, PACKET_LANES), packet_rows(d, PACKET_LANES), field.params, *buffers.args,
                        *scalars)  # fmt: skip
     return buffers.result(4)
