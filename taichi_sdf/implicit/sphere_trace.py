@@ -162,6 +162,7 @@ class _TraceBuffers:
             "steps": torch.empty(n_buf, dtype=torch.int32, device=dev),
         }  # fmt: skip
         self.status = torch.zeros(4, dtype=torch.int32, device=dev)
+        self.hit_bool = self.flat["hit"].view(torch.bool)  # 0/1 bytes read as bools: no copy
         self.contexts: dict = {}  # launch contexts of the kernels that wrote these buffers (`LeanKernel.launch_keyed`)
         b = self.flat
         if lanes > 1:  # packet rows: `[P, lanes]`, and `[P, 3, lanes]` for the interleaved xyz outputs
@@ -185,20 +186,26 @@ class _TraceBuffers:
         caller's, so they can be written again."""
         return self._idle_uses is not None and self._uses() == self._idle_uses
 
-    def result(self, evals_per_ray: int) -> FusedTraceResult:
-        """The first `n` rays of each selected output (views; None for the others)."""
+    def result(self, evals_per_ray: int, lead: tuple | None = None) -> FusedTraceResult:
+        """The first `n` rays of each selected output (new views, so the pool sees who holds them; None
+        for the others), shaped `[*lead]` / `[*lead, 3]` (default `(n,)`)."""
         n, b = self.n, self.flat
+        image = lead is not None and len(lead) != 1
 
-        def first(name, output=None):
+        def first(name, output=None, flat=None):
+            # Always a new view: the pool reuses buffers whose storages nobody but this object references,
+            # and a caller holding one output tensor must count (returning `flat`'s own tensors did not:
+            # `t = sphere_trace(...).t` was overwritten by the next call of the same size)
             if output is not None and output not in self.outputs:
                 return None
-            x = b[name]
-            return x if x.shape[0] == n else x[:n]
+            x = b[name] if flat is None else flat
+            if image:
+                return (x if x.shape[0] == n else x[:n]).view(*lead, *x.shape[1:])
+            return x.view(x.shape) if x.shape[0] == n else x[:n]
 
-        hit = first("hit").view(torch.bool)  # 0/1 bytes read as bools: no copy
-        return FusedTraceResult(hit, first("t"), first("points", "points"), first("normals", "normals"),
-                                first("t_min_sdf", "min_sdf"), first("min_sdf", "min_sdf"), first("steps"),
-                                evals_per_ray, self)  # fmt: skip
+        return FusedTraceResult(first("hit", flat=self.hit_bool), first("t"), first("points", "points"),
+                                first("normals", "normals"), first("t_min_sdf", "min_sdf"), first("min_sdf", "min_sdf"),
+                                first("steps"), evals_per_ray, self)  # fmt: skip
 
 
 class _BufferPool:
@@ -361,7 +368,7 @@ def sphere_trace(
     check_tensor("directions", directions, shape=ray_shape, dims=dims, dtype=dtype)
     lead = tuple(origins.shape[:-1])
     if image:  # traced as [N, 3] rays (views: both are contiguous), returned as images
-        origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
+        origins, directions = origins.view(-1, 3), directions.view(-1, 3)
     if not (isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1):
         raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
     if eps is None:
@@ -418,9 +425,9 @@ def sphere_trace(
         lean.launch_keyed(buffers.contexts, key, launch_args)
         if check_values:
             _raise_on_bad_values(buffers.status, field, n)
-    result = buffers.result(STENCIL_POINTS[stencil])
     if not needs_grad:
-        return result.reshape(*lead) if image else result
+        return buffers.result(STENCIL_POINTS[stencil], lead)
+    result = buffers.result(STENCIL_POINTS[stencil])
     unit = directions / directions.norm(dim=-1, keepdim=True)  # zero lengths were refused by the kernel's check
     traced = trace_result(
         lambda x: field_values(field, x), lambda x: _exact_gradients(field, x), origins, unit,

@@ -534,6 +534,11 @@ def test_out_buffers_that_do_not_fit_are_refused_by_name(device):
         sphere_trace(field.with_params(field.params.clone().requires_grad_()), o, d, out=r64)
 
 
+def _assert_outputs_equal(result, expected: dict) -> None:
+    for k, v in _all_outputs(result).items():
+        assert torch.equal(v, expected[k]), k
+
+
 def test_fresh_calls_reuse_only_buffers_nobody_holds(device):
     """A no-gradient call takes the buffers of an earlier call of the same shape (CPU) only when the caller
     holds no view, result or array of them: what a caller keeps is never overwritten."""
@@ -548,8 +553,7 @@ def test_fresh_calls_reuse_only_buffers_nobody_holds(device):
         t_view, points_np = first.t[:5], first.points.cpu().numpy() if device.type == "cpu" else None
         second = sphere_trace(field, o2, d2)  # `first` is alive: new buffers
         assert second.t.data_ptr() != first.t.data_ptr()
-        for k, v in _all_outputs(first).items():
-            assert torch.equal(v, kept[k]), k
+        _assert_outputs_equal(first, kept)  # (a loop here would leave its last output bound: held)
         ptr = first.points.data_ptr()
         del first, second
         third = sphere_trace(field, o2, d2)  # only a 5-ray view of `first`'s t (and its points as numpy) remain
@@ -627,3 +631,24 @@ def test_image_shaped_rays_give_the_flat_calls_outputs_as_images(device, height,
     torch.testing.assert_close(traced.t.detach().reshape(-1)[flat["hit"]], flat["t"][flat["hit"]], atol=1e-5, rtol=0)
     traced.t[traced.hit].sum().backward()
     assert params.grad is not None and torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["t", "hit", "points", "normals", "min_sdf", "steps"])
+def test_one_output_kept_alone_is_never_overwritten(device, name):
+    """Keeping one output tensor of a result (and dropping the result) keeps its buffer out of the pool:
+    the next call of the same size writes elsewhere (each output is a view of its own; the pool's
+    storage counts see it)."""
+    from taichi_sdf.implicit.scenes import make_scene
+
+    field = make_scene("sphere_box", device=device)
+    _, o, d = camera_rays(torch.float32, device, size=8)
+    _, o2, d2 = camera_rays(torch.float32, device, eye=(0.5, -0.2, 2.2), size=8)
+    with torch.no_grad():
+        kept = getattr(sphere_trace(field, o, d), name)
+        before = kept.clone()
+        other = getattr(sphere_trace(field, o2, d2), name)
+        assert not torch.equal(other, before)  # the second rays give other values ...
+        assert torch.equal(kept, before)  # ... and the kept tensor still has the first call's
+        image = getattr(sphere_trace(field, o.view(8, 8, 3), d.view(8, 8, 3)), name)
+        sphere_trace(field, o2.view(8, 8, 3), d2.view(8, 8, 3))
+        assert torch.equal(image.reshape(before.shape), before)
