@@ -259,7 +259,7 @@ def _drjit_row(size: int, device, quick: bool, steps: int = 64):
                 fns[key] = fn
     if size <= 256:
         fns["torch_fixed"] = torch_fixed
-    timed = interleaved(fns, repeat=3 if quick else 9)
+    timed = interleaved(fns, repeat=3 if quick else 15)
     t = {k: med for k, (med, _) in timed.items()}
     ours = fused().reshape(-1)
     agree = ""
@@ -296,14 +296,18 @@ def _bare_kernels(field, o, d, width: int = 0) -> dict:
     `[H, W, 3]` rays; 0: rays in any order), and "full_flat" (the whole trace, rays in any order)."""
     from taichi_sdf.core.launch import lean_kernel
     from taichi_sdf.implicit.implicit_diff import MIN_COS
-    from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _TraceBuffers, march_group
+    from taichi_sdf.implicit.sphere_trace import OPTIONAL_OUTPUTS, _pair_rows, _TraceBuffers, march_group
     from taichi_sdf.kernels.implicit.sphere_trace import fused_trace_packet_kernel, packet_rows
 
     group = march_group(field.sdf_xyz)
-    row_packets = width // PACKET_LANES if group > 1 and width % PACKET_LANES == 0 else 0  # as `sphere_trace`
+
+    def row_packets(finish):  # as `sphere_trace` chooses for `[H, W, 3]` rays
+        image = width > 0 and group > 1 and _pair_rows((o.shape[0] // width, width), PACKET_LANES, finish)
+        return width // PACKET_LANES if image else 0
+
     fns = {}
-    for key, finish, outputs, rows in (("full", "tetrahedral", OPTIONAL_OUTPUTS, row_packets),
-                                       ("march", None, ("min_sdf",), row_packets),
+    for key, finish, outputs, rows in (("full", "tetrahedral", OPTIONAL_OUTPUTS, row_packets("tetrahedral")),
+                                       ("march", None, ("min_sdf",), row_packets(None)),
                                        ("full_flat", "tetrahedral", OPTIONAL_OUTPUTS, 0)):  # fmt: skip
         scalars = (float(field.bound_radius), 1e-5, 128, 1.0, 1e-4, MIN_COS, rows)
         buffers = _TraceBuffers(o.shape[0], PACKET_LANES, outputs, o)
