@@ -177,6 +177,8 @@ class _TraceBuffers:
         }  # fmt: skip
         self.status = torch.zeros(4, dtype=torch.int32, device=dev)
         self.hit_bool = self.flat["hit"].view(torch.bool)  # 0/1 bytes read as bools: no copy
+        # the counters as numpy on CPUs: zeroing and reading 4 ints there costs a tenth of torch's ops
+        self._status_np = self.status.numpy() if dev.type == "cpu" else None
         self.contexts: dict = {}  # launch contexts of the kernels that wrote these buffers (`LeanKernel.launch_keyed`)
         b = self.flat
         if lanes > 1:  # packet rows: `[P, lanes]`, and `[P, 3, lanes]` for the interleaved xyz outputs
@@ -186,6 +188,7 @@ class _TraceBuffers:
         else:
             self.args = (b["t"], b["hit"], b["points"], b["normals"], b["t_min_sdf"], b["min_sdf"], b["steps"], self.status)
         self.key = _buffer_key(n, lanes, outputs, like)
+        self._storages: list | None = None
         self._idle_uses = self._uses()  # the references this object holds itself
 
     def _uses(self) -> tuple[int, ...] | None:
@@ -193,7 +196,20 @@ class _TraceBuffers:
         use_count = getattr(torch._C, "_storage_Use_Count", None)
         if use_count is None:
             return None
-        return tuple(use_count(x.untyped_storage()._cdata) for x in (*self.flat.values(), self.status))
+        if self._storages is None:  # held here (one reference each, counted in `_idle_uses`): no new objects per call
+            self._storages = [x.untyped_storage() for x in (*self.flat.values(), self.status)]
+        return tuple(use_count(x._cdata) for x in self._storages)
+
+    def reset_status(self) -> None:
+        """Zero the value-check counters before a launch writes into these buffers again."""
+        if self._status_np is not None:
+            self._status_np.fill(0)
+        else:
+            self.status.zero_()
+
+    def status_counts(self) -> list[int]:
+        """The value-check counters (`STATUS_*` slots): the only read-back of a checked trace."""
+        return self._status_np.tolist() if self._status_np is not None else self.status.tolist()
 
     def is_idle(self) -> bool:
         """True when nothing but this object references its buffers: no result, view or array of a
@@ -215,7 +231,7 @@ class _TraceBuffers:
             x = b[name] if flat is None else flat
             if image:
                 return (x if x.shape[0] == n else x[:n]).view(*lead, *x.shape[1:])
-            return x.view(x.shape) if x.shape[0] == n else x[:n]
+            return x.detach() if x.shape[0] == n else x[:n]  # (`detach`: the cheapest new view)
 
         return FusedTraceResult(first("hit", flat=self.hit_bool), first("t"), first("points", "points"),
                                 first("normals", "normals"), first("t_min_sdf", "min_sdf"), first("min_sdf", "min_sdf"),
@@ -242,7 +258,7 @@ class _BufferPool:
             for i, b in enumerate(self.sets):
                 if b.key == key and b.is_idle():
                     self.sets.append(self.sets.pop(i))
-                    b.status.zero_()
+                    b.reset_status()
                     return b
             b = _TraceBuffers(n, lanes, outputs, like)
             self.sets = [*self.sets, b][-self.capacity :]
@@ -280,7 +296,7 @@ def _reuse_buffers(out, lead: tuple, lanes: int, outputs: tuple, like: torch.Ten
     if buffers.lanes != lanes or buffers.outputs != outputs:
         raise ValueError(f"out: its buffers were laid out for packets={buffers.lanes > 1}, outputs={buffers.outputs}; "
                          f"expected packets={lanes > 1}, outputs={outputs}")  # fmt: skip
-    buffers.status.zero_()
+    buffers.reset_status()
     return buffers
 
 
@@ -296,9 +312,8 @@ def _selected_outputs(outputs) -> tuple:
     return tuple(x for x in OPTIONAL_OUTPUTS if x in outputs)
 
 
-def _raise_on_bad_values(status: torch.Tensor, field: TaichiField, n: int) -> None:
-    """Turn the kernel's value-check counters `status [4]` into the error a bad input deserves."""
-    counts = status.tolist()  # 4 ints: the only read-back of a checked trace
+def _raise_on_bad_values(counts: list[int], field: TaichiField, n: int) -> None:
+    """Turn the kernel's value-check counters (4 ints, `STATUS_*` slots) into the error a bad input deserves."""
     if counts[STATUS_BAD_ORIGINS]:
         raise ValueError(f"origins: contains {counts[STATUS_BAD_ORIGINS]} non-finite value(s)")
     if counts[STATUS_BAD_DIRECTIONS]:
@@ -439,7 +454,7 @@ def sphere_trace(
                scalars)  # fmt: skip
         lean.launch_keyed(buffers.contexts, key, launch_args)
         if check_values:
-            _raise_on_bad_values(buffers.status, field, n)
+            _raise_on_bad_values(buffers.status_counts(), field, n)
     if not needs_grad:
         return buffers.result(STENCIL_POINTS[stencil], lead)
     result = buffers.result(STENCIL_POINTS[stencil])
