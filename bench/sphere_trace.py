@@ -17,7 +17,11 @@
     kernel ran slower), and on the project's 2-core VM Taichi's pool swung between 1x and 2x for
     kernels of a few ms (its workers sleep on a condition variable; Dr.Jit's stayed at 2x);
 (e) from the same run, where the call's time goes: the packet kernel alone on ready buffers (march
-    only, whole trace), the whole call, its per-call cost on 16 rays, and Dr.Jit's march alone;
+    only and whole trace with image rays as `sphere_trace` runs them, whole trace with `[N, 3]` rays),
+    the whole call, its per-call cost on 16 rays, and Dr.Jit's march alone. The whole call runs
+    0.1-0.3 ms longer than its kernel here because the Dr.Jit entries run a lot of Python (tracing
+    its loop) before some of its calls, which leaves the next call's Python and launch code out of the
+    caches (alone, the call is within 0.1 ms of its kernel at 1024^2);
 (b) wavefront tracer vs its torch twin on an IDR-like 8x256 MLP (geometric init, multires 6,
     Softplus(100), weight norm) at 128x128 from distance 3 with a 40 degree field of view: wall time
     of the marching and network evaluations per pixel, IDR and DIST algorithms;
