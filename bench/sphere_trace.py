@@ -405,6 +405,56 @@ def bench_wavefront(size: int, device, quick: bool):
     return rows
 
 
+def _child_times(side: str, sizes, repeat: int = 25) -> dict:
+    """In a process of its own (`--child`): median ms of `repeat` back-to-back calls (after 3) per size:
+    "fused" (image rays and `[N, 3]` rays) or "drjit" (the same algorithm). Back to back, as a frame
+    loop calls: no other system's Python or threads in between."""
+    import statistics
+
+    sb = make_scene("sphere_box", device=torch.device("cpu"))
+    r, b = sb.params.tolist()
+    out = {}
+    for size in sizes:
+        o, d = camera_rays(size, (0.0, 0.0, 3.0), torch.device("cpu"))
+        if side == "fused":
+            oi, di = o.view(size, size, 3), d.view(size, size, 3)
+            calls = {"image": lambda oi=oi, di=di: sphere_trace(sb, oi, di), "flat": lambda o=o, d=d: sphere_trace(sb, o, d)}
+        else:
+            calls = {"drjit": drjit_early_exit(o, d, r, b)}
+        for key, fn in calls.items():
+            with torch.no_grad():
+                for _ in range(3):
+                    fn()
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+            out[f"{key} {size}"] = statistics.median(times) * 1e3
+    return out
+
+
+def bench_separate(sizes, threads: int) -> list:
+    """(f): the fused call and Dr.Jit's same algorithm, each in its own process with `threads` threads
+    (two thread pools in one process take each other's cores)."""
+    import json
+    import subprocess
+    import sys
+
+    got = {}
+    for side in ("fused", "drjit"):
+        cmd = [sys.executable, "-m", "bench.sphere_trace", "--child", side, "--threads", str(threads), "--arch", "cpu"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        got.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    rows = []
+    for size in sizes:
+        dr = got.get(f"drjit {size}")
+        img, flat = got[f"image {size}"], got[f"flat {size}"]
+        ratios = [f"{dr / ours:.2f}x" if dr else "not installed" for ours in (img, flat)]
+        rows.append([f"{size}^2", img, flat, dr if dr else "n/a", *ratios])
+    return rows
+
+
 def _taichi_threads():
     import taichi as ti
 
@@ -422,7 +472,30 @@ def main(argv=None):
     p.add_argument("--arch", default="auto")
     p.add_argument("--only", choices=["fused", "drjit", "wavefront"], help="one section: (a), (d)+(e) or (b)+(c)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads of Taichi and Dr.Jit alike (0: all cores)")
+    p.add_argument("--separate", action="store_true",
+                   help="(f) instead: the fused call and Dr.Jit each in a process of its own (for --threads > 1)")
+    p.add_argument("--child", choices=["fused", "drjit"], help=argparse.SUPPRESS)  # one side of --separate
     a = p.parse_args(argv)
+    sizes = (256, 512) if a.quick else (256, 512, 1024)
+    if a.child:
+        import json
+
+        if a.threads:
+            taichi_sdf.core.runtime.set_taichi_cpu_threads(a.threads)
+        taichi_sdf.init("cpu")
+        lib = _drjit()
+        if lib is not None:
+            lib[0].set_thread_count(_taichi_threads())
+        times = {} if a.child == "drjit" and lib is None else _child_times(a.child, sizes)
+        print(json.dumps(times))
+        return
+    if a.separate:
+        threads = a.threads or len(__import__("os").sched_getaffinity(0))
+        print_table(f"(f) Fused sphere tracer vs Dr.Jit's same algorithm, each in its own process, {threads} threads, "
+                    f"median ms of back-to-back calls, sphere∪box from distance 3 on cpu ({machine()})",
+                    ["rays", "fused, image rays", "fused, [N, 3] rays", "Dr.Jit same algorithm", "Dr.Jit / fused",
+                     "Dr.Jit / fused [N, 3]"], bench_separate(sizes, threads))  # fmt: skip
+        return
     if a.threads:
         taichi_sdf.core.runtime.set_taichi_cpu_threads(a.threads)
     info = taichi_sdf.init(a.arch)
@@ -433,7 +506,6 @@ def main(argv=None):
     device = info.device
     title = f"on {info.arch} ({machine()})"
     if a.only in (None, "drjit"):
-        sizes = (256, 512) if a.quick else (256, 512, 1024)
         rows_d, rows_e = bench_drjit(sizes, device, a.quick)
         title_d = f"{title}; threads: Taichi {_taichi_threads()}, Dr.Jit {_drjit_threads()}"
         print_table(f"(d) Fused sphere tracer vs Dr.Jit, sphere∪box from distance 3, fov 40, median ms {title_d}",

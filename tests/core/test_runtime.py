@@ -97,3 +97,43 @@ def test_auto_torch_threads_uses_the_idle_cores_of_small_machines():
     assert auto_torch_threads(cores=16, idle=0.0) == torch.get_num_threads()  # large machines: torch's default
     idle = idle_cores(0.05)
     assert idle is None or 0.0 <= idle <= (os.cpu_count() or 1) + 1e-6
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux thread affinity and 2 cores")  # fmt: skip
+def test_new_threads_are_spread_one_core_each_only_when_the_pool_has_a_thread_per_core(monkeypatch):
+    """`spread_new_threads`: threads started after `before` are pinned round-robin over the process's
+    cores in the order they started (a pool's consecutive workers get distinct cores), only when the
+    pool has one thread per core, and not with TAICHI_SDF_SPREAD_THREADS=0."""
+    import threading
+
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def start_threads(k):
+        before = runtime._thread_ids()
+        stop, ready, ids = threading.Event(), threading.Barrier(k + 1), []
+
+        def body():
+            ids.append(threading.get_native_id())
+            ready.wait()
+            stop.wait()
+
+        threads = [threading.Thread(target=body, daemon=True) for _ in range(k)]
+        for t in threads:
+            t.start()
+            while len(ids) < threads.index(t) + 1:  # one after another, as a pool starts its workers
+                pass
+        ready.wait()
+        return before, ids, stop
+
+    before, ids, stop = start_threads(len(cpus) + 1)
+    try:
+        assert not runtime.spread_new_threads(before, len(cpus) - 1)  # a share of the cores: left alone
+        assert all(os.sched_getaffinity(t) == set(cpus) for t in ids)
+        monkeypatch.setenv(runtime.ENV_SPREAD_THREADS, "0")
+        assert not runtime.spread_new_threads(before, len(cpus))
+        monkeypatch.delenv(runtime.ENV_SPREAD_THREADS)
+        assert runtime.spread_new_threads(before, len(cpus))
+        assert [os.sched_getaffinity(t) for t in sorted(ids)] == [{cpus[i % len(cpus)]} for i in range(len(ids))]
+    finally:
+        stop.set()
