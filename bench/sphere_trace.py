@@ -1,6 +1,7 @@
 """Sphere-tracing benchmark: one table, measured in one run.
 
     python -m bench.sphere_trace [--quick] [--arch cpu|cuda] [--only fused|drjit|wavefront] [--threads N]
+    python -m bench.sphere_trace --separate [--threads N]
 
 (a) fused Taichi tracer vs its torch twin on the CSG scene at 512x512 (forward, and with backward);
 (d) the fused tracer against Dr.Jit (LLVM backend, when installed: `pip install drjit`, bench only) on the
@@ -13,15 +14,17 @@
     at 256^2 only). Also the call with `out=` buffer reuse, and with `out=` and the viewer's outputs only
     (points, normals). Timings are interleaved round-robin in one process, medians (ratios: medians of
     the per-round ratios), Taichi and Dr.Jit on the same number of threads. Compare with `--threads 1`:
-    with more, the two thread pools share the cores in one process (a Taichi launch after a Dr.Jit
-    kernel ran slower), and on the project's 2-core VM Taichi's pool swung between 1x and 2x for
-    kernels of a few ms (its workers sleep on a condition variable; Dr.Jit's stayed at 2x);
+    with more, the two thread pools share the cores in one process (Dr.Jit's spinning workers hold
+    the cores a Taichi kernel launched right after wants); use `--separate` for that;
 (e) from the same run, where the call's time goes: the packet kernel alone on ready buffers (march
     only and whole trace with image rays as `sphere_trace` runs them, whole trace with `[N, 3]` rays),
     the whole call, its per-call cost on 16 rays, and Dr.Jit's march alone. The whole call runs
     0.1-0.3 ms longer than its kernel here because the Dr.Jit entries run a lot of Python (tracing
     its loop) before some of its calls, which leaves the next call's Python and launch code out of the
     caches (alone, the call is within 0.1 ms of its kernel at 1024^2);
+(f) with `--separate` (for several threads): the fused call and Dr.Jit's same algorithm each in a
+    process of its own, median of back-to-back calls (a frame loop: warm caches, no other system's
+    Python or thread pool in between);
 (b) wavefront tracer vs its torch twin on an IDR-like 8x256 MLP (geometric init, multires 6,
     Softplus(100), weight norm) at 128x128 from distance 3 with a 40 degree field of view: wall time
     of the marching and network evaluations per pixel, IDR and DIST algorithms;
