@@ -17,7 +17,9 @@ from taichi_sdf.kernels.implicit.sdf_lib import fabs, fmax, fmin, vector_ir
 def vector_ir_safe(sdf_xyz=None, *, march_group: int = 2):
     """Mark a lane-generic `sdf_xyz` `@ti.func` as safe to compile with Taichi's vector IR (see
     `sdf_lib.vector_ir`): it applies no `ti.abs` and no unary minus to lanes (use `fabs` and
-    `0.0 - x`; Taichi 1.7 aborts the process on either there). The CPU packet tracer then keeps its
+    `0.0 - x`; Taichi 1.7 aborts the process on either there), and no `.any()` / `.all()` to them
+    (wrong there, silently: `not (v > 0).any()` of 16 lanes disagreed with torch on 57 of 200 random
+    packets; reduce with `.max()` / `.min()`). The CPU packet tracer then keeps its
     packets in SIMD registers from load to store: whole-packet loads and stores instead of one scalar
     access per lane, each reloading the array's address (the sphere∪box trace at 1024^2 rays,
     1 thread: 18.9 -> 14.6 ms with packet-row loads). Unmarked fields compile as before.
