@@ -412,8 +412,6 @@ def _child_times(side: str, sizes, repeat: int = 25) -> dict:
     """In a process of its own (`--child`): median ms of `repeat` back-to-back calls (after 3) per size:
     "fused" (image rays and `[N, 3]` rays) or "drjit" (the same algorithm). Back to back, as a frame
     loop calls: no other system's Python or threads in between."""
-    import statistics
-
     sb = make_scene("sphere_box", device=torch.device("cpu"))
     r, b = sb.params.tolist()
     out = {}
@@ -426,14 +424,7 @@ def _child_times(side: str, sizes, repeat: int = 25) -> dict:
             calls = {"drjit": drjit_early_exit(o, d, r, b)}
         for key, fn in calls.items():
             with torch.no_grad():
-                for _ in range(3):
-                    fn()
-                times = []
-                for _ in range(repeat):
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t0)
-            out[f"{key} {size}"] = statistics.median(times) * 1e3
+                out[f"{key} {size}"] = timeit(fn, warmup=3, repeat=repeat) * 1e3
     return out
 
 

@@ -69,9 +69,7 @@ class LeanKernel:
             if ctx is None:
                 self(*args)
                 return
-            if len(contexts) >= LeanKernel.CONTEXTS:
-                del contexts[next(iter(contexts))]
-            contexts[key] = ctx
+            _keep(contexts, key, ctx)
         t_kernel, prog = self._launch
         prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), t_kernel), ctx)
 
@@ -125,9 +123,7 @@ class LeanKernel:
             return ctx
         ctx = self._context(args)
         if ctx is not None:
-            if len(self._contexts) >= LeanKernel.CONTEXTS:
-                del self._contexts[next(iter(self._contexts))]  # the oldest
-            self._contexts[keys] = ctx
+            _keep(self._contexts, keys, ctx)
         return ctx
 
     def _context(self, args):
@@ -150,6 +146,13 @@ class LeanKernel:
                     return None
                 ctx.set_arg_int((i,), int(v))
         return ctx
+
+
+def _keep(contexts: dict, key, ctx) -> None:
+    """Add a launch context to `contexts`, dropping the oldest beyond `LeanKernel.CONTEXTS`."""
+    if len(contexts) >= LeanKernel.CONTEXTS:
+        del contexts[next(iter(contexts))]
+    contexts[key] = ctx
 
 
 def _launch_keys(args) -> tuple:
