@@ -1,7 +1,7 @@
 """Sphere-tracing benchmark: one table, measured in one run.
 
     python -m bench.sphere_trace [--quick] [--arch cpu|cuda] [--only fused|drjit|wavefront] [--threads N]
-    python -m bench.sphere_trace --separate [--threads N]
+    python -m bench.sphere_trace --separate [--threads N] [--rounds K]
 
 (a) fused Taichi tracer vs its torch twin on the CSG scene at 512x512 (forward, and with backward);
 (d) the fused tracer against Dr.Jit (LLVM backend, when installed: `pip install drjit`, bench only) on the
@@ -24,7 +24,8 @@
     caches (alone, the call is within 0.1 ms of its kernel at 1024^2);
 (f) with `--separate` (for several threads): the fused call and Dr.Jit's same algorithm each in a
     process of its own, median of back-to-back calls (a frame loop: warm caches, no other system's
-    Python or thread pool in between);
+    Python or thread pool in between), over `--rounds` rounds of the two processes in alternating order
+    (the median and range of the per-round ratios);
 (b) wavefront tracer vs its torch twin on an IDR-like 8x256 MLP (geometric init, multires 6,
     Softplus(100), weight norm) at 128x128 from distance 3 with a 40 degree field of view: wall time
     of the marching and network evaluations per pixel, IDR and DIST algorithms;
@@ -428,24 +429,45 @@ def _child_times(side: str, sizes, repeat: int = 25) -> dict:
     return out
 
 
-def bench_separate(sizes, threads: int) -> list:
+def bench_separate(sizes, threads: int, rounds: int = 3) -> list:
     """(f): the fused call and Dr.Jit's same algorithm, each in its own process with `threads` threads
-    (two thread pools in one process take each other's cores)."""
+    (two thread pools in one process take each other's cores), `rounds` times, the two processes in
+    alternating order (fused first, then Dr.Jit first, ...): this VM's speed drifts over minutes, which
+    a single pair of runs took for a difference between the systems (2 threads, 1024^2: our call 6.0
+    to 8.5 ms in runs a minute apart). Per size: the median of each side's per-round times, and the
+    median and range of the per-round ratios."""
     import json
+    import statistics
     import subprocess
     import sys
 
-    got = {}
-    for side in ("fused", "drjit"):
+    def run(side):
         cmd = [sys.executable, "-m", "bench.sphere_trace", "--child", side, "--threads", str(threads), "--arch", "cpu"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        got.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    per_round = []
+    for r in range(rounds):
+        got = {}
+        for side in ("fused", "drjit") if r % 2 == 0 else ("drjit", "fused"):
+            got.update(run(side))
+        per_round.append(got)
+
+    def med(key):
+        values = [g[key] for g in per_round if key in g]
+        return statistics.median(values) if values else None
+
+    def ratios(ours: str, size: int) -> str:  # Dr.Jit's time / ours, per round
+        if any(f"drjit {size}" not in g for g in per_round):
+            return "not installed"
+        rs = [g[f"drjit {size}"] / g[f"{ours} {size}"] for g in per_round]
+        return f"{statistics.median(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f})"
+
     rows = []
     for size in sizes:
-        dr = got.get(f"drjit {size}")
-        img, flat = got[f"image {size}"], got[f"flat {size}"]
-        ratios = [f"{dr / ours:.2f}x" if dr else "not installed" for ours in (img, flat)]
-        rows.append([f"{size}^2", img, flat, dr if dr else "n/a", *ratios])
+        dr = med(f"drjit {size}")
+        rows.append([f"{size}^2", med(f"image {size}"), med(f"flat {size}"), dr if dr else "n/a",
+                     ratios("image", size), ratios("flat", size)])  # fmt: skip
     return rows
 
 
@@ -468,6 +490,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads of Taichi and Dr.Jit alike (0: all cores)")
     p.add_argument("--separate", action="store_true",
                    help="(f) instead: the fused call and Dr.Jit each in a process of its own (for --threads > 1)")
+    p.add_argument("--rounds", type=int, default=3, help="(f): rounds of the two processes, in alternating order")
     p.add_argument("--child", choices=["fused", "drjit"], help=argparse.SUPPRESS)  # one side of --separate
     a = p.parse_args(argv)
     sizes = (256, 512) if a.quick else (256, 512, 1024)
@@ -486,9 +509,11 @@ def main(argv=None):
     if a.separate:
         threads = a.threads or len(__import__("os").sched_getaffinity(0))
         print_table(f"(f) Fused sphere tracer vs Dr.Jit's same algorithm, each in its own process, {threads} threads, "
-                    f"median ms of back-to-back calls, sphere∪box from distance 3 on cpu ({machine()})",
-                    ["rays", "fused, image rays", "fused, [N, 3] rays", "Dr.Jit same algorithm", "Dr.Jit / fused",
-                     "Dr.Jit / fused [N, 3]"], bench_separate(sizes, threads))  # fmt: skip
+                    f"median ms of back-to-back calls (median of {a.rounds} alternating rounds), sphere∪box from "
+                    f"distance 3 on cpu ({machine()})",
+                    ["rays", "fused, image rays", "fused, [N, 3] rays", "Dr.Jit same algorithm",
+                     "Dr.Jit / fused (median, range)", "Dr.Jit / fused [N, 3]"],
+                    bench_separate(sizes, threads, a.rounds))  # fmt: skip
         return
     if a.threads:
         taichi_sdf.core.runtime.set_taichi_cpu_threads(a.threads)
