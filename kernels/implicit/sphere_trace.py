@@ -387,6 +387,7 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
     G = group_size * lanes  # lanes of the march's vectors
     W = ti.types.vector(G, f)
     WI = ti.types.vector(G, ti.i32)
+    WB = ti.types.vector(G, ti.u1)
     scale = STENCIL_OFFSETS[finish or "central"][1]
 
     @ti.func
@@ -449,30 +450,34 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
             inside = (disc > 0.0) & (sq - b > 0.0) & nonzero
             t = ti.select(inside, fmax(0.0 - b - sq, 0.0), t_close)
             t_far = ti.select(inside, sq - b, t_close)
-            active = WI(0) + ti.select(inside, 1, 0)
+            # Lane states as u1 masks (`WB`), which LLVM keeps in mask registers across iterations, and
+            # whose loop test `select(mask, 1, 0).max()` it turns into one mask test (as Dr.Jit's masks)
+            active = inside
             best_t = t
             best_f = W(0.0) + ti.cast(_BIG, f)
-            if active.min() == 0:  # rays that miss the bound: the SDF at their closest point
+            if ti.select(inside, 1, 0).min() == 0:  # rays that miss the bound: the SDF at their closest point
                 f0 = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
                 best_f = ti.select(inside, best_f, f0)
-            is_hit = WI(0)
+            is_hit = WB(0)
             n = WI(0)
             # March: the group's packets in one loop, so each step has `group_size` independent chains
-            # of SDF arithmetic to overlap (sqrt latency); it runs until every ray of the group is done
+            # of SDF arithmetic to overlap (sqrt latency); it runs until every ray of the group is done.
+            # `~` keeps a NaN SDF value's ray marching (to max_steps, then reported), as comparisons
+            # with NaN are false
             for _ in range(max_steps):
-                if active.max() == 0:
+                if ti.select(active, 1, 0).max() == 0:
                     break
                 fv = sdf_xyz(ox + t * dx, oy + t * dy, oz + t * dz, params)
-                on = active > 0
-                n += active
-                better = on & (fabs(fv) < fabs(best_f))
+                n += ti.select(active, 1, 0)
+                better = active & (fabs(fv) < fabs(best_f))
                 best_f = ti.select(better, fv, best_f)
                 best_t = ti.select(better, t, best_t)
-                conv = on & (fabs(fv) < eps)
-                is_hit = ti.select(conv, 1, is_hit)
-                active = ti.select(conv, 0, active)
-                t = ti.select(active > 0, t + step_scale * fv, t)
-                active = ti.select((t > t_far) | (t < 0.0), 0, active)
+                conv = active & (fabs(fv) < eps)
+                is_hit = is_hit | conv
+                active = active & ~conv
+                t = ti.select(active, t + step_scale * fv, t)
+                active = active & ~((t > t_far) | (t < 0.0))
+            hits = ti.select(is_hit, 1, 0)
             # Finish and store packet by packet: a loop whose count is only known at run time, so the
             # stencil's code is emitted once (unrolled per packet it doubled the compile time)
             for q in range(group_size + ti.min(max_steps, 0)):  # max_steps >= 1: the count is group_size
@@ -482,7 +487,7 @@ def fused_trace_packet_kernel(sdf_xyz, dtype: str, params_ndim: int, finish: str
                 p_ox, p_oy, p_oz = packet_of(ox, q), packet_of(oy, q), packet_of(oz, q)
                 p_dx, p_dy, p_dz = packet_of(dx, q), packet_of(dy, q), packet_of(dz, q)
                 p_bt, p_bf, p_t = packet_of(best_t, q), packet_of(best_f, q), packet_of(t, q)
-                p_hit, p_n = packet_of(is_hit, q), packet_of(n, q)
+                p_hit, p_n = packet_of(hits, q), packet_of(n, q)
                 p_in, p_nrm2 = packet_of(inputs, q), packet_of(nrm2, q)
                 t_res = p_bt  # a hit's converged point has the smallest |f| of its ray
                 gx, gy, gz = V(0.0), V(0.0), V(0.0)

@@ -298,3 +298,31 @@ def test_xyz_shuffles_split_and_join_packet_rows_exactly(lanes, dtype, vector):
         split_join(packet_rows(rays, lanes), cols, back, 0)
     assert torch.equal(cols, rays.view(5, lanes, 3).transpose(1, 2))
     assert torch.equal(back.view(-1, 3), rays)
+
+
+@ti.func
+def nan_below_plane_lanes(x, y, z, params: ti.template()):
+    return ti.sqrt(y + params[0]) - 0.5 + x * 0.0  # NaN where y < -params[0]
+
+
+@ti.func
+def nan_below_plane(p, params: ti.template()):
+    return nan_below_plane_lanes(p[0], p[1], p[2], params)
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_packet_tracer_reports_non_finite_sdf_values(device, marked):
+    """A ray whose SDF turns NaN keeps marching (comparisons with NaN are false, and the packet kernel's
+    lane masks negate them rather than test the opposite), so the value check reports it as the
+    one-ray-per-thread kernel does: with vector IR and packets marched in pairs (marked), and in
+    Taichi's default compile (unmarked)."""
+    sdf_xyz = S.vector_ir_safe(nan_below_plane_lanes) if marked else nan_below_plane_lanes
+    field = TaichiField(nan_below_plane, torch.tensor([0.0], device=device), sdf_xyz=sdf_xyz, bound_radius=1.0)
+    o = torch.tensor([[0.0, 0.3, 3.0], [0.0, -0.8, 3.0], [0.0, 0.2, 3.0]] * 12, device=device)  # 36 rays, 12 NaN
+    d = torch.tensor([[0.0, 0.0, -1.0]] * 36, device=device)
+    for packets in (True, False):
+        with pytest.raises(ValueError, match=r"the SDF returned non-finite values along 12 rays"):
+            sphere_trace(field, o, d, packets=packets)
+        r = sphere_trace(field, o, d, packets=packets, check_values=False)
+        assert torch.equal(r.steps[1::3], torch.full_like(r.steps[1::3], 128))  # marched on to max_steps
+        assert bool((r.steps[0::3] < 128).all()) and bool((r.steps[2::3] < 128).all())  # the others stop early
