@@ -305,6 +305,12 @@ def nan_below_plane_lanes(x, y, z, params: ti.template()):
     return ti.sqrt(y + params[0]) - 0.5 + x * 0.0  # NaN where y < -params[0]
 
 
+@S.vector_ir_safe  # the same field, marked (`vector_ir_safe` marks the function object itself)
+@ti.func
+def nan_below_plane_lanes_marked(x, y, z, params: ti.template()):
+    return ti.sqrt(y + params[0]) - 0.5 + x * 0.0
+
+
 @ti.func
 def nan_below_plane(p, params: ti.template()):
     return nan_below_plane_lanes(p[0], p[1], p[2], params)
@@ -316,7 +322,8 @@ def test_packet_tracer_reports_non_finite_sdf_values(device, marked):
     lane masks negate them rather than test the opposite), so the value check reports it as the
     one-ray-per-thread kernel does: with vector IR and packets marched in pairs (marked), and in
     Taichi's default compile (unmarked)."""
-    sdf_xyz = S.vector_ir_safe(nan_below_plane_lanes) if marked else nan_below_plane_lanes
+    sdf_xyz = nan_below_plane_lanes_marked if marked else nan_below_plane_lanes
+    assert bool(getattr(sdf_xyz, "vector_ir", False)) == marked
     field = TaichiField(nan_below_plane, torch.tensor([0.0], device=device), sdf_xyz=sdf_xyz, bound_radius=1.0)
     o = torch.tensor([[0.0, 0.3, 3.0], [0.0, -0.8, 3.0], [0.0, 0.2, 3.0]] * 12, device=device)  # 36 rays, 12 NaN
     d = torch.tensor([[0.0, 0.0, -1.0]] * 36, device=device)
